@@ -1,0 +1,164 @@
+"""Command line: ``python -m chat serve | demo | token EMAIL | directory load FILE | db upgrade``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from chat import auth, demo, directory
+from chat.config import Settings, describe, load_settings
+from chat.errors import ChatError, ConfigError
+from chat.i18n import error_text
+from chat.storage.db import create_engine, session_factory, upgrade
+from chat.storage.models import Person
+
+log = logging.getLogger("chat")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _prepare(settings: Settings):
+    engine = create_engine(settings.database_url)
+    await upgrade(engine)
+    return engine
+
+
+async def _tokens(settings: Settings, engine, emails: list[str]) -> list[tuple[Person, str]]:
+    async with session_factory(engine)() as session:
+        people = (await session.execute(select(Person).where(Person.email.in_([e.lower() for e in emails])))).scalars().all()
+    by_email = {p.email: p for p in people}
+    result = []
+    for email in emails:
+        person = by_email.get(email.lower())
+        if person is None:
+            raise ChatError("person.not_found", person_id=email)
+        result.append((person, auth.mint(settings.secret_key, person.id, person.role, settings.token_ttl_seconds)))
+    return result
+
+
+async def load_demo(settings: Settings, engine, quiet: bool = False) -> None:
+    """Load the demo board if the directory is empty, and print demo tokens."""
+    async with session_factory(engine)() as session:
+        count = (await session.execute(select(func.count()).select_from(Person))).scalar_one()
+    if count == 0:
+        counts = await directory.load(engine, directory.validate(demo.build()))
+        log.info("demo directory loaded: %s", counts)
+    if quiet:
+        return
+    print("Demo people (tokens valid %d h):" % (settings.token_ttl_seconds // 3600))
+    for person, token in await _tokens(settings, engine, demo.DEMO_PEOPLE):
+        print(f"  {person.role:<10} {person.name:<16} {person.email}\n    {token}")
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(settings: Settings, with_demo: bool) -> None:
+    import uvicorn
+
+    from chat.web import create_app
+
+    engine = await _prepare(settings)
+    if with_demo:
+        await load_demo(settings, engine)
+    await engine.dispose()
+    sock = _listening_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    app = create_app(settings, migrate=False)
+    config = uvicorn.Config(
+        app,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        ws_max_size=settings.hard_frame_bytes,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        ws_per_message_deflate=False,  # compression would cost CPU once per recipient
+        lifespan="on",
+        proxy_headers=True,
+    )
+    server = uvicorn.Server(config)
+    print(f"listening on http://{host}:{port}", flush=True)
+    await server.serve(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chat", description="The school–family messaging hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the server (configuration from the environment)")
+    p_serve.add_argument("--demo", action="store_true", help="load the demo school if empty and print tokens")
+    p_serve.add_argument("--port", type=int, help="overrides PORT (0 picks a free port)")
+    p_serve.add_argument("--host", help="overrides HOST")
+    sub.add_parser("demo", help="load the demo school (if the directory is empty) and print tokens")
+    p_token = sub.add_parser("token", help="mint an access token for a directory person")
+    p_token.add_argument("email")
+    p_dir = sub.add_parser("directory", help="directory commands")
+    p_dir_sub = p_dir.add_subparsers(dest="action", required=True)
+    p_load = p_dir_sub.add_parser("load", help="check and load a directory JSON file (all or nothing)")
+    p_load.add_argument("file", type=Path)
+    p_db = sub.add_parser("db", help="database commands")
+    p_db.add_argument("action", choices=["upgrade"])
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(describe(exc), file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        changes = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
+        if "port" in changes and not 0 <= changes["port"] <= 65535:
+            print(f"configuration error: --port={changes['port']}: expected 0–65535", file=sys.stderr)
+            return 2
+        settings = settings.with_(**changes)
+    _configure_logging(settings.log_level)
+
+    async def run() -> int:
+        if args.command == "serve":
+            await serve(settings, args.demo)
+            return 0
+        engine = await _prepare(settings)
+        try:
+            if args.command == "demo":
+                await load_demo(settings, engine)
+            elif args.command == "token":
+                for _, token in await _tokens(settings, engine, [args.email]):
+                    print(token)
+            elif args.command == "directory":
+                counts = await directory.load(engine, directory.read_file(args.file))
+                print("loaded: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+            elif args.command == "db":
+                print("database schema is up to date")
+        finally:
+            await engine.dispose()
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except ChatError as exc:
+        print(f"error: {exc.code}: {error_text(exc.code, 'en', exc.fields)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Configuration: read once from the environment, cast and checked at start-up.
+
+A bad value stops the start with a message that names the variable (the
+starlette ``config.py`` habit).  Every limit says why it has its value.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+from chat.errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
+DEFAULT_SECRET_FILE = ".chat_secret"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    # Empty (or "memory://") selects the in-process broker; redis://… selects Redis pub/sub.
+    redis_url: str = ""
+    # Prefix of every Redis channel, so that several hubs (or test runs) can share one Redis.
+    redis_prefix: str = "chat"
+    attachments_dir: Path = Path("attachments")
+    secret_key: str = ""
+    # Access tokens live 12 hours: a school day on one device without signing in
+    # again, short enough that a lost token soon stops working (R21 revokes at once).
+    token_ttl_seconds: int = 12 * 3600
+    # Origins allowed to open a WebSocket from a browser (CSWSH protection).
+    allowed_origins: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    demo: bool = False
+    # A frame above this is refused with request.too_large (the connection stays);
+    # 64 KiB holds the longest text (4,000 characters, up to 16 KiB of UTF-8) with room for fields.
+    max_frame_bytes: int = 64 * 1024
+    # Frames above this are cut by the WebSocket layer itself (close 1009): nothing
+    # legitimate is that large, and the server never buffers more per frame.
+    hard_frame_bytes: int = 1024 * 1024
+    # Frames waiting for one connection; a reader that lets more pile up is closed
+    # with 4008 and resumes later (see docs/protocol.md). 1,000 frames is minutes of
+    # a busy conversation and ~1 MiB at most per connection.
+    send_queue_frames: int = 1000
+    # Per-person token bucket: 20 actions per second sustained, bursts of 40.
+    rate_per_second: float = 20.0
+    rate_burst: float = 40.0
+    # Typing indicators are cheap but chatty: their own, tighter bucket.
+    typing_per_second: float = 2.0
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or "memory://"
+
+    def with_(self, **changes: object) -> "Settings":
+        return replace(self, **changes)
+
+
+def _get(env: Mapping[str, str], name: str, cast: Callable[[str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(variable=name, value=raw, problem=str(exc)) from None
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _positive(cast: Callable[[str], T]) -> Callable[[str], T]:
+    def check(raw: str) -> T:
+        value = cast(raw)
+        if value <= 0:  # type: ignore[operator]
+            raise ValueError("expected a positive number")
+        return value
+
+    return check
+
+
+def _database_url(raw: str) -> str:
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://") :]
+    if raw.startswith("postgresql://"):
+        raw = "postgresql+asyncpg://" + raw[len("postgresql://") :]
+    if raw.startswith("sqlite:///"):
+        raw = "sqlite+aiosqlite:///" + raw[len("sqlite:///") :]
+    if not (raw.startswith("sqlite+aiosqlite://") or raw.startswith("postgresql+asyncpg://")):
+        raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if raw == "memory://":
+        return ""
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected redis://HOST:PORT/DB, rediss://… or memory://")
+    return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"origin {origin!r} must start with http:// or https://")
+    return origins
+
+
+def _secret_from_file(path: Path) -> str:
+    """A development secret kept beside the database so `demo` and `serve` agree."""
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    return key
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every variable; raise ConfigError naming the bad one."""
+    env = os.environ if env is None else env
+    demo = _get(env, "CHAT_DEMO", _bool, False)
+    secret = env.get("SECRET_KEY", "")
+    if secret and len(secret) < 32:
+        raise ConfigError(variable="SECRET_KEY", value="(hidden)", problem="at least 32 characters are needed")
+    if not secret:
+        secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))
+    port = _get(env, "PORT", int, 8000)
+    if not 0 <= port <= 65535:
+        raise ConfigError(variable="PORT", value=str(port), problem="expected 0–65535")
+    log_level = env.get("LOG_LEVEL", "info").lower()
+    if log_level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(variable="LOG_LEVEL", value=log_level, problem="expected debug, info, warning or error")
+    default_origins = (f"http://localhost:{port}", f"http://127.0.0.1:{port}")
+    return Settings(
+        database_url=_get(env, "DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
+        redis_url=_get(env, "REDIS_URL", _redis_url, ""),
+        redis_prefix=env.get("REDIS_PREFIX", "chat") or "chat",
+        attachments_dir=Path(env.get("ATTACHMENTS_DIR", "attachments") or "attachments"),
+        secret_key=secret,
+        token_ttl_seconds=_get(env, "TOKEN_TTL_SECONDS", _positive(int), 12 * 3600),
+        allowed_origins=_get(env, "ALLOWED_ORIGINS", _origins, default_origins),
+        host=env.get("HOST", "127.0.0.1") or "127.0.0.1",
+        port=port,
+        log_level=log_level,
+        demo=demo,
+        send_queue_frames=_get(env, "SEND_QUEUE_FRAMES", _positive(int), 1000),
+        rate_per_second=_get(env, "RATE_PER_SECOND", _positive(float), 20.0),
+        rate_burst=_get(env, "RATE_BURST", _positive(float), 40.0),
+    )
+
+
+def describe(error: ConfigError) -> str:
+    """The one-line start-up message for a configuration error."""
+    f = error.fields
+    return f"configuration error: {f.get('variable')}={f.get('value')!r}: {f.get('problem')}"
+

@@ -1,0 +1,400 @@
+"""The async hub: local connections, their subscriptions, and fan-out.
+
+How an event flows (docs/architecture.md has the picture):
+
+1. The service commits the event (it now has its conversation ``seq``) and
+   calls :meth:`Hub.publish_event` with the frame *already encoded once* and
+   the ids of the conversation's members at commit time.
+2. The broker carries ``header \\n frame`` to every hub process subscribed to
+   the conversation's channel (in-process, or Redis pub/sub).
+3. Each hub delivers the same frame string to its local connections whose
+   person is in that member list — authorisation against current membership
+   is part of every delivery, so a removed member gets nothing more on any
+   worker.
+4. Every connection remembers the last ``seq`` it was given per conversation.
+   An older or equal seq is a duplicate and is dropped; a jump (two workers'
+   publishes crossing, a Redis outage) is filled from the database before
+   anything newer is sent.  Clients therefore see each conversation's events
+   exactly once and in order.
+
+Each connection has a bounded outbox (``Settings.send_queue_frames``).  A
+client that does not drain it is closed with code 4008 (``slow_consumer``);
+nothing is lost for it: it reconnects and resumes from its last seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from enum import Enum
+from typing import Awaitable, Callable, Iterable
+
+import orjson
+
+from chat.broker import Broker, create_broker
+
+log = logging.getLogger("chat.hub")
+
+# Close codes (docs/protocol.md): 4xxx are ours, the client may resume after each.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_SHUTDOWN = 1012  # service restart: reconnect and resume
+CLOSE_POLICY = 1008
+
+ReplayFn = Callable[[int, int, int, int], Awaitable[list[tuple[int, str]]]]
+# replay(person_id, conversation_id, after_seq, limit) -> [(seq, frame)], authorised.
+
+# One replay query returns at most this many events; a fill loops until done.
+REPLAY_BATCH = 500
+
+
+class ConnectionState(Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Connection:
+    """One client socket as the hub sees it: who, where it is, and its outbox.
+
+    ``send`` and ``close`` are supplied by the web layer; the hub never touches
+    the socket itself.  ``push`` never blocks: it appends to the bounded outbox
+    drained by :meth:`run_writer`, and reports ``False`` when the outbox is full.
+    """
+
+    __slots__ = (
+        "person_id",
+        "language",
+        "state",
+        "positions",
+        "pending",
+        "filling",
+        "_send",
+        "_close",
+        "_queue",
+        "_limit",
+        "_wakeup",
+        "close_code",
+    )
+
+    def __init__(
+        self,
+        person_id: int,
+        language: str,
+        send: Callable[[str], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        max_queue: int,
+    ) -> None:
+        self.person_id = person_id
+        self.language = language
+        self.state = ConnectionState.OPEN
+        # conversation id -> last seq handed to this client
+        self.positions: dict[int, int] = {}
+        # conversation id -> highest seq seen while not ready to deliver (initialising or filling)
+        self.pending: dict[int, int] = {}
+        self.filling: set[int] = set()
+        self._send = send
+        self._close = close
+        self._queue: deque[str] = deque()
+        self._limit = max_queue
+        self._wakeup = asyncio.Event()
+        self.close_code: int | None = None
+
+    def push(self, frame: str) -> bool:
+        if self.state is not ConnectionState.OPEN:
+            return True
+        if len(self._queue) >= self._limit:
+            return False
+        self._queue.append(frame)
+        self._wakeup.set()
+        return True
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def run_writer(self) -> None:
+        """Drain the outbox in order until the connection closes."""
+        queue = self._queue
+        while self.state is ConnectionState.OPEN:
+            if not queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._send(queue.popleft())
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close once; later calls do nothing."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        self.state = ConnectionState.CLOSING
+        self.close_code = code
+        self._wakeup.set()
+        try:
+            await self._close(code, reason)
+        except Exception:  # the peer may be gone already
+            pass
+        self.state = ConnectionState.CLOSED
+
+
+def conversation_channel(conversation_id: int) -> str:
+    return f"conv:{conversation_id}"
+
+
+def person_channel(person_id: int) -> str:
+    return f"person:{person_id}"
+
+
+def _envelope(header: dict, frame: str | None) -> bytes:
+    head = orjson.dumps(header)
+    return head + b"\n" + frame.encode() if frame is not None else head + b"\n"
+
+
+class Hub:
+    """Keeps this process's connections and routes broker messages to them."""
+
+    def __init__(self, broker_url: str, replay: ReplayFn, redis_prefix: str = "chat") -> None:
+        self._replay = replay
+        self.broker: Broker = create_broker(broker_url, self._on_message, self._resync, prefix=redis_prefix)
+        self.by_person: dict[int, set[Connection]] = {}
+        self.subscribers: dict[int, set[Connection]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = {"delivered": 0, "slow_consumers": 0, "gap_fills": 0, "publish_failures": 0}
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        await self.broker.connect()
+
+    async def stop(self) -> None:
+        for conns in list(self.by_person.values()):
+            for conn in list(conns):
+                await conn.close(CLOSE_SHUTDOWN, "server restarting")
+        for task in list(self._tasks):
+            task.cancel()
+        await self.broker.disconnect()
+
+    def _spawn(self, coro: Awaitable) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- connections and subscriptions ------------------------------------------
+    async def register(self, conn: Connection, conversation_ids: Iterable[int]) -> None:
+        """Attach a connection: its person's channel and its conversations.
+
+        Until :meth:`track` gives a conversation its starting position, events
+        for it are only noted (``pending``) so none can slip between the
+        subscription and the position read from the database.
+        """
+        conns = self.by_person.setdefault(conn.person_id, set())
+        conns.add(conn)
+        if len(conns) == 1:
+            await self.broker.subscribe(person_channel(conn.person_id))
+        for conversation_id in conversation_ids:
+            await self._subscribe(conn, conversation_id)
+
+    async def unregister(self, conn: Connection) -> None:
+        conns = self.by_person.get(conn.person_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_person[conn.person_id]
+                await self.broker.unsubscribe(person_channel(conn.person_id))
+        for conversation_id in list(conn.positions) + list(conn.pending):
+            await self._unsubscribe(conn, conversation_id)
+
+    async def _subscribe(self, conn: Connection, conversation_id: int) -> None:
+        conn.pending.setdefault(conversation_id, 0)
+        subs = self.subscribers.get(conversation_id)
+        if subs is None:
+            subs = self.subscribers[conversation_id] = set()
+            subs.add(conn)
+            await self.broker.subscribe(conversation_channel(conversation_id))
+        else:
+            subs.add(conn)
+
+    async def _unsubscribe(self, conn: Connection, conversation_id: int) -> None:
+        conn.positions.pop(conversation_id, None)
+        conn.pending.pop(conversation_id, None)
+        subs = self.subscribers.get(conversation_id)
+        if subs is None:
+            return
+        subs.discard(conn)
+        if not subs:
+            del self.subscribers[conversation_id]
+            await self.broker.unsubscribe(conversation_channel(conversation_id))
+
+    def track(self, conn: Connection, conversation_id: int, position: int, replay: bool = False) -> None:
+        """Start live delivery of a conversation after ``position``.
+
+        With ``replay`` (a resume, or a join) everything after ``position`` is
+        fetched from the database first; otherwise only what arrived while the
+        connection was getting ready, if anything.
+        """
+        if conversation_id in conn.filling or conversation_id in conn.positions:
+            return
+        seen = conn.pending.pop(conversation_id, 0)
+        conn.positions[conversation_id] = position
+        if replay or seen > position:
+            conn.pending[conversation_id] = seen
+            self._start_fill(conn, conversation_id)
+
+    def _start_fill(self, conn: Connection, conversation_id: int) -> None:
+        conn.filling.add(conversation_id)
+        self.stats["gap_fills"] += 1
+        self._spawn(self._fill(conn, conversation_id))
+
+    async def _fill(self, conn: Connection, conversation_id: int) -> None:
+        try:
+            while conn.state is ConnectionState.OPEN:
+                position = conn.positions.get(conversation_id)
+                if position is None:
+                    return
+                events = await self._replay(conn.person_id, conversation_id, position, REPLAY_BATCH)
+                for seq, frame in events:
+                    if seq > conn.positions.get(conversation_id, seq):
+                        if not conn.push(frame):
+                            self._slow(conn)
+                            return
+                        conn.positions[conversation_id] = seq
+                position = conn.positions.get(conversation_id, 0)
+                if len(events) < REPLAY_BATCH and conn.pending.get(conversation_id, 0) <= position:
+                    conn.pending.pop(conversation_id, None)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # not a member any more, database hiccup: client must reload
+            log.info("gap fill stopped for conversation %s: %s", conversation_id, getattr(exc, "code", exc))
+            conn.positions.pop(conversation_id, None)
+            conn.pending.pop(conversation_id, None)
+        finally:
+            conn.filling.discard(conversation_id)
+
+    # -- publishing ----------------------------------------------------------------
+    async def publish_event(self, conversation_id: int, seq: int, member_ids: Iterable[int], frame: str) -> None:
+        """Fan out a committed conversation event to the members at commit time."""
+        await self._publish(
+            conversation_channel(conversation_id),
+            _envelope({"c": conversation_id, "s": seq, "m": list(member_ids)}, frame),
+        )
+
+    async def publish_ephemeral(
+        self, conversation_id: int, member_ids: Iterable[int], frame: str, exclude_person: int
+    ) -> None:
+        """Fan out something never stored (typing): no seq, not resumable."""
+        await self._publish(
+            conversation_channel(conversation_id),
+            _envelope({"c": conversation_id, "m": list(member_ids), "x": exclude_person}, frame),
+        )
+
+    async def publish_person(
+        self, person_id: int, op: str, frame: str | None = None, conversation_id: int | None = None, seq: int = 0
+    ) -> None:
+        """Tell every connection of one person, on every worker: ``frame`` (show
+        it), ``join`` / ``leave`` (a conversation), ``close`` (signed out)."""
+        header = {"p": person_id, "op": op}
+        if conversation_id is not None:
+            header["c"] = conversation_id
+            header["s"] = seq
+        await self._publish(person_channel(person_id), _envelope(header, frame))
+
+    async def _publish(self, channel: str, data: bytes) -> None:
+        try:
+            await self.broker.publish(channel, data)
+        except Exception as exc:
+            # The event is committed; subscribers recover it by gap fill / resync.
+            self.stats["publish_failures"] += 1
+            log.warning("publish to %s failed: %s", channel.split(":")[0], type(exc).__name__)
+
+    # -- receiving -------------------------------------------------------------------
+    def _on_message(self, channel: str, data: bytes) -> None:
+        head, _, body = data.partition(b"\n")
+        header = orjson.loads(head)
+        frame = body.decode() if body else None
+        if "p" in header:
+            self._on_person(header, frame)
+            return
+        conversation_id = header["c"]
+        subs = self.subscribers.get(conversation_id)
+        if not subs:
+            return
+        members = set(header["m"])
+        seq = header.get("s")
+        if seq is None:  # ephemeral
+            exclude = header.get("x")
+            for conn in subs:
+                if conn.person_id in members and conn.person_id != exclude and conversation_id in conn.positions:
+                    conn.push(frame)
+            return
+        slow: list[Connection] = []
+        delivered = 0
+        for conn in subs:
+            if conn.person_id not in members:
+                continue  # removed (or never a member): authorisation at every event
+            position = conn.positions.get(conversation_id)
+            if position is None or conversation_id in conn.filling:
+                if seq > conn.pending.get(conversation_id, 0):
+                    conn.pending[conversation_id] = seq
+                continue
+            if seq <= position:
+                continue  # duplicate
+            if seq == position + 1:
+                if conn.push(frame):
+                    conn.positions[conversation_id] = seq
+                    delivered += 1
+                else:
+                    slow.append(conn)
+            else:  # a gap: fetch what is missing, in order, before going on
+                conn.pending[conversation_id] = seq
+                self._start_fill(conn, conversation_id)
+        self.stats["delivered"] += delivered
+        for conn in slow:
+            self._slow(conn)
+
+    def _slow(self, conn: Connection) -> None:
+        self.stats["slow_consumers"] += 1
+        log.info("closing slow consumer (person %s, %d frames queued)", conn.person_id, conn.queued)
+        self._spawn(conn.close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq"))
+
+    def _on_person(self, header: dict, frame: str | None) -> None:
+        conns = self.by_person.get(header["p"])
+        if not conns:
+            return
+        op = header["op"]
+        for conn in list(conns):
+            if op == "join":
+                self._spawn(self._join(conn, header["c"], header["s"], frame))
+            elif op == "leave":
+                self._spawn(self._leave(conn, header["c"], frame))
+            elif op == "close":
+                if frame is not None:
+                    conn.push(frame)
+                self._spawn(conn.close(CLOSE_UNAUTHENTICATED, "signed out"))
+            elif frame is not None and not conn.push(frame):
+                self._slow(conn)
+
+    async def _join(self, conn: Connection, conversation_id: int, seq: int, frame: str | None) -> None:
+        if conversation_id in conn.positions or conversation_id in conn.filling:
+            return
+        await self._subscribe(conn, conversation_id)
+        if frame is not None:
+            conn.push(frame)
+        # Live from the event that added this person (it is committed already).
+        self.track(conn, conversation_id, seq - 1, replay=True)
+
+    async def _leave(self, conn: Connection, conversation_id: int, frame: str | None) -> None:
+        await self._unsubscribe(conn, conversation_id)
+        if frame is not None:
+            conn.push(frame)
+
+    async def _resync(self) -> None:
+        """After a broker outage: fetch from the database what may have been missed."""
+        for conns in list(self.by_person.values()):
+            for conn in list(conns):
+                for conversation_id in list(conn.positions):
+                    if conversation_id not in conn.filling:
+                        self._start_fill(conn, conversation_id)
+
+    def connection_count(self) -> int:
+        return sum(len(c) for c in self.by_person.values())

@@ -1,0 +1,220 @@
+"""Texts for people, in French (default) and English (R22).
+
+Errors, system messages and notices are looked up here by a stable code; the
+code travels to clients with the text so that a client can act on the code and
+show the text.  ``tests/test_i18n.py`` checks that every code has both texts
+and that every code raised in the package is in the catalogue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LANGUAGES = ("fr", "en")
+DEFAULT_LANGUAGE = "fr"  # R22: French is the default
+
+ERRORS: dict[str, tuple[str, str]] = {
+    # code: (français, English)
+    "error": ("Une erreur est survenue.", "An error occurred."),
+    "internal.error": (
+        "Erreur interne du serveur; votre action n'a pas été enregistrée. Réessayez.",
+        "Internal server error; your action was not saved. Please try again.",
+    ),
+    # --- malformed input ---------------------------------------------------
+    "request.invalid": ("Requête invalide : {detail}.", "Invalid request: {detail}."),
+    "request.invalid_json": (
+        "Le message reçu n'est pas du JSON valide ({detail}).",
+        "The frame received is not valid JSON ({detail}).",
+    ),
+    "request.not_object": (
+        "Un objet JSON était attendu, mais le message reçu est de type {got}.",
+        "Expected a JSON object, but the frame is of type {got}.",
+    ),
+    "request.unknown_type": (
+        "Type de message inconnu : « {type} ». Consultez docs/protocol.md.",
+        "Unknown frame type: '{type}'. See docs/protocol.md.",
+    ),
+    "request.missing_field": (
+        "Le champ « {field} » est obligatoire.",
+        "The field '{field}' is required.",
+    ),
+    "request.wrong_type": (
+        "Le champ « {field} » doit être de type {expected}, mais {got} a été reçu.",
+        "The field '{field}' must be {expected}, but got {got}.",
+    ),
+    "request.too_large": (
+        "Le message reçu fait {size} octets; la limite est de {limit} octets.",
+        "The frame is {size} bytes; the limit is {limit} bytes.",
+    ),
+    "request.binary_unsupported": (
+        "Les messages binaires ne sont pas acceptés; envoyez du texte JSON.",
+        "Binary frames are not accepted; send JSON text.",
+    ),
+    "rate_limited": (
+        "Trop de requêtes. Réessayez dans {retry_after} s.",
+        "Too many requests. Retry in {retry_after} s.",
+    ),
+    # --- authentication (R21) ---------------------------------------------
+    "auth.missing_token": (
+        "Authentification requise : aucun jeton fourni.",
+        "Authentication required: no token was given.",
+    ),
+    "auth.invalid_token": (
+        "Le jeton d'accès est invalide.",
+        "The access token is invalid.",
+    ),
+    "auth.expired_token": (
+        "Votre session a expiré; reconnectez-vous.",
+        "Your session has expired; please sign in again.",
+    ),
+    "auth.revoked_token": (
+        "Cette session a été fermée (déconnexion); reconnectez-vous.",
+        "This session was ended (signed out); please sign in again.",
+    ),
+    "auth.unknown_person": (
+        "Aucune personne ne correspond à ce jeton dans l'annuaire.",
+        "No person in the directory matches this token.",
+    ),
+    "origin.forbidden": (
+        "Origine « {origin} » non autorisée.",
+        "Origin '{origin}' is not allowed.",
+    ),
+    # --- directory ---------------------------------------------------------
+    "person.not_found": ("Personne introuvable : {person_id}.", "Person not found: {person_id}."),
+    "child.not_found": ("Enfant introuvable : {child_id}.", "Child not found: {child_id}."),
+    "directory.invalid": (
+        "Annuaire invalide ({where}) : {problem}. Rien n'a été chargé.",
+        "Invalid directory ({where}): {problem}. Nothing was loaded.",
+    ),
+    # --- conversations (R1–R5) ---------------------------------------------
+    "conversation.not_found": (
+        "Conversation introuvable ou inaccessible : {conversation_id}.",
+        "Conversation not found or not accessible: {conversation_id}.",
+    ),
+    "conversation.no_staff": (
+        "Une conversation doit toujours compter au moins un membre du personnel de l'école.",
+        "A conversation must always include at least one school staff member.",
+    ),
+    "conversation.child_required": (
+        "Choisissez l'enfant pour lequel vous écrivez (champ « child_id »).",
+        "Choose the child you are writing for (field 'child_id').",
+    ),
+    "conversation.child_not_yours": (
+        "Vous n'êtes pas tuteur de cet enfant.",
+        "You are not a guardian of this child.",
+    ),
+    "conversation.invitee_not_allowed": (
+        "Vous ne pouvez pas inviter cette personne ({person_id}) : seuls le personnel qui travaille avec l'enfant et ses autres parents peuvent l'être.",
+        "You cannot invite this person ({person_id}): only staff who work with the child and the child's other guardians can be invited.",
+    ),
+    "conversation.too_many_participants": (
+        "Une conversation compte au plus {limit} participants.",
+        "A conversation has at most {limit} participants.",
+    ),
+    "conversation.no_participants": (
+        "Invitez au moins une autre personne.",
+        "Invite at least one other person.",
+    ),
+    "conversation.name_too_long": (
+        "Le nom de la conversation dépasse {limit} caractères.",
+        "The conversation name is longer than {limit} characters.",
+    ),
+    "conversation.already_member": (
+        "Cette personne fait déjà partie de la conversation ({person_id}).",
+        "This person is already in the conversation ({person_id}).",
+    ),
+    "conversation.not_participant": (
+        "Cette personne ne fait pas partie de la conversation ({person_id}).",
+        "This person is not in the conversation ({person_id}).",
+    ),
+    "conversation.not_creator": (
+        "Seule la personne qui a créé la conversation peut en retirer des participants.",
+        "Only the person who created the conversation can remove participants.",
+    ),
+    "conversation.use_leave": (
+        "Pour vous retirer vous-même, quittez la conversation.",
+        "To remove yourself, leave the conversation.",
+    ),
+    # --- messages (R6, R8) -------------------------------------------------
+    "message.not_found": ("Message introuvable : {message_id}.", "Message not found: {message_id}."),
+    "message.text_empty": ("Le message est vide.", "The message is empty."),
+    "message.text_too_long": (
+        "Le message fait {length} caractères; la limite est de {limit}.",
+        "The message is {length} characters long; the limit is {limit}.",
+    ),
+    "message.not_author": (
+        "Seul l'auteur d'un message peut le modifier ou le retirer.",
+        "Only the author of a message can edit or retract it.",
+    ),
+    "message.retracted": (
+        "Ce message a été retiré de la conversation.",
+        "This message was removed from the conversation.",
+    ),
+    "message.client_id_invalid": (
+        "L'identifiant client du message doit faire de 1 à {limit} caractères.",
+        "The message client id must be 1 to {limit} characters long.",
+    ),
+    "message.client_id_reused": (
+        "Cet identifiant client a déjà servi pour un autre message.",
+        "This client id was already used for another message.",
+    ),
+    "message.not_editable": (
+        "Ce message ne peut pas être modifié (message système).",
+        "This message cannot be edited (system message).",
+    ),
+    "reaction.invalid_emoji": (
+        "Réaction invalide : un seul émoji est attendu.",
+        "Invalid reaction: a single emoji is expected.",
+    ),
+    "read.invalid_seq": (
+        "Position de lecture invalide : {seq} (dernière position : {last_seq}).",
+        "Invalid read position: {seq} (last position: {last_seq}).",
+    ),
+}
+
+# System messages written into conversations (R4) and shown to each member in
+# their own language; the stored event carries the code and the fields only.
+SYSTEM: dict[str, tuple[str, str]] = {
+    "system.created": ("{actor} a créé la conversation.", "{actor} created the conversation."),
+    "system.added_with_history": (
+        "{actor} a ajouté {names}; l'historique de la conversation a été partagé.",
+        "{actor} added {names}; the conversation history was shared.",
+    ),
+    "system.added_without_history": (
+        "{actor} a ajouté {names}, sans l'historique de la conversation.",
+        "{actor} added {names}, without the conversation history.",
+    ),
+    "system.removed": ("{actor} a retiré {names} de la conversation.", "{actor} removed {names} from the conversation."),
+    "system.left": ("{actor} a quitté la conversation.", "{actor} left the conversation."),
+    "system.renamed": ("{actor} a renommé la conversation « {name} ».", "{actor} renamed the conversation '{name}'."),
+    "system.retracted": ("Message retiré", "Message removed"),
+}
+
+
+class _Missing(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _pick(catalogue: dict[str, tuple[str, str]], code: str, language: str) -> str:
+    pair = catalogue.get(code) or catalogue.get("error") or ("", "")
+    return pair[1] if language == "en" else pair[0]
+
+
+def error_text(code: str, language: str = DEFAULT_LANGUAGE, fields: dict[str, Any] | None = None) -> str:
+    """The human text of an error code in ``language`` (French unless 'en')."""
+    return _pick(ERRORS, code, language).format_map(_Missing(fields or {}))
+
+
+def system_text(code: str, language: str = DEFAULT_LANGUAGE, fields: dict[str, Any] | None = None) -> dict[str, str]:
+    """A system message's text; returns both languages so clients can switch."""
+    values = _Missing(fields or {})
+    fr, en = SYSTEM[code]
+    return {"fr": fr.format_map(values), "en": en.format_map(values)}
+
+
+def normalise_language(value: str | None) -> str:
+    """Map any language tag to one we have ('en-CA' → 'en'); French otherwise."""
+    if value and value[:2].lower() == "en":
+        return "en"
+    return DEFAULT_LANGUAGE

@@ -1,0 +1,692 @@
+"""The hub's operations: what a person can do, checked, committed, then fanned out.
+
+Every write follows one order (non-negotiable 3): check with the pure rules in
+:mod:`chat.policies`, write in one transaction that also appends the
+conversation event with its gap-free ``seq``, commit, and only then publish to
+the hub and answer the client.  A refused action raises a :class:`ChatError`
+before anything is written.
+
+Web adapters (``chat.web``) call these methods and move data; no rule lives
+there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import orjson
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chat import auth
+from chat.config import Settings
+from chat.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
+from chat.frames import dumps, event_frame, timestamp
+from chat.hub import Hub
+from chat.i18n import system_text
+from chat.policies import membership, messages
+from chat.policies.facts import ChildFacts, PersonFacts, Role
+from chat.storage.db import session_factory
+from chat.storage.models import (
+    Conversation,
+    Event,
+    Group,
+    Guardianship,
+    Message,
+    MessageVersion,
+    Participant,
+    Person,
+    Reaction,
+    School,
+    StaffSchool,
+    Student,
+    TeacherGroup,
+    utcnow,
+)
+
+log = logging.getLogger("chat.service")
+
+# A client that was away for more than this many events reloads the
+# conversation over HTTP instead of replaying it frame by frame.
+RESUME_MAX_EVENTS = 1000
+# History pages: 50 by default, 200 at most (about one screen to a few screens).
+HISTORY_DEFAULT = 50
+HISTORY_MAX = 200
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The signed-in person a request acts for."""
+
+    id: int
+    role: str
+    name: str
+    language: str
+    token_id: str = ""
+
+
+def _member_view(person: Person) -> dict[str, Any]:
+    return {"id": person.id, "name": person.name, "role": person.role}
+
+
+class ChatService:
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions = session_factory(engine)
+        self.hub = Hub(settings.broker_url, self.replay, settings.redis_prefix)
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+
+    # -- authentication (R21) ------------------------------------------------------
+    async def authenticate(self, token: str | None) -> Actor:
+        """The person behind a bearer token, if it is valid, unexpired and not signed out."""
+        claims = auth.decode(self.settings.secret_key, token or "")
+        async with self.sessions() as session:
+            person = await session.get(Person, claims.person_id)
+        if person is None:
+            raise Unauthenticated("auth.unknown_person")
+        if claims.issued_at < person.tokens_valid_after:
+            raise Unauthenticated("auth.revoked_token")
+        return Actor(person.id, person.role, person.name, person.language, claims.token_id)
+
+    def mint_token(self, person: Person) -> str:
+        return auth.mint(self.settings.secret_key, person.id, person.role, self.settings.token_ttl_seconds)
+
+    async def sign_out(self, actor: Actor) -> None:
+        """R21: every token issued to this person until now stops working, on every
+        device, and their open connections are closed on every worker."""
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(Person).where(Person.id == actor.id).values(tokens_valid_after=time.time())
+            )
+        await self.hub.publish_person(actor.id, "close", dumps({"type": "signed_out"}))
+
+    # -- directory facts for the policies -----------------------------------------
+    async def _facts(self, session, person_ids: Iterable[int]) -> dict[int, PersonFacts]:
+        ids = set(person_ids)
+        if not ids:
+            return {}
+        people = (await session.execute(select(Person.id, Person.role).where(Person.id.in_(ids)))).all()
+        schools: dict[int, set[int]] = {}
+        for pid, sid in (await session.execute(
+            select(StaffSchool.person_id, StaffSchool.school_id).where(StaffSchool.person_id.in_(ids))
+        )).all():
+            schools.setdefault(pid, set()).add(sid)
+        groups: dict[int, set[int]] = {}
+        for pid, gid in (await session.execute(
+            select(TeacherGroup.person_id, TeacherGroup.group_id).where(TeacherGroup.person_id.in_(ids))
+        )).all():
+            groups.setdefault(pid, set()).add(gid)
+        children: dict[int, set[int]] = {}
+        for pid, sid in (await session.execute(
+            select(Guardianship.person_id, Guardianship.student_id).where(Guardianship.person_id.in_(ids))
+        )).all():
+            children.setdefault(pid, set()).add(sid)
+        return {
+            pid: PersonFacts(
+                id=pid,
+                role=Role(role),
+                school_ids=frozenset(schools.get(pid, ())),
+                group_ids=frozenset(groups.get(pid, ())),
+                child_ids=frozenset(children.get(pid, ())),
+            )
+            for pid, role in people
+        }
+
+    async def _child(self, session, child_id: int | None) -> ChildFacts | None:
+        if child_id is None:
+            return None
+        student = await session.get(Student, child_id)
+        if student is None:
+            raise NotFound("child.not_found", child_id=child_id)
+        guardians = (await session.execute(
+            select(Guardianship.person_id).where(Guardianship.student_id == child_id)
+        )).scalars().all()
+        return ChildFacts(student.id, student.school_id, student.group_id, frozenset(guardians))
+
+    async def _people(self, session, person_ids: Sequence[int]) -> list[PersonFacts]:
+        facts = await self._facts(session, person_ids)
+        for pid in person_ids:
+            if pid not in facts:
+                raise NotFound("person.not_found", person_id=pid)
+        return [facts[pid] for pid in dict.fromkeys(person_ids)]
+
+    # -- membership helpers ----------------------------------------------------------
+    async def _participant(self, session, conversation_id: int, person_id: int) -> Participant:
+        """The caller's active membership, or conversation.not_found (never reveal more)."""
+        row = await session.get(Participant, (conversation_id, person_id))
+        if row is None or not row.active:
+            raise NotFound("conversation.not_found", conversation_id=conversation_id)
+        return row
+
+    async def _member_ids(self, session, conversation_id: int) -> list[int]:
+        return list((await session.execute(
+            select(Participant.person_id).where(
+                Participant.conversation_id == conversation_id, Participant.active == True  # noqa: E712
+            )
+        )).scalars().all())
+
+    async def _next_seq(self, session, conversation_id: int, message: bool = False) -> int:
+        """Allocate the next gap-free seq; the row lock orders concurrent writers."""
+        values: dict[str, Any] = {"last_seq": Conversation.last_seq + 1}
+        if message:
+            values["last_message_at"] = utcnow()
+        result = await session.execute(
+            update(Conversation).where(Conversation.id == conversation_id).values(**values).returning(Conversation.last_seq)
+        )
+        seq = result.scalar_one_or_none()
+        if seq is None:
+            raise NotFound("conversation.not_found", conversation_id=conversation_id)
+        return seq
+
+    async def _append(
+        self, session, conversation_id: int, kind: str, actor_id: int | None, message_id: int | None = None,
+        seq: int | None = None, **data: Any,
+    ) -> tuple[int, str]:
+        if seq is None:
+            seq = await self._next_seq(session, conversation_id)
+        now = utcnow()
+        frame = event_frame(kind, conversation_id, seq, actor_id, now, **data)
+        session.add(Event(conversation_id=conversation_id, seq=seq, kind=kind, actor_id=actor_id,
+                          message_id=message_id, frame=frame, created_at=now))
+        return seq, frame
+
+    async def _names(self, session, person_ids: Iterable[int]) -> dict[int, Person]:
+        ids = set(person_ids)
+        if not ids:
+            return {}
+        rows = (await session.execute(select(Person).where(Person.id.in_(ids)))).scalars().all()
+        return {p.id: p for p in rows}
+
+    # -- conversations (R1–R5) -----------------------------------------------------------
+    async def create_conversation(
+        self, actor: Actor, participant_ids: Sequence[int], child_id: int | None = None, name: str | None = None
+    ) -> dict[str, Any]:
+        """R1, R2, R3: a parent creates for one child; staff for a child or among staff."""
+        name = membership.check_name(name)
+        async with self.sessions() as session, session.begin():
+            facts = await self._people(session, [actor.id, *participant_ids])
+            actor_facts, invitees = facts[0], [f for f in facts[1:] if f.id != actor.id]
+            child = await self._child(session, child_id)
+            membership.check_creation(actor_facts, child, invitees)
+            school_id = child.school_id if child else min(actor_facts.school_ids)
+            conversation = Conversation(school_id=school_id, child_id=child_id, name=name, creator_id=actor.id)
+            session.add(conversation)
+            await session.flush()
+            member_ids = [actor.id, *[f.id for f in invitees]]
+            for pid in member_ids:
+                session.add(Participant(conversation_id=conversation.id, person_id=pid, visible_from_seq=1))
+            people = await self._names(session, member_ids)
+            seq, frame = await self._append(
+                session, conversation.id, "conversation.created", actor.id,
+                name=name, child_id=child_id, members=[_member_view(people[p]) for p in member_ids],
+                system=system_text("system.created", fields={"actor": actor.name}),
+            )
+            await session.flush()
+            summary = await self._summary(session, conversation, actor.id)
+        joined = dumps({"type": "conversation.joined", "conversation": summary | {"unread": 0}})
+        for pid in member_ids:
+            await self.hub.publish_person(pid, "join", joined, conversation.id, seq)
+        return summary
+
+    async def rename_conversation(self, actor: Actor, conversation_id: int, name: str | None) -> dict[str, Any]:
+        """R3: any member may rename."""
+        name = membership.check_name(name)
+        async with self.sessions() as session, session.begin():
+            await self._participant(session, conversation_id, actor.id)
+            await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(name=name))
+            seq, frame = await self._append(
+                session, conversation_id, "conversation.renamed", actor.id, name=name,
+                system=system_text("system.renamed", fields={"actor": actor.name, "name": name or ""}),
+            )
+            members = await self._member_ids(session, conversation_id)
+        await self.hub.publish_event(conversation_id, seq, members, frame)
+        return {"conversation_id": conversation_id, "seq": seq, "name": name}
+
+    async def add_participants(
+        self, actor: Actor, conversation_id: int, person_ids: Sequence[int], share_history: bool
+    ) -> dict[str, Any]:
+        """R4: add people, choosing whether they see the earlier history; a system
+        message records it."""
+        async with self.sessions() as session, session.begin():
+            await self._participant(session, conversation_id, actor.id)
+            conversation = await session.get(Conversation, conversation_id)
+            member_ids = await self._member_ids(session, conversation_id)
+            facts = await self._people(session, [actor.id, *member_ids, *person_ids])
+            by_id = {f.id: f for f in facts}
+            newcomers = [by_id[p] for p in dict.fromkeys(person_ids)]
+            child = await self._child(session, conversation.child_id)
+            membership.check_addition(by_id[actor.id], child, [by_id[m] for m in member_ids], newcomers)
+            seq = await self._next_seq(session, conversation_id)
+            visible_from = 1 if share_history else seq
+            for person in newcomers:
+                row = await session.get(Participant, (conversation_id, person.id))
+                if row is None:
+                    session.add(Participant(conversation_id=conversation_id, person_id=person.id,
+                                            visible_from_seq=visible_from, last_read_seq=seq))
+                else:  # a former member coming back
+                    row.active, row.left_at, row.visible_from_seq, row.last_read_seq = True, None, visible_from, seq
+            people = await self._names(session, [actor.id, *[p.id for p in newcomers]])
+            names = ", ".join(people[p.id].name for p in newcomers)
+            code = "system.added_with_history" if share_history else "system.added_without_history"
+            _, frame = await self._append(
+                session, conversation_id, "member.added", actor.id, seq=seq,
+                members=[_member_view(people[p.id]) for p in newcomers], history_shared=share_history,
+                system=system_text(code, fields={"actor": actor.name, "names": names}),
+            )
+            await session.flush()
+            everyone = [*member_ids, *[p.id for p in newcomers]]
+            summaries = {p.id: await self._summary(session, conversation, p.id) for p in newcomers}
+        await self.hub.publish_event(conversation_id, seq, everyone, frame)
+        for person in newcomers:
+            joined = dumps({"type": "conversation.joined", "conversation": summaries[person.id]})
+            await self.hub.publish_person(person.id, "join", joined, conversation_id, seq)
+        return {"conversation_id": conversation_id, "seq": seq, "added": [p.id for p in newcomers]}
+
+    async def remove_participant(self, actor: Actor, conversation_id: int, person_id: int) -> dict[str, Any]:
+        """R5: the creator removes someone; R1 keeps a staff member."""
+        async with self.sessions() as session, session.begin():
+            await self._participant(session, conversation_id, actor.id)
+            conversation = await session.get(Conversation, conversation_id)
+            member_ids = await self._member_ids(session, conversation_id)
+            facts = await self._facts(session, member_ids)
+            membership.check_removal(actor.id, conversation.creator_id, person_id, [facts[m] for m in member_ids])
+            seq, frame = await self._depart(session, conversation_id, actor, person_id, "member.removed")
+        return await self._announce_departure(conversation_id, person_id, member_ids, seq, frame, "member.removed")
+
+    async def leave_conversation(self, actor: Actor, conversation_id: int) -> dict[str, Any]:
+        """R5: anyone leaves, except the last school-staff member (R1)."""
+        async with self.sessions() as session, session.begin():
+            await self._participant(session, conversation_id, actor.id)
+            member_ids = await self._member_ids(session, conversation_id)
+            facts = await self._facts(session, member_ids)
+            membership.check_departure(actor.id, [facts[m] for m in member_ids])
+            seq, frame = await self._depart(session, conversation_id, actor, actor.id, "member.left")
+        return await self._announce_departure(conversation_id, actor.id, member_ids, seq, frame, "member.left")
+
+    async def _depart(self, session, conversation_id: int, actor: Actor, person_id: int, kind: str) -> tuple[int, str]:
+        row = await session.get(Participant, (conversation_id, person_id))
+        row.active, row.left_at = False, utcnow()
+        people = await self._names(session, [actor.id, person_id])
+        if kind == "member.left":
+            system = system_text("system.left", fields={"actor": actor.name})
+        else:
+            system = system_text("system.removed", fields={"actor": actor.name, "names": people[person_id].name})
+        return await self._append(session, conversation_id, kind, actor.id, person=person_id, system=system)
+
+    async def _announce_departure(
+        self, conversation_id: int, person_id: int, member_ids: list[int], seq: int, frame: str, kind: str
+    ) -> dict[str, Any]:
+        # The departing person gets this last event too, then nothing more.
+        await self.hub.publish_event(conversation_id, seq, member_ids, frame)
+        await self.hub.publish_person(
+            person_id, "leave",
+            dumps({"type": "conversation.left", "conversation_id": conversation_id, "seq": seq, "reason": kind}),
+            conversation_id, seq,
+        )
+        return {"conversation_id": conversation_id, "seq": seq}
+
+    # -- messages (R6, R8, R9) ----------------------------------------------------------------
+    async def send_message(self, actor: Actor, conversation_id: int, client_id: str, text: str) -> dict[str, Any]:
+        """Commit, then fan out, then acknowledge.  Idempotent on (author, client_id):
+        a retry after a lost ack returns the same message and sends nothing again."""
+        messages.check_client_id(client_id)
+        messages.check_text(text)
+        try:
+            async with self.sessions() as session, session.begin():
+                existing = await self._existing(session, actor.id, client_id, conversation_id)
+                if existing is not None:
+                    return existing
+                participant = await self._participant(session, conversation_id, actor.id)
+                seq = await self._next_seq(session, conversation_id, message=True)
+                message = Message(conversation_id=conversation_id, seq=seq, author_id=actor.id,
+                                  client_id=client_id, text=text)
+                session.add(message)
+                await session.flush()
+                _, frame = await self._append(
+                    session, conversation_id, "message.new", actor.id, message_id=message.id, seq=seq,
+                    message={"id": message.id, "client_id": client_id, "author": actor.id, "text": text,
+                             "created_at": timestamp(message.created_at), "version": 1},
+                )
+                participant.last_read_seq = seq  # one's own message is read
+                members = await self._member_ids(session, conversation_id)
+        except IntegrityError:
+            # Two workers raced on the same retry: the other one won; answer with its message.
+            async with self.sessions() as session:
+                existing = await self._existing(session, actor.id, client_id, conversation_id)
+            if existing is None:
+                raise
+            return existing
+        await self.hub.publish_event(conversation_id, seq, members, frame)
+        return {"conversation_id": conversation_id, "message_id": message.id, "seq": seq,
+                "client_id": client_id, "created_at": timestamp(message.created_at), "duplicate": False}
+
+    async def _existing(self, session, author_id: int, client_id: str, conversation_id: int) -> dict[str, Any] | None:
+        message = (await session.execute(
+            select(Message).where(Message.author_id == author_id, Message.client_id == client_id)
+        )).scalar_one_or_none()
+        if message is None:
+            return None
+        if message.conversation_id != conversation_id:
+            raise Conflict("message.client_id_reused")
+        return {"conversation_id": conversation_id, "message_id": message.id, "seq": message.seq,
+                "client_id": client_id, "created_at": timestamp(message.created_at), "duplicate": True}
+
+    async def _own_message(self, session, actor: Actor, message_id: int) -> Message:
+        message = await session.get(Message, message_id)
+        if message is None:
+            raise NotFound("message.not_found", message_id=message_id)
+        row = await session.get(Participant, (message.conversation_id, actor.id))
+        if row is None or not row.active or message.seq < row.visible_from_seq:
+            raise NotFound("message.not_found", message_id=message_id)
+        return message
+
+    async def edit_message(self, actor: Actor, message_id: int, text: str) -> dict[str, Any]:
+        """R8: the author edits; R9: the earlier text is kept as a version."""
+        messages.check_text(text)
+        async with self.sessions() as session, session.begin():
+            message = await self._own_message(session, actor, message_id)
+            messages.check_change(actor.id, message.author_id, message.retracted_at is not None)
+            session.add(MessageVersion(message_id=message.id, version=message.version, text=message.text,
+                                       created_at=message.edited_at or message.created_at))
+            message.version += 1
+            message.text = text
+            message.edited_at = utcnow()
+            seq, frame = await self._append(
+                session, message.conversation_id, "message.edited", actor.id, message_id=message.id,
+                message={"id": message.id, "text": text, "version": message.version,
+                         "edited_at": timestamp(message.edited_at)},
+            )
+            members = await self._member_ids(session, message.conversation_id)
+        await self.hub.publish_event(message.conversation_id, seq, members, frame)
+        return {"message_id": message.id, "seq": seq, "version": message.version}
+
+    async def retract_message(self, actor: Actor, message_id: int) -> dict[str, Any]:
+        """R8: the author removes a message from the conversation.  R9: it is kept
+        (text and versions) for direction's archive; members see "message removed"."""
+        async with self.sessions() as session, session.begin():
+            message = await self._own_message(session, actor, message_id)
+            messages.check_change(actor.id, message.author_id, message.retracted_at is not None)
+            message.retracted_at = utcnow()
+            # Members replaying the log must not see the text any more.
+            earlier = (await session.execute(
+                select(Event).where(Event.message_id == message.id, Event.conversation_id == message.conversation_id)
+            )).scalars().all()
+            for event in earlier:
+                body = orjson.loads(event.frame)
+                if "message" in body:
+                    body["message"] = {"id": message.id, "author": message.author_id, "text": "",
+                                       "retracted": True, "version": body["message"].get("version", 1),
+                                       "created_at": body["message"].get("created_at")}
+                    event.frame = dumps(body)
+            seq, frame = await self._append(
+                session, message.conversation_id, "message.retracted", actor.id, message_id=message.id,
+                message={"id": message.id, "author": message.author_id, "text": "", "retracted": True},
+                system=system_text("system.retracted"),
+            )
+            members = await self._member_ids(session, message.conversation_id)
+        await self.hub.publish_event(message.conversation_id, seq, members, frame)
+        return {"message_id": message.id, "seq": seq}
+
+    async def react(self, actor: Actor, message_id: int, emoji: str, add: bool) -> dict[str, Any]:
+        """R6: add or remove one's emoji reaction; every member sees the new count."""
+        emoji = messages.check_emoji(emoji)
+        async with self.sessions() as session, session.begin():
+            message = await self._own_message(session, actor, message_id)
+            if message.retracted_at is not None:
+                raise Conflict("message.retracted")
+            existing = await session.get(Reaction, (message.id, actor.id, emoji))
+            count_query = select(func.count()).select_from(Reaction).where(
+                Reaction.message_id == message.id, Reaction.emoji == emoji)
+            if (existing is not None) == add:  # nothing changes: answer with the current count
+                count = (await session.execute(count_query)).scalar_one()
+                return {"message_id": message.id, "emoji": emoji, "count": count, "changed": False}
+            if add:
+                session.add(Reaction(message_id=message.id, person_id=actor.id, emoji=emoji))
+            else:
+                await session.delete(existing)
+            await session.flush()
+            count = (await session.execute(count_query)).scalar_one()
+            seq, frame = await self._append(
+                session, message.conversation_id, "reaction.added" if add else "reaction.removed", actor.id,
+                reaction={"message_id": message.id, "emoji": emoji, "person": actor.id, "count": count},
+            )
+            members = await self._member_ids(session, message.conversation_id)
+        await self.hub.publish_event(message.conversation_id, seq, members, frame)
+        return {"message_id": message.id, "emoji": emoji, "count": count, "seq": seq, "changed": True}
+
+    async def mark_read(self, actor: Actor, conversation_id: int, seq: int) -> dict[str, Any]:
+        """Move the read marker forward (never back); the person's other devices follow."""
+        async with self.sessions() as session, session.begin():
+            participant = await self._participant(session, conversation_id, actor.id)
+            conversation = await session.get(Conversation, conversation_id)
+            if not 0 <= seq <= conversation.last_seq:
+                raise BadRequest("read.invalid_seq", seq=seq, last_seq=conversation.last_seq)
+            participant.last_read_seq = max(participant.last_read_seq, seq)
+            await session.flush()
+            unread = (await self._unread(session, actor.id, [participant])).get(conversation_id, 0)
+            position = participant.last_read_seq
+        await self.hub.publish_person(actor.id, "frame", dumps(
+            {"type": "read", "conversation_id": conversation_id, "seq": position, "unread": unread}))
+        return {"conversation_id": conversation_id, "seq": position, "unread": unread}
+
+    async def typing(self, actor: Actor, conversation_id: int) -> None:
+        """An ephemeral 'is typing' to the other members; never stored."""
+        async with self.sessions() as session:
+            await self._participant(session, conversation_id, actor.id)
+            members = await self._member_ids(session, conversation_id)
+        frame = dumps({"type": "typing", "conversation_id": conversation_id, "person": actor.id})
+        await self.hub.publish_ephemeral(conversation_id, members, frame, exclude_person=actor.id)
+
+    # -- reading -----------------------------------------------------------------------------------
+    async def _unread(self, session, person_id: int, participants: Sequence[Participant]) -> dict[int, int]:
+        """Messages by others, not retracted, after the read marker and visible to the person."""
+        if not participants:
+            return {}
+        conditions = [
+            and_(Message.conversation_id == p.conversation_id,
+                 Message.seq > max(p.last_read_seq, p.visible_from_seq - 1))
+            for p in participants
+        ]
+        rows = (await session.execute(
+            select(Message.conversation_id, func.count())
+            .where(or_(*conditions), Message.author_id != person_id, Message.retracted_at.is_(None))
+            .group_by(Message.conversation_id)
+        )).all()
+        return dict(rows)
+
+    async def _summary(self, session, conversation: Conversation, person_id: int) -> dict[str, Any]:
+        return (await self._summaries(session, [conversation], person_id))[0]
+
+    async def _summaries(self, session, conversations: Sequence[Conversation], person_id: int) -> list[dict[str, Any]]:
+        if not conversations:
+            return []
+        ids = [c.id for c in conversations]
+        members: dict[int, list[dict[str, Any]]] = {}
+        for cid, pid, name, role in (await session.execute(
+            select(Participant.conversation_id, Person.id, Person.name, Person.role)
+            .join(Person, Person.id == Participant.person_id)
+            .where(Participant.conversation_id.in_(ids), Participant.active == True)  # noqa: E712
+            .order_by(Person.name)
+        )).all():
+            members.setdefault(cid, []).append({"id": pid, "name": name, "role": role})
+        mine = {p.conversation_id: p for p in (await session.execute(
+            select(Participant).where(Participant.conversation_id.in_(ids), Participant.person_id == person_id)
+        )).scalars().all()}
+        last_seq = select(Message.conversation_id, func.max(Message.seq).label("seq")).where(
+            Message.conversation_id.in_(ids)).group_by(Message.conversation_id).subquery()
+        last: dict[int, Message] = {m.conversation_id: m for m in (await session.execute(
+            select(Message).join(last_seq, and_(Message.conversation_id == last_seq.c.conversation_id,
+                                                Message.seq == last_seq.c.seq))
+        )).scalars().all()}
+        unread = await self._unread(session, person_id, list(mine.values()))
+        schools = {s.id: s for s in (await session.execute(
+            select(School).where(School.id.in_({c.school_id for c in conversations})))).scalars().all()}
+        children = {s.id: s for s in (await session.execute(
+            select(Student).where(Student.id.in_({c.child_id for c in conversations if c.child_id})))).scalars().all()}
+        result = []
+        for c in conversations:
+            participant = mine.get(c.id)
+            message = last.get(c.id)
+            if message is not None and participant is not None and message.seq < participant.visible_from_seq:
+                message = None
+            child = children.get(c.child_id)
+            school = schools.get(c.school_id)
+            result.append({
+                "id": c.id,
+                "name": c.name,
+                "school_id": c.school_id,
+                "child": {"id": child.id, "name": f"{child.first_name} {child.last_name}"} if child else None,
+                "creator_id": c.creator_id,
+                "members": members.get(c.id, []),
+                "last_seq": c.last_seq,
+                "visible_from_seq": participant.visible_from_seq if participant else 1,
+                "read_seq": participant.last_read_seq if participant else 0,
+                "unread": unread.get(c.id, 0),
+                "last_message": None if message is None else {
+                    "id": message.id, "seq": message.seq, "author": message.author_id,
+                    "text": "" if message.retracted_at else message.text,
+                    "retracted": message.retracted_at is not None,
+                    "created_at": timestamp(message.created_at),
+                },
+                # R11: the response-delay notice, in both languages.
+                "notice": {"fr": school.notice_fr, "en": school.notice_en} if school else None,
+            })
+        return result
+
+    async def list_conversations(self, actor: Actor) -> list[dict[str, Any]]:
+        """My active conversations, most recent activity first, with unread counts."""
+        async with self.sessions() as session:
+            conversations = (await session.execute(
+                select(Conversation).join(Participant, Participant.conversation_id == Conversation.id)
+                .where(Participant.person_id == actor.id, Participant.active == True)  # noqa: E712
+                .order_by(func.coalesce(Conversation.last_message_at, Conversation.created_at).desc(),
+                          Conversation.id.desc())
+            )).scalars().all()
+            return await self._summaries(session, conversations, actor.id)
+
+    async def conversation(self, actor: Actor, conversation_id: int) -> dict[str, Any]:
+        async with self.sessions() as session:
+            await self._participant(session, conversation_id, actor.id)
+            conversation = await session.get(Conversation, conversation_id)
+            return await self._summary(session, conversation, actor.id)
+
+    async def history(
+        self, actor: Actor, conversation_id: int, after: int | None = None, before: int | None = None,
+        limit: int = HISTORY_DEFAULT,
+    ) -> list[str]:
+        """A page of a conversation's events as stored frames, oldest first.
+
+        ``after=N`` pages forward (seq > N), ``before=N`` backward (seq < N, the
+        newest page first when neither is given).  Only what the member may see:
+        from their ``visible_from_seq`` (R4), never retracted text (R8).
+        """
+        if not 1 <= limit <= HISTORY_MAX:
+            raise BadRequest("request.invalid", detail=f"limit must be 1–{HISTORY_MAX}")
+        async with self.sessions() as session:
+            participant = await self._participant(session, conversation_id, actor.id)
+            query = select(Event.seq, Event.frame).where(
+                Event.conversation_id == conversation_id, Event.seq >= participant.visible_from_seq)
+            if after is not None:
+                rows = (await session.execute(query.where(Event.seq > after).order_by(Event.seq).limit(limit))).all()
+            else:
+                if before is not None:
+                    query = query.where(Event.seq < before)
+                rows = list(reversed((await session.execute(query.order_by(Event.seq.desc()).limit(limit))).all()))
+        return [frame for _, frame in rows]
+
+    async def replay(self, person_id: int, conversation_id: int, after: int, limit: int) -> list[tuple[int, str]]:
+        """Events after ``after`` that ``person_id`` may see now (used by the hub's gap fill)."""
+        async with self.sessions() as session:
+            participant = await session.get(Participant, (conversation_id, person_id))
+            if participant is None or not participant.active:
+                raise NotFound("conversation.not_found", conversation_id=conversation_id)
+            start = max(after, participant.visible_from_seq - 1)
+            rows = (await session.execute(
+                select(Event.seq, Event.frame)
+                .where(Event.conversation_id == conversation_id, Event.seq > start)
+                .order_by(Event.seq).limit(limit)
+            )).all()
+        return [(seq, frame) for seq, frame in rows]
+
+    async def positions(self, person_id: int) -> dict[int, int]:
+        """Active conversation id → last seq, read when a connection becomes ready."""
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(Conversation.id, Conversation.last_seq)
+                .join(Participant, Participant.conversation_id == Conversation.id)
+                .where(Participant.person_id == person_id, Participant.active == True)  # noqa: E712
+            )).all()
+        return dict(rows)
+
+    async def active_conversation_ids(self, person_id: int) -> list[int]:
+        async with self.sessions() as session:
+            return list((await session.execute(
+                select(Participant.conversation_id).where(
+                    Participant.person_id == person_id, Participant.active == True)  # noqa: E712
+            )).scalars().all())
+
+    async def check_resume(self, person_id: int, conversation_id: int, position: int) -> str | None:
+        """None when the hub can replay from ``position``; else why the client must reload."""
+        async with self.sessions() as session:
+            participant = await session.get(Participant, (conversation_id, person_id))
+            if participant is None or not participant.active:
+                return "not_member"
+            conversation = await session.get(Conversation, conversation_id)
+        if position > conversation.last_seq:
+            return "unknown_position"
+        if conversation.last_seq - max(position, participant.visible_from_seq - 1) > RESUME_MAX_EVENTS:
+            return "too_old"
+        return None
+
+    # -- people -----------------------------------------------------------------------------------
+    async def me(self, actor: Actor) -> dict[str, Any]:
+        """Who I am; for a parent, the children to pick from (one at a time)."""
+        async with self.sessions() as session:
+            person = await session.get(Person, actor.id)
+            children = (await session.execute(
+                select(Student, School.name, Group.name)
+                .join(Guardianship, Guardianship.student_id == Student.id)
+                .join(School, School.id == Student.school_id)
+                .outerjoin(Group, Group.id == Student.group_id)
+                .where(Guardianship.person_id == actor.id).order_by(Student.first_name)
+            )).all()
+            schools = (await session.execute(
+                select(School.id, School.name).join(StaffSchool, StaffSchool.school_id == School.id)
+                .where(StaffSchool.person_id == actor.id)
+            )).all()
+        return {
+            "id": person.id, "name": person.name, "email": person.email, "role": person.role,
+            "language": person.language,
+            "children": [{"id": s.id, "name": f"{s.first_name} {s.last_name}", "school": school,
+                          "group": group} for s, school, group in children],
+            "schools": [{"id": sid, "name": name} for sid, name in schools],
+        }
+
+    async def contacts(self, actor: Actor, child_id: int | None) -> list[dict[str, Any]]:
+        """R2: the people ``actor`` may invite for ``child_id`` (or among staff)."""
+        async with self.sessions() as session:
+            actor_facts = (await self._people(session, [actor.id]))[0]
+            child = await self._child(session, child_id)
+            membership.check_actor_for_child(actor_facts, child)
+            if child is not None:
+                school_ids = {child.school_id}
+            else:
+                school_ids = set(actor_facts.school_ids)
+            staff = (await session.execute(
+                select(StaffSchool.person_id).where(StaffSchool.school_id.in_(school_ids)))).scalars().all()
+            candidates = set(staff) | (set(child.guardian_ids) if child else set())
+            candidates.discard(actor.id)
+            facts = await self._facts(session, candidates)
+            allowed = [pid for pid, f in facts.items() if membership.may_invite(actor_facts, child, f)]
+            people = await self._names(session, allowed)
+        return sorted((_member_view(p) for p in people.values()), key=lambda p: (p["role"] != "teacher", p["name"]))

@@ -1,0 +1,165 @@
+"""The tables (SQLModel).  Schema changes go through Alembic migrations in
+``chat/storage/migrations``; ``tests/test_storage.py`` checks that the
+migrations and these models agree.
+
+Nothing here is ever deleted by a user action (R9): a retracted message keeps
+its text, an edit adds a :class:`MessageVersion`, a departure flips
+``Participant.active``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC; SQLModel stores it as UTC on SQLite and PostgreSQL alike."""
+    return datetime.now(timezone.utc)
+
+
+class Organisation(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=64)
+    name: str = Field(max_length=200)
+
+
+class School(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=64)
+    organisation_id: int = Field(foreign_key="organisation.id", index=True)
+    name: str = Field(max_length=200)
+    timezone: str = Field(default="America/Toronto", max_length=64)
+    # JSON: {"mon": [["08:00", "16:00"]], …}; used by the notification issue (R15).
+    working_hours: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    # JSON list of enabled feature names (R18).
+    features: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    # R11: the response-delay banner, per school, in both languages.
+    notice_fr: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    notice_en: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Group(SQLModel, table=True):
+    __tablename__ = "school_group"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=64)
+    school_id: int = Field(foreign_key="school.id", index=True)
+    name: str = Field(max_length=200)
+
+
+class Person(SQLModel, table=True):
+    """Staff (teacher, staff, direction, transport) and guardians (parent)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=254)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    language: str = Field(default="fr", max_length=2)  # R22
+    # R21: tokens issued before this instant (epoch seconds) are revoked.
+    tokens_valid_after: float = Field(default=0.0)
+
+
+class StaffSchool(SQLModel, table=True):
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    school_id: int = Field(foreign_key="school.id", primary_key=True)
+
+
+class TeacherGroup(SQLModel, table=True):
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    group_id: int = Field(foreign_key="school_group.id", primary_key=True)
+
+
+class Student(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("organisation_id", "fiche"),)
+    id: int | None = Field(default=None, primary_key=True)
+    organisation_id: int = Field(foreign_key="organisation.id")
+    school_id: int = Field(foreign_key="school.id", index=True)
+    group_id: int | None = Field(default=None, foreign_key="school_group.id", index=True)
+    first_name: str = Field(max_length=100)
+    last_name: str = Field(max_length=100)
+    date_of_birth: date
+    fiche: str = Field(max_length=7)  # numéro de fiche, 7 digits
+    code_permanent: str = Field(unique=True, max_length=12)  # 4 letters + 8 digits
+
+
+class Guardianship(SQLModel, table=True):
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    student_id: int = Field(foreign_key="student.id", primary_key=True, index=True)
+
+
+class Conversation(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="school.id", index=True)
+    child_id: int | None = Field(default=None, foreign_key="student.id", index=True)
+    name: str | None = Field(default=None, max_length=100)
+    creator_id: int = Field(foreign_key="person.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    # The last sequence number handed out; events are numbered 1, 2, 3… without gaps.
+    last_seq: int = Field(default=0)
+    last_message_at: datetime | None = Field(default=None)
+
+
+class Participant(SQLModel, table=True):
+    __table_args__ = (Index("ix_participant_person_active", "person_id", "active"),)
+    conversation_id: int = Field(foreign_key="conversation.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    active: bool = Field(default=True)
+    # R4: events before this seq are hidden from a member added without history.
+    visible_from_seq: int = Field(default=1)
+    last_read_seq: int = Field(default=0)
+    joined_at: datetime = Field(default_factory=utcnow)
+    left_at: datetime | None = Field(default=None)
+
+
+class Event(SQLModel, table=True):
+    """The per-conversation log: what members replay on resume, in seq order.
+
+    ``frame`` is the exact JSON text sent to members, encoded once.  When a
+    message is retracted its earlier frames are redacted here (members must
+    not see the text any more); the text itself stays in Message and
+    MessageVersion for direction's archive (R9).
+    """
+
+    conversation_id: int = Field(foreign_key="conversation.id", primary_key=True)
+    seq: int = Field(primary_key=True)
+    kind: str = Field(max_length=32)
+    actor_id: int | None = Field(default=None, foreign_key="person.id")
+    message_id: int | None = Field(default=None, index=True)
+    frame: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    __table_args__ = (
+        # Idempotent send: one message per (author, client id), whatever the retries.
+        UniqueConstraint("author_id", "client_id"),
+        Index("ix_message_conversation_seq", "conversation_id", "seq"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id")
+    seq: int
+    author_id: int | None = Field(default=None, foreign_key="person.id")  # None: system message
+    client_id: str | None = Field(default=None, max_length=64)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    version: int = Field(default=1)
+    created_at: datetime = Field(default_factory=utcnow)
+    edited_at: datetime | None = None
+    retracted_at: datetime | None = None
+
+
+class MessageVersion(SQLModel, table=True):
+    """Every earlier text of an edited message (R8, R9)."""
+
+    message_id: int = Field(foreign_key="message.id", primary_key=True)
+    version: int = Field(primary_key=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime
+
+
+class Reaction(SQLModel, table=True):
+    message_id: int = Field(foreign_key="message.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    emoji: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)

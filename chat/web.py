@@ -1,0 +1,416 @@
+"""The web layer: Starlette routes for HTTP and the WebSocket endpoint.
+
+Adapters only move data: decode a frame or a request, call
+:class:`chat.service.ChatService`, send the result.  The protocol is written
+down in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from chat.auth import bearer_from_headers
+from chat.config import Settings
+from chat.errors import BadRequest, ChatError, RateLimited
+from chat.frames import Fields, dumps, error_frame, parse, reply
+from chat.hub import CLOSE_POLICY, CLOSE_UNAUTHENTICATED, Connection
+from chat.i18n import normalise_language
+from chat.policies.ratelimit import Bucket, take
+from chat.service import HISTORY_DEFAULT, Actor, ChatService
+from chat.storage.db import create_engine, upgrade
+
+log = logging.getLogger("chat.web")
+
+PROTOCOL = "chat.v1"
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+def _language(request: Request, actor: Actor | None = None) -> str:
+    if actor is not None:
+        return actor.language
+    return normalise_language(request.headers.get("accept-language"))
+
+
+def error_response(exc: ChatError, language: str) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, int(exc.fields["retry_after"] + 0.999)))
+    return JSONResponse({"error": exc.to_dict(language)}, status_code=exc.status, headers=headers)
+
+
+def endpoint(handler: Callable[[ChatService, Actor, Request], Awaitable[Any]]) -> Callable:
+    """Authenticate, call the service, render the result or the error as JSON."""
+
+    async def route(request: Request) -> Response:
+        service: ChatService = request.app.state.service
+        actor: Actor | None = None
+        try:
+            token = bearer_from_headers(request.headers.get("authorization"))
+            actor = await service.authenticate(token)
+            result = await handler(service, actor, request)
+        except ChatError as exc:
+            return error_response(exc, _language(request, actor))
+        if isinstance(result, Response):
+            return result
+        return Response(dumps(result), media_type="application/json")
+
+    return route
+
+
+async def _json_body(request: Request) -> Fields:
+    body = await request.body()
+    if len(body) > request.app.state.settings.max_frame_bytes:
+        raise BadRequest("request.too_large", size=len(body), limit=request.app.state.settings.max_frame_bytes)
+    return Fields(parse(body.decode("utf-8", errors="replace")))
+
+
+def _query_int(request: Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest("request.wrong_type", field=name, expected="integer", got=raw[:20]) from None
+
+
+async def http_me(service: ChatService, actor: Actor, request: Request) -> Any:
+    return await service.me(actor)
+
+
+async def http_signout(service: ChatService, actor: Actor, request: Request) -> Any:
+    await service.sign_out(actor)
+    return {"signed_out": True}
+
+
+async def http_conversations(service: ChatService, actor: Actor, request: Request) -> Any:
+    if request.method == "POST":
+        fields = await _json_body(request)
+        return await service.create_conversation(
+            actor, fields.int_list("participants"), fields.int("child_id", required=False), fields.str("name", False))
+    return {"conversations": await service.list_conversations(actor)}
+
+
+async def http_conversation(service: ChatService, actor: Actor, request: Request) -> Any:
+    return await service.conversation(actor, int(request.path_params["conversation_id"]))
+
+
+async def http_events(service: ChatService, actor: Actor, request: Request) -> Any:
+    frames = await service.history(
+        actor, int(request.path_params["conversation_id"]),
+        after=_query_int(request, "after"), before=_query_int(request, "before"),
+        limit=_query_int(request, "limit", HISTORY_DEFAULT),
+    )
+    # The stored frames are JSON already: join them without decoding.
+    return Response('{"events":[' + ",".join(frames) + "]}", media_type="application/json")
+
+
+async def http_send(service: ChatService, actor: Actor, request: Request) -> Any:
+    fields = await _json_body(request)
+    return await service.send_message(
+        actor, int(request.path_params["conversation_id"]), fields.str("client_id"), fields.str("text"))
+
+
+async def http_contacts(service: ChatService, actor: Actor, request: Request) -> Any:
+    return {"contacts": await service.contacts(actor, _query_int(request, "child_id"))}
+
+
+async def healthz(request: Request) -> Response:
+    service: ChatService = request.app.state.service
+    async with service.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return JSONResponse({"status": "ok", "connections": service.hub.connection_count()})
+
+
+# -- WebSocket ------------------------------------------------------------------------------
+Handler = Callable[[ChatService, Actor, Fields], Awaitable[dict[str, Any] | None]]
+
+
+async def ws_create(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return {"conversation": await s.create_conversation(a, f.int_list("participants"), f.int("child_id", False),
+                                                        f.str("name", False))}
+
+
+async def ws_rename(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.rename_conversation(a, f.int("conversation_id"), f.str("name", required=False))
+
+
+async def ws_add(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.add_participants(a, f.int("conversation_id"), f.int_list("participants"),
+                                    f.bool("share_history", required=False, default=False))
+
+
+async def ws_remove(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.remove_participant(a, f.int("conversation_id"), f.int("person_id"))
+
+
+async def ws_leave(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.leave_conversation(a, f.int("conversation_id"))
+
+
+async def ws_send(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.send_message(a, f.int("conversation_id"), f.str("client_id"), f.str("text"))
+
+
+async def ws_edit(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.edit_message(a, f.int("message_id"), f.str("text"))
+
+
+async def ws_retract(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.retract_message(a, f.int("message_id"))
+
+
+async def ws_react_add(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.react(a, f.int("message_id"), f.str("emoji"), add=True)
+
+
+async def ws_react_remove(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.react(a, f.int("message_id"), f.str("emoji"), add=False)
+
+
+async def ws_read(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.mark_read(a, f.int("conversation_id"), f.int("seq"))
+
+
+async def ws_typing(s: ChatService, a: Actor, f: Fields) -> None:
+    await s.typing(a, f.int("conversation_id"))
+
+
+async def ws_list(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return {"conversations": await s.list_conversations(a)}
+
+
+async def ws_history(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    frames = await s.history(a, f.int("conversation_id"), after=f.int("after", False), before=f.int("before", False),
+                             limit=f.int("limit", False, HISTORY_DEFAULT))
+    return {"events": [parse(frame) for frame in frames]}
+
+
+async def ws_ping(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return {"pong": True}
+
+
+async def ws_signout(s: ChatService, a: Actor, f: Fields) -> None:
+    await s.sign_out(a)
+
+
+HANDLERS: dict[str, Handler] = {
+    "conversation.create": ws_create,
+    "conversation.rename": ws_rename,
+    "conversation.add": ws_add,
+    "conversation.remove": ws_remove,
+    "conversation.leave": ws_leave,
+    "conversation.list": ws_list,
+    "conversation.history": ws_history,
+    "message.send": ws_send,
+    "message.edit": ws_edit,
+    "message.retract": ws_retract,
+    "reaction.add": ws_react_add,
+    "reaction.remove": ws_react_remove,
+    "read": ws_read,
+    "typing": ws_typing,
+    "ping": ws_ping,
+    "signout": ws_signout,
+}
+# Cheap or ephemeral frames that do not draw from the main rate-limit bucket.
+TYPING = "typing"
+
+
+def origin_allowed(settings: Settings, websocket: WebSocket) -> bool:
+    """Browsers always send Origin; a cross-site page must not reach the socket
+    with the user's credentials (cross-site WebSocket hijacking)."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: native apps and servers authenticate by token only
+    origin = origin.rstrip("/")
+    allowed = websocket.app.state.settings.allowed_origins
+    return "*" in allowed or origin in allowed
+
+
+class Session:
+    """One WebSocket session: the reader loop and the per-connection limits."""
+
+    def __init__(self, service: ChatService, settings: Settings, websocket: WebSocket, actor: Actor,
+                 person_buckets: dict[int, Bucket]) -> None:
+        self.service = service
+        self.settings = settings
+        self.websocket = websocket
+        self.actor = actor
+        self.person_buckets = person_buckets
+        self.bucket: Bucket | None = None
+        self.typing_bucket: Bucket | None = None
+        self.started = False
+        self.conn = Connection(actor.id, actor.language, websocket.send_text, self._close,
+                               settings.send_queue_frames)
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code, reason)
+
+    def _limit(self, frame_type: str) -> None:
+        """Per connection and per person token buckets; raise RateLimited with the wait."""
+        now = time.monotonic()
+        s = self.settings
+        if frame_type == TYPING:
+            self.typing_bucket, wait = take(self.typing_bucket, now, s.typing_per_second, s.typing_per_second * 2)
+            if wait:
+                raise RateLimited(wait)
+            return
+        self.bucket, wait = take(self.bucket, now, s.rate_per_second, s.rate_burst)
+        if wait:
+            raise RateLimited(wait)
+        # All of one person's connections on this worker share a second, wider bucket.
+        person = self.person_buckets.get(self.actor.id)
+        person, wait = take(person, now, s.rate_per_second * 2, s.rate_burst * 2)
+        self.person_buckets[self.actor.id] = person
+        if wait:
+            raise RateLimited(wait)
+
+    async def start(self, positions: dict[int, int]) -> dict[str, Any]:
+        """Go live: replay from the client's positions, live-only elsewhere."""
+        self.started = True
+        latest = await self.service.positions(self.actor.id)
+        resumed, reset = [], []
+        for conversation_id, position in positions.items():
+            reason = await self.service.check_resume(self.actor.id, conversation_id, position)
+            if reason is not None:
+                reset.append({"conversation_id": conversation_id, "reason": reason})
+                continue
+            self.service.hub.track(self.conn, conversation_id, position, replay=True)
+            resumed.append(conversation_id)
+        for conversation_id, last_seq in latest.items():
+            if conversation_id not in positions:
+                self.service.hub.track(self.conn, conversation_id, last_seq)
+        return {"resumed": resumed, "reset": reset,
+                "conversations": await self.service.list_conversations(self.actor)}
+
+    async def handle(self, raw: str) -> None:
+        request_id: Any = None
+        try:
+            if len(raw) > self.settings.max_frame_bytes or len(raw.encode()) > self.settings.max_frame_bytes:
+                raise BadRequest("request.too_large", size=len(raw.encode()), limit=self.settings.max_frame_bytes)
+            data = parse(raw)
+            request_id = data.get("id")
+            if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
+                request_id = None
+                raise BadRequest("request.wrong_type", field="id", expected="string or integer", got="other")
+            fields = Fields(data)
+            frame_type = fields.str("type")
+            self._limit(frame_type)
+            if frame_type == "resume":
+                if self.started:
+                    raise BadRequest("request.invalid", detail="resume must be the first frame of a connection")
+                result = await self.start(fields.int_map("positions"))
+                self.conn.push(reply(request_id, **result))
+                return
+            handler = HANDLERS.get(frame_type)
+            if handler is None:
+                raise BadRequest("request.unknown_type", type=frame_type[:64])
+            if not self.started:
+                await self.start({})
+            result = await handler(self.service, self.actor, fields)
+            if result is not None or request_id is not None:
+                self.conn.push(reply(request_id, **(result or {})))
+        except ChatError as exc:
+            self.conn.push(error_frame(request_id, exc.to_dict(self.actor.language)))
+        except (asyncio.CancelledError, WebSocketDisconnect):
+            raise
+        except Exception:
+            log.exception("unexpected error handling a frame")
+            self.conn.push(error_frame(request_id, ChatError("internal.error").to_dict(self.actor.language)))
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    app = websocket.app
+    service: ChatService = app.state.service
+    settings: Settings = app.state.settings
+    if not origin_allowed(settings, websocket):
+        # Refused before the handshake completes: the browser sees HTTP 403.
+        log.info("websocket refused: origin not allowed")
+        await websocket.close(CLOSE_POLICY)
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    token = bearer_from_headers(websocket.headers.get("authorization"), offered)
+    await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
+    language = normalise_language(websocket.headers.get("accept-language"))
+    try:
+        actor = await service.authenticate(token)
+    except ChatError as exc:
+        await websocket.send_text(error_frame(None, exc.to_dict(language)))
+        await websocket.close(CLOSE_UNAUTHENTICATED, exc.code)
+        return
+    session = Session(service, settings, websocket, actor, app.state.person_buckets)
+    conn = session.conn
+    await service.hub.register(conn, await service.active_conversation_ids(actor.id))
+    writer = asyncio.create_task(conn.run_writer())
+    conn.push(dumps({"type": "hello", "protocol": 1, "person": {
+        "id": actor.id, "name": actor.name, "role": actor.role, "language": actor.language}}))
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is not None:
+                await session.handle(message["text"])
+            else:
+                conn.push(error_frame(None, BadRequest("request.binary_unsupported").to_dict(actor.language)))
+            if writer.done():
+                break
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await service.hub.unregister(conn)
+        if actor.id not in service.hub.by_person:
+            app.state.person_buckets.pop(actor.id, None)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+        await conn.close(1000)
+
+
+# -- the application -------------------------------------------------------------------------------
+def create_app(settings: Settings, service: ChatService | None = None, migrate: bool = True) -> Starlette:
+    """The ASGI application.  Starts the service (migrations, broker) in its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        own = app.state.service is None
+        if own:
+            engine = create_engine(settings.database_url)
+            if migrate:
+                await upgrade(engine)
+            app.state.service = ChatService(settings, engine)
+        await app.state.service.start()
+        try:
+            yield
+        finally:
+            await app.state.service.stop()
+            if own:
+                await app.state.service.engine.dispose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/api/me", endpoint(http_me)),
+        Route("/api/auth/signout", endpoint(http_signout), methods=["POST"]),
+        Route("/api/contacts", endpoint(http_contacts)),
+        Route("/api/conversations", endpoint(http_conversations), methods=["GET", "POST"]),
+        Route("/api/conversations/{conversation_id:int}", endpoint(http_conversation)),
+        Route("/api/conversations/{conversation_id:int}/events", endpoint(http_events)),
+        Route("/api/conversations/{conversation_id:int}/messages", endpoint(http_send), methods=["POST"]),
+        WebSocketRoute("/ws", websocket_endpoint),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service = service
+    app.state.person_buckets = {}
+    return app
