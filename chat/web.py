@@ -384,19 +384,20 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        own = app.state.service is None
-        if own:
-            engine = create_engine(settings.database_url)
-            if migrate:
-                await upgrade(engine)
-            app.state.service = ChatService(settings, engine)
+        # A service handed in (tests, embedding) is started and stopped by its owner.
+        if app.state.service is not None:
+            yield
+            return
+        engine = create_engine(settings.database_url)
+        if migrate:
+            await upgrade(engine)
+        app.state.service = ChatService(settings, engine)
         await app.state.service.start()
         try:
             yield
         finally:
             await app.state.service.stop()
-            if own:
-                await app.state.service.engine.dispose()
+            await engine.dispose()
 
     routes = [
         Route("/healthz", healthz),

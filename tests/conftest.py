@@ -1,0 +1,195 @@
+"""Fixtures by layer (STYLE.md): pure policies need none; storage and service
+tests get a migrated database with the demo directory; end-to-end tests get a
+real uvicorn server on port 0 and real WebSocket clients.
+
+Every fixture that touches storage or fan-out is parametrised by ``backend``:
+
+* ``embedded`` — SQLite file + in-process broker (the defaults);
+* ``real``     — PostgreSQL + Redis pub/sub (the production pair).
+
+``CHAT_TEST_BACKENDS=embedded`` limits a local run to one of them; CI runs both
+(``.ci/run`` starts PostgreSQL and Redis when they are not running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+import uvicorn
+from sqlalchemy import select, text
+
+from chat import auth, demo, directory
+from chat.config import Settings
+from chat.service import Actor, ChatService
+from chat.storage.db import create_engine, upgrade
+from chat.storage.models import Person, SQLModel
+from chat.web import create_app
+from tests.client import WSClient
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_HOST_URL = PG_ADMIN_URL.rsplit("/", 1)[0]
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BACKENDS = [b for b in os.environ.get("CHAT_TEST_BACKENDS", "embedded,real").split(",") if b]
+SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> str:
+    """A fresh PostgreSQL database for this test session, migrated once."""
+    import asyncpg
+
+    name = f"chat_test_{os.getpid()}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        engine = create_engine(f"postgresql+asyncpg://{PG_HOST_URL.split('://', 1)[1]}/{name}")
+        await upgrade(engine)
+        await engine.dispose()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield f"postgresql+asyncpg://{PG_HOST_URL.split('://', 1)[1]}/{name}"
+    asyncio.run(drop())
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path, request) -> Settings:
+    common = dict(secret_key=SECRET, attachments_dir=tmp_path / "attachments", allowed_origins=("http://school.test",))
+    if backend == "embedded":
+        return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", redis_url="", **common)
+    database = request.getfixturevalue("pg_database")
+    return Settings(database_url=database, redis_url=REDIS_URL, redis_prefix=f"test-{uuid.uuid4().hex[:12]}", **common)
+
+
+async def _reset(engine, backend: str) -> None:
+    if backend == "embedded":
+        await upgrade(engine)
+        return
+    tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+async def engine(settings: Settings, backend: str):
+    engine = create_engine(settings.database_url)
+    await _reset(engine, backend)
+    await directory.load(engine, directory.validate(demo.build()))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def service(settings: Settings, engine) -> AsyncIterator[ChatService]:
+    service = ChatService(settings, engine)
+    await service.start()
+    yield service
+    await service.stop()
+
+
+@dataclass
+class Server:
+    url: str
+    ws_url: str
+    service: ChatService
+    settings: Settings
+
+    async def token(self, email: str) -> str:
+        person = await person_by_email(self.service, email)
+        return auth.mint(self.settings.secret_key, person.id, person.role, self.settings.token_ttl_seconds)
+
+    async def connect(self, email: str, resume: dict[int, int] | None = None, start: bool = True) -> WSClient:
+        """A signed-in WebSocket client that has said `resume` (live from now by default)."""
+        client = await WSClient.open(self.ws_url, await self.token(email))
+        if start:
+            await client.start(resume or {})
+        return client
+
+
+async def person_by_email(service: ChatService, email: str) -> Person:
+    async with service.sessions() as session:
+        return (await session.execute(select(Person).where(Person.email == email))).scalar_one()
+
+
+async def actor_for(service: ChatService, email: str) -> Actor:
+    person = await person_by_email(service, email)
+    return Actor(person.id, person.role, person.name, person.language)
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    return sock
+
+
+@pytest.fixture
+async def server(service: ChatService, settings: Settings) -> AsyncIterator[Server]:
+    """A real uvicorn server on a port the OS picked, serving the test's service."""
+    app = create_app(settings, service=service)
+    config = uvicorn.Config(
+        app, log_level="warning", ws_max_size=settings.hard_frame_bytes, ws_per_message_deflate=False,
+        lifespan="on", timeout_graceful_shutdown=2,
+    )
+    srv = uvicorn.Server(config)
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    task = asyncio.create_task(srv.serve(sockets=[sock]))
+    while not srv.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    yield Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", service, settings)
+    srv.should_exit = True
+    await task
+    sock.close()
+
+
+# The demo people the tests use most (see chat/demo.py).
+MARIE = "marie.tremblay@parent.test"      # guardian of Léa (ERA-301) and Noah (FLE-101)
+JEAN = "jean.tremblay@parent.test"        # Léa's other guardian, separated (language en)
+NADIA = "nadia.chabot@erables.test"       # teacher of ERA-301 (Léa's group)
+PAUL = "paul.girard@erables.test"         # teacher of ERA-201 (not Léa's group)
+DIRECTION = "direction@erables.test"      # direction of Érables
+SECRETARIAT = "secretariat@erables.test"  # staff of Érables
+DIRECTION_FLEUVE = "direction@fleuve.test"
+TRANSPORT = "transport@autobus.test"
+
+
+async def child_id(service: ChatService, first_name: str) -> int:
+    from chat.storage.models import Student
+
+    async with service.sessions() as session:
+        return (await session.execute(select(Student.id).where(Student.first_name == first_name,
+                                                               Student.last_name == "Tremblay"))).scalar_one()
+
+
+async def other_parent_email(service: ChatService) -> str:
+    """A guardian with no link to the Tremblay children."""
+    async with service.sessions() as session:
+        return (await session.execute(select(Person.email).where(
+            Person.role == "parent", Person.email.not_like("%tremblay%")).order_by(Person.id))).scalars().first()
