@@ -1,0 +1,245 @@
+"""Delivery guarantees: resume without gap or duplicate, explicit reset when a
+position cannot be honoured, gap filling, slow consumers, per-event authorisation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chat import service as service_module
+from chat.hub import CLOSE_SLOW_CONSUMER, Connection, Hub
+from tests.client import WSClient
+from tests.conftest import JEAN, MARIE, NADIA, REDIS_URL, child_id, person_by_email
+
+
+async def conversation_with_nadia(server, marie) -> int:
+    nadia = await person_by_email(server.service, NADIA)
+    answer = await marie.request("conversation.create", child_id=await child_id(server.service, "Léa"),
+                                 participants=[nadia.id])
+    return answer["conversation"]["id"]
+
+
+async def test_resume_after_disconnect_delivers_exactly_the_missed_events_then_live_ones(server):
+    async with await server.connect(NADIA) as nadia:
+        marie = await server.connect(MARIE)
+        cid = await conversation_with_nadia(server, marie)
+        await marie.request("message.send", conversation_id=cid, client_id="before", text="Avant")
+        seen = [e["seq"] for e in await marie.events()]
+        assert seen == [1, 2]
+        await marie.close()  # the laptop closes
+
+        for i in range(5):
+            await nadia.request("message.send", conversation_id=cid, client_id=f"away-{i}", text=f"Pendant {i}")
+
+        marie = await server.connect(MARIE, start=False)
+        answer = await marie.start({cid: seen[-1]})
+        assert answer["resumed"] == [cid] and answer["reset"] == []
+        await nadia.request("message.send", conversation_id=cid, client_id="live", text="En direct")
+        events = await marie.events()
+        assert [e["seq"] for e in events] == [3, 4, 5, 6, 7, 8]  # no gap, no duplicate
+        assert [e["message"]["text"] for e in events] == [f"Pendant {i}" for i in range(5)] + ["En direct"]
+        await marie.close()
+
+
+async def test_resume_from_an_unknown_position_tells_the_client_to_reload(server):
+    async with await server.connect(MARIE) as marie:
+        cid = await conversation_with_nadia(server, marie)
+    client = await server.connect(MARIE, start=False)
+    answer = await client.start({cid: 999, 424242: 0})
+    assert {(r["conversation_id"], r["reason"]) for r in answer["reset"]} == {
+        (cid, "unknown_position"), (424242, "not_member")}
+    assert answer["resumed"] == []
+    await client.close()
+
+
+async def test_resume_too_far_behind_tells_the_client_to_reload(server, monkeypatch):
+    monkeypatch.setattr(service_module, "RESUME_MAX_EVENTS", 3)
+    async with await server.connect(MARIE) as marie:
+        cid = await conversation_with_nadia(server, marie)
+        for i in range(4):
+            await marie.request("message.send", conversation_id=cid, client_id=f"m{i}", text="x")
+    client = await server.connect(MARIE, start=False)
+    answer = await client.start({cid: 0})
+    assert answer["reset"] == [{"conversation_id": cid, "reason": "too_old"}]
+    # The reload path: history pages over HTTP/WS still serve everything.
+    history = await client.request("conversation.history", conversation_id=cid, after=0, limit=200)
+    assert [e["seq"] for e in history["events"]] == [1, 2, 3, 4, 5]
+    await client.close()
+
+
+async def test_resume_of_a_conversation_one_was_removed_from_is_refused(server):
+    jean_id = (await person_by_email(server.service, JEAN)).id
+    async with await server.connect(MARIE) as marie:
+        nadia_id = (await person_by_email(server.service, NADIA)).id
+        answer = await marie.request("conversation.create", child_id=await child_id(server.service, "Léa"),
+                                     participants=[nadia_id, jean_id])
+        cid = answer["conversation"]["id"]
+        await marie.request("conversation.remove", conversation_id=cid, person_id=jean_id)
+        await marie.request("message.send", conversation_id=cid, client_id="secret", text="Après le retrait")
+    jean = await server.connect(JEAN, start=False)
+    answer = await jean.start({cid: 1})
+    assert answer["reset"] == [{"conversation_id": cid, "reason": "not_member"}]
+    assert await jean.events() == []
+    await jean.close()
+
+
+async def test_history_pages_forward_and_backward(server):
+    async with await server.connect(MARIE) as marie:
+        cid = await conversation_with_nadia(server, marie)
+        for i in range(6):
+            await marie.request("message.send", conversation_id=cid, client_id=f"h{i}", text=f"m{i}")
+        newest = await marie.request("conversation.history", conversation_id=cid, limit=3)
+        assert [e["seq"] for e in newest["events"]] == [5, 6, 7]
+        older = await marie.request("conversation.history", conversation_id=cid, before=5, limit=3)
+        assert [e["seq"] for e in older["events"]] == [2, 3, 4]
+        forward = await marie.request("conversation.history", conversation_id=cid, after=4, limit=2)
+        assert [e["seq"] for e in forward["events"]] == [5, 6]
+
+
+# -- the hub alone: gap fill, duplicates, slow consumers --------------------------------------------
+class FakeLog:
+    """An in-memory event log standing in for the database behind the hub's gap fill."""
+
+    def __init__(self) -> None:
+        self.frames: dict[int, str] = {}
+
+    async def replay(self, person_id: int, conversation_id: int, after: int, limit: int):
+        return [(s, f) for s, f in sorted(self.frames.items()) if s > after][:limit]
+
+
+def recording_connection(person_id: int, max_queue: int = 100) -> tuple[Connection, list[str]]:
+    sent: list[str] = []
+
+    async def send(frame: str) -> None:
+        sent.append(frame)
+
+    async def close(code: int, reason: str) -> None:
+        return None
+
+    return Connection(person_id, "fr", send, close, max_queue), sent
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def hub_log(request):
+    log = FakeLog()
+    url = "memory://" if request.param == "memory" else REDIS_URL
+    hub = Hub(url, log.replay, redis_prefix=f"test-hub-{id(log)}")
+    await hub.start()
+    yield hub, log
+    await hub.stop()
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+async def test_hub_fills_a_gap_from_the_log_and_drops_duplicates(hub_log):
+    hub, log = hub_log
+    conn, sent = recording_connection(7)
+    writer = asyncio.create_task(conn.run_writer())
+    await hub.register(conn, [1])
+    hub.track(conn, 1, 0)
+    for seq in (1, 2, 3):
+        log.frames[seq] = f"frame-{seq}"
+    await hub.publish_event(1, 1, [7], "frame-1")
+    await hub.publish_event(1, 3, [7], "frame-3")  # 2 was committed but its publish was lost
+    await hub.publish_event(1, 1, [7], "frame-1")  # a duplicate
+    await wait_for(lambda: len(sent) >= 3)
+    await hub.publish_event(1, 2, [7], "frame-2")  # late arrival of 2: already filled
+    log.frames[4] = "frame-4"
+    await hub.publish_event(1, 4, [7], "frame-4")
+    await wait_for(lambda: len(sent) >= 4)
+    await asyncio.sleep(0.1)
+    assert sent == ["frame-1", "frame-2", "frame-3", "frame-4"]
+    writer.cancel()
+
+
+async def test_hub_delivers_only_to_the_members_named_by_the_event(hub_log):
+    hub, log = hub_log
+    member, to_member = recording_connection(1)
+    removed, to_removed = recording_connection(2)
+    tasks = [asyncio.create_task(c.run_writer()) for c in (member, removed)]
+    for conn in (member, removed):
+        await hub.register(conn, [5])
+        hub.track(conn, 5, 0)
+    log.frames[1] = "e1"
+    await hub.publish_event(5, 1, [1, 2], "e1")
+    await wait_for(lambda: to_member and to_removed)
+    log.frames[2] = "e2"
+    await hub.publish_event(5, 2, [1], "e2")  # person 2 is no longer a member at seq 2
+    await wait_for(lambda: len(to_member) == 2)
+    await asyncio.sleep(0.1)
+    assert to_member == ["e1", "e2"] and to_removed == ["e1"]
+    for task in tasks:
+        task.cancel()
+
+
+async def test_slow_consumer_is_closed_with_4008_and_others_keep_receiving(hub_log):
+    hub, log = hub_log
+    closed: list[int] = []
+    never = asyncio.Event()
+
+    async def stuck_send(frame: str) -> None:
+        await never.wait()  # a client that stopped reading: the socket never drains
+
+    async def record_close(code: int, reason: str) -> None:
+        closed.append(code)
+
+    slow = Connection(1, "fr", stuck_send, record_close, max_queue=5)
+    fast, received = recording_connection(2)
+    tasks = [asyncio.create_task(c.run_writer()) for c in (slow, fast)]
+    for conn in (slow, fast):
+        await hub.register(conn, [9])
+        hub.track(conn, 9, 0)
+    for seq in range(1, 21):
+        log.frames[seq] = f"f{seq}"
+        await hub.publish_event(9, seq, [1, 2], f"f{seq}")
+    await wait_for(lambda: len(received) == 20 and closed)
+    assert closed == [CLOSE_SLOW_CONSUMER]
+    assert slow.queued <= 5  # the outbox never grew past its bound
+    assert received == [f"f{seq}" for seq in range(1, 21)]
+    assert hub.stats["slow_consumers"] == 1
+    for task in tasks:
+        task.cancel()
+
+
+async def test_slow_websocket_client_is_disconnected_without_harming_others(server):
+    """End to end: Jean's socket stops draining; his outbox overflows, he is closed
+    with 4008 while Nadia receives everything, and Jean resumes without loss."""
+    import websockets
+
+    jean_id = (await person_by_email(server.service, JEAN)).id
+    nadia_id = (await person_by_email(server.service, NADIA)).id
+    async with await server.connect(MARIE) as marie, await server.connect(NADIA) as nadia:
+        answer = await marie.request("conversation.create", child_id=await child_id(server.service, "Léa"),
+                                     participants=[nadia_id, jean_id])
+        cid = answer["conversation"]["id"]
+        jean = await server.connect(JEAN)
+        (target,) = server.service.hub.by_person[jean_id]
+        stall = asyncio.Event()
+
+        async def stalled(frame: str) -> None:  # the socket no longer drains
+            await stall.wait()
+
+        target._send = stalled
+        target._limit = 3
+        for i in range(8):
+            await marie.request("message.send", conversation_id=cid, client_id=f"s{i}", text=f"m{i}")
+        await wait_for(lambda: target.close_code is not None)
+        assert target.close_code == CLOSE_SLOW_CONSUMER
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await jean.ws.recv()
+        assert closed.value.rcvd.code == CLOSE_SLOW_CONSUMER
+        texts = [e["message"]["text"] for e in await nadia.events() if e["kind"] == "message.new"]
+        assert texts == [f"m{i}" for i in range(8)]
+        jean = await server.connect(JEAN, start=False)
+        await jean.start({cid: 1})
+        texts = [e["message"]["text"] for e in await jean.events() if e["kind"] == "message.new"]
+        assert texts == [f"m{i}" for i in range(8)]
+        await jean.close()
