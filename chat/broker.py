@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Awaitable, Callable, Protocol
 
 log = logging.getLogger("chat.broker")
@@ -80,7 +81,9 @@ class RedisBroker:
         self._on_resync = on_resync
         self._prefix = prefix + ":"
         self._channels: set[str] = set()
-        self._client = redis.Redis.from_url(url, health_check_interval=15)
+        # Named so that operators (and tests) can tell each worker's connections apart.
+        self.client_name = f"{prefix}:{os.getpid()}:{id(self):x}"
+        self._client = redis.Redis.from_url(url, health_check_interval=15, client_name=self.client_name)
         self._pubsub = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()

@@ -159,6 +159,20 @@ async def test_hub_fills_a_gap_from_the_log_and_drops_duplicates(hub_log):
     writer.cancel()
 
 
+async def test_hub_resync_after_a_broker_outage_fetches_what_was_never_delivered(hub_log):
+    hub, log = hub_log
+    conn, sent = recording_connection(3)
+    writer = asyncio.create_task(conn.run_writer())
+    await hub.register(conn, [2])
+    hub.track(conn, 2, 0)
+    for seq in (1, 2, 3):  # committed while the broker was down: never published
+        log.frames[seq] = f"lost-{seq}"
+    await hub._resync()
+    await wait_for(lambda: len(sent) == 3)
+    assert sent == ["lost-1", "lost-2", "lost-3"]
+    writer.cancel()
+
+
 async def test_hub_delivers_only_to_the_members_named_by_the_event(hub_log):
     hub, log = hub_log
     member, to_member = recording_connection(1)

@@ -1,0 +1,126 @@
+"""Two hub processes sharing PostgreSQL and Redis, as in production: what a client
+on one sends reaches a client on the other live; membership is enforced on
+every worker; a killed worker loses no accepted message."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.client import WSClient
+from tests.conftest import JEAN, MARIE, NADIA, SECRET, child_id, person_by_email
+
+
+class Worker:
+    def __init__(self, process: subprocess.Popen, port: int) -> None:
+        self.process = process
+        self.port = port
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+async def start_worker(settings, cwd: Path) -> Worker:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_PREFIX": settings.redis_prefix,
+        "SECRET_KEY": SECRET,
+        "LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chat", "serve", "--port", "0"], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    loop = asyncio.get_running_loop()
+    line = await asyncio.wait_for(loop.run_in_executor(None, process.stdout.readline), 60)
+    if not line.startswith("listening on "):
+        process.kill()
+        raise AssertionError(f"worker did not start: {line!r}")
+    return Worker(process, int(line.rsplit(":", 1)[1]))
+
+
+@pytest.fixture
+async def workers(backend, settings, engine, service, tmp_path):
+    if backend != "real":
+        pytest.skip("several processes share PostgreSQL + Redis; the in-process broker is per process")
+    started = [await start_worker(settings, tmp_path), await start_worker(settings, tmp_path)]
+    yield started
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.terminate()
+            try:
+                worker.process.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+async def connect(service, worker: Worker, email: str, positions: dict[int, int] | None = None) -> WSClient:
+    from chat import auth
+
+    person = await person_by_email(service, email)
+    client = await WSClient.open(worker.ws_url, auth.mint(SECRET, person.id, person.role, 3600))
+    await client.start(positions or {})
+    return client
+
+
+async def test_a_client_on_one_worker_receives_live_what_a_client_on_the_other_sends(workers, service):
+    a, b = workers
+    marie, nadia = await connect(service, a, MARIE), await connect(service, b, NADIA)
+    nadia_id = (await person_by_email(service, NADIA)).id
+    created = await marie.request("conversation.create", child_id=await child_id(service, "Léa"),
+                                  participants=[nadia_id])
+    cid = created["conversation"]["id"]
+    assert (await nadia.next("conversation.joined"))["conversation"]["id"] == cid
+    await nadia.request("message.send", conversation_id=cid, client_id="from-b", text="Bonjour de B")
+    event = await marie.event("message.new")
+    assert event["message"]["text"] == "Bonjour de B" and event["seq"] == 2
+    await marie.request("message.send", conversation_id=cid, client_id="from-a", text="Bonjour de A")
+    assert (await nadia.event("message.new"))["message"]["text"] == "Bonjour de B"  # her own, echoed to her devices
+    assert (await nadia.event("message.new"))["message"]["text"] == "Bonjour de A"
+    await marie.close()
+    await nadia.close()
+
+
+async def test_a_member_removed_on_one_worker_gets_nothing_more_on_the_other(workers, service):
+    a, b = workers
+    marie, jean = await connect(service, a, MARIE), await connect(service, b, JEAN)
+    people = [(await person_by_email(service, e)).id for e in (NADIA, JEAN)]
+    created = await marie.request("conversation.create", child_id=await child_id(service, "Léa"), participants=people)
+    cid = created["conversation"]["id"]
+    await jean.event("conversation.created")
+    await marie.request("conversation.remove", conversation_id=cid, person_id=people[1])
+    await jean.next("conversation.left")
+    await marie.request("message.send", conversation_id=cid, client_id="private", text="Plus pour Jean")
+    assert [e["kind"] for e in await jean.events(quiet=0.5)] == ["member.removed"]
+    await marie.close()
+    await jean.close()
+
+
+async def test_a_killed_worker_loses_no_accepted_message_and_its_clients_resume_elsewhere(workers, service):
+    a, b = workers
+    marie, nadia = await connect(service, a, MARIE), await connect(service, b, NADIA)
+    nadia_id = (await person_by_email(service, NADIA)).id
+    created = await marie.request("conversation.create", child_id=await child_id(service, "Léa"),
+                                  participants=[nadia_id])
+    cid = created["conversation"]["id"]
+    ack = await marie.request("message.send", conversation_id=cid, client_id="acked", text="Accepté avant la panne")
+    a.kill()  # worker A dies without any shutdown
+    for i in range(3):
+        await nadia.request("message.send", conversation_id=cid, client_id=f"n{i}", text=f"Pendant la panne {i}")
+    marie = await connect(service, b, MARIE, {cid: ack["seq"]})  # the widget reconnects to the surviving worker
+    texts = [e["message"]["text"] for e in await marie.events() if e["kind"] == "message.new"]
+    assert texts == [f"Pendant la panne {i}" for i in range(3)]
+    history = await nadia.request("conversation.history", conversation_id=cid, after=0)
+    assert "Accepté avant la panne" in [e["message"]["text"] for e in history["events"] if e["kind"] == "message.new"]
+    await marie.close()
+    await nadia.close()
