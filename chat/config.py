@@ -33,12 +33,12 @@ class Settings:
     # Access tokens live 12 hours: a school day on one device without signing in
     # again, short enough that a lost token soon stops working (R21 revokes at once).
     token_ttl_seconds: int = 12 * 3600
-    # Origins allowed to open a WebSocket from a browser (CSWSH protection).
+    # Origins allowed to open a WebSocket from a browser (CSWSH protection);
+    # empty means the server's own http://localhost:PORT and http://127.0.0.1:PORT.
     allowed_origins: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
-    demo: bool = False
     # A frame above this is refused with request.too_large (the connection stays);
     # 64 KiB holds the longest text (4,000 characters, up to 16 KiB of UTF-8) with room for fields.
     max_frame_bytes: int = 64 * 1024
@@ -49,13 +49,22 @@ class Settings:
     # with 4008 and resumes later (see docs/protocol.md). 1,000 frames is minutes of
     # a busy conversation and ~1 MiB at most per connection.
     send_queue_frames: int = 1000
-    # Per-person token bucket: 20 actions per second sustained, bursts of 40.
+    # Per-connection token bucket: 20 actions per second sustained, bursts of 40 —
+    # far above a person typing, low enough that a runaway client cannot flood
+    # a conversation.  Each person also has a bucket twice as wide per process
+    # (shared by their connections and HTTP calls).
     rate_per_second: float = 20.0
     rate_burst: float = 40.0
     # Typing indicators are cheap but chatty: their own, tighter bucket.
     typing_per_second: float = 2.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        if self.allowed_origins:
+            return self.allowed_origins
+        return (f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}")
 
     @property
     def broker_url(self) -> str:
@@ -92,6 +101,13 @@ def _positive(cast: Callable[[str], T]) -> Callable[[str], T]:
         return value
 
     return check
+
+
+def _at_least_one(raw: str) -> float:
+    value = float(raw)
+    if value < 1:
+        raise ValueError("expected at least 1 (a burst below one action refuses everything)")
+    return value
 
 
 def _database_url(raw: str) -> str:
@@ -135,7 +151,6 @@ def _secret_from_file(path: Path) -> str:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and check every variable; raise ConfigError naming the bad one."""
     env = os.environ if env is None else env
-    demo = _get(env, "CHAT_DEMO", _bool, False)
     secret = env.get("SECRET_KEY", "")
     if secret and len(secret) < 32:
         raise ConfigError(variable="SECRET_KEY", value="(hidden)", problem="at least 32 characters are needed")
@@ -147,7 +162,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = env.get("LOG_LEVEL", "info").lower()
     if log_level not in {"debug", "info", "warning", "error"}:
         raise ConfigError(variable="LOG_LEVEL", value=log_level, problem="expected debug, info, warning or error")
-    default_origins = (f"http://localhost:{port}", f"http://127.0.0.1:{port}")
     return Settings(
         database_url=_get(env, "DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
         redis_url=_get(env, "REDIS_URL", _redis_url, ""),
@@ -155,14 +169,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         attachments_dir=Path(env.get("ATTACHMENTS_DIR", "attachments") or "attachments"),
         secret_key=secret,
         token_ttl_seconds=_get(env, "TOKEN_TTL_SECONDS", _positive(int), 12 * 3600),
-        allowed_origins=_get(env, "ALLOWED_ORIGINS", _origins, default_origins),
+        allowed_origins=_get(env, "ALLOWED_ORIGINS", _origins, ()),
         host=env.get("HOST", "127.0.0.1") or "127.0.0.1",
         port=port,
         log_level=log_level,
-        demo=demo,
         send_queue_frames=_get(env, "SEND_QUEUE_FRAMES", _positive(int), 1000),
         rate_per_second=_get(env, "RATE_PER_SECOND", _positive(float), 20.0),
-        rate_burst=_get(env, "RATE_BURST", _positive(float), 40.0),
+        rate_burst=_get(env, "RATE_BURST", _at_least_one, 40.0),
     )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from enum import Enum
 from typing import Awaitable, Callable, Iterable
@@ -36,7 +37,8 @@ from chat.broker import Broker, create_broker
 
 log = logging.getLogger("chat.hub")
 
-# Close codes (docs/protocol.md): 4xxx are ours, the client may resume after each.
+# Close codes (docs/protocol.md).  After 4008 and 1012 the client reconnects and
+# resumes; after 4401 it must sign in again first.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_SHUTDOWN = 1012  # service restart: reconnect and resume
@@ -47,6 +49,8 @@ ReplayFn = Callable[[int, int, int, int], Awaitable[list[tuple[int, str]]]]
 
 # One replay query returns at most this many events; a fill loops until done.
 REPLAY_BATCH = 500
+# How often connections whose token has expired are looked for and closed.
+EXPIRY_SWEEP_SECONDS = 15.0
 
 
 class ConnectionState(Enum):
@@ -76,6 +80,8 @@ class Connection:
         "_limit",
         "_wakeup",
         "close_code",
+        "issued_at",
+        "expires_at",
     )
 
     def __init__(
@@ -85,8 +91,13 @@ class Connection:
         send: Callable[[str], Awaitable[None]],
         close: Callable[[int, str], Awaitable[None]],
         max_queue: int,
+        issued_at: float = 0.0,
+        expires_at: float = float("inf"),
     ) -> None:
         self.person_id = person_id
+        # The access token's lifetime: the connection ends when the token does.
+        self.issued_at = issued_at
+        self.expires_at = expires_at
         self.language = language
         self.state = ConnectionState.OPEN
         # conversation id -> last seq handed to this client
@@ -124,8 +135,16 @@ class Connection:
                 continue
             await self._send(queue.popleft())
 
-    async def close(self, code: int, reason: str = "") -> None:
-        """Close once; later calls do nothing."""
+    async def close(self, code: int, reason: str = "", flush: float = 0.0) -> None:
+        """Close once; later calls do nothing.  With ``flush``, first give the
+        writer up to that many seconds to send what is queued (a last notice)."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        if flush:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + flush
+            while self._queue and loop.time() < deadline:
+                await asyncio.sleep(0.01)
         if self.state is not ConnectionState.OPEN:
             return
         self.state = ConnectionState.CLOSING
@@ -154,8 +173,18 @@ def _envelope(header: dict, frame: str | None) -> bytes:
 class Hub:
     """Keeps this process's connections and routes broker messages to them."""
 
-    def __init__(self, broker_url: str, replay: ReplayFn, redis_prefix: str = "chat") -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        replay: ReplayFn,
+        redis_prefix: str = "chat",
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._replay = replay
+        # Called first on a resync: re-reads memberships and sign-outs that
+        # person-channel messages may have carried during a broker outage.
+        self._refresh = refresh
+        self._resync_scheduled = False
         self.broker: Broker = create_broker(broker_url, self._on_message, self._resync, prefix=redis_prefix)
         self.by_person: dict[int, set[Connection]] = {}
         self.subscribers: dict[int, set[Connection]] = {}
@@ -165,6 +194,26 @@ class Hub:
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         await self.broker.connect()
+        self._spawn(self._sweep_expired())
+
+    async def _sweep_expired(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            self.close_expired(time.time())
+
+    def close_expired(self, now: float) -> int:
+        """Close (4401) every connection whose access token expired by ``now``."""
+        from chat.i18n import error_text
+
+        closed = 0
+        for conns in list(self.by_person.values()):
+            for conn in list(conns):
+                if conn.expires_at <= now and conn.state is ConnectionState.OPEN:
+                    conn.push(orjson.dumps({"type": "error", "id": None, "code": "auth.expired_token",
+                                            "message": error_text("auth.expired_token", conn.language)}).decode())
+                    self._spawn(conn.close(CLOSE_UNAUTHENTICATED, "token expired", flush=1.0))
+                    closed += 1
+        return closed
 
     async def stop(self) -> None:
         for conns in list(self.by_person.values()):
@@ -303,9 +352,23 @@ class Hub:
         try:
             await self.broker.publish(channel, data)
         except Exception as exc:
-            # The event is committed; subscribers recover it by gap fill / resync.
+            # The event is committed: local clients get it from the database by a
+            # resync; other workers resync when their own broker link recovers.
             self.stats["publish_failures"] += 1
             log.warning("publish to %s failed: %s", channel.split(":")[0], type(exc).__name__)
+            if not self._resync_scheduled:
+                self._resync_scheduled = True
+                self._spawn(self._resync_soon())
+
+    async def _resync_soon(self) -> None:
+        await asyncio.sleep(0.5)  # let a burst of failing publishes end first
+        self._resync_scheduled = False
+        await self._resync()
+
+    def send(self, conn: Connection, frame: str) -> None:
+        """A frame for one connection (a reply); an overflowing outbox closes it."""
+        if not conn.push(frame):
+            self._slow(conn)
 
     # -- receiving -------------------------------------------------------------------
     def _on_message(self, channel: str, data: bytes) -> None:
@@ -370,7 +433,7 @@ class Hub:
             elif op == "close":
                 if frame is not None:
                     conn.push(frame)
-                self._spawn(conn.close(CLOSE_UNAUTHENTICATED, "signed out"))
+                self._spawn(conn.close(CLOSE_UNAUTHENTICATED, "signed out", flush=1.0))
             elif frame is not None and not conn.push(frame):
                 self._slow(conn)
 
@@ -383,6 +446,17 @@ class Hub:
         # Live from the event that added this person (it is committed already).
         self.track(conn, conversation_id, seq - 1, replay=True)
 
+    async def join_live(self, conn: Connection, conversation_id: int, position: int, frame: str) -> None:
+        """Subscribe a connection to a conversation found during a refresh."""
+        if conversation_id in conn.positions or conversation_id in conn.filling:
+            return
+        await self._subscribe(conn, conversation_id)
+        conn.push(frame)
+        self.track(conn, conversation_id, position)
+
+    async def leave(self, conn: Connection, conversation_id: int, frame: str | None) -> None:
+        await self._leave(conn, conversation_id, frame)
+
     async def _leave(self, conn: Connection, conversation_id: int, frame: str | None) -> None:
         await self._unsubscribe(conn, conversation_id)
         if frame is not None:
@@ -390,6 +464,11 @@ class Hub:
 
     async def _resync(self) -> None:
         """After a broker outage: fetch from the database what may have been missed."""
+        if self._refresh is not None:
+            try:
+                await self._refresh()
+            except Exception:
+                log.exception("refreshing memberships after a broker outage failed")
         for conns in list(self.by_person.values()):
             for conn in list(conns):
                 for conversation_id in list(conn.positions):

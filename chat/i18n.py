@@ -75,6 +75,10 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Aucune personne ne correspond à ce jeton dans l'annuaire.",
         "No person in the directory matches this token.",
     ),
+    "forbidden": (
+        "Cette action n'est pas permise pour votre rôle.",
+        "This action is not allowed for your role.",
+    ),
     "origin.forbidden": (
         "Origine « {origin} » non autorisée.",
         "Origin '{origin}' is not allowed.",
@@ -158,10 +162,6 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Cet identifiant client a déjà servi pour un autre message.",
         "This client id was already used for another message.",
     ),
-    "message.not_editable": (
-        "Ce message ne peut pas être modifié (message système).",
-        "This message cannot be edited (system message).",
-    ),
     "reaction.invalid_emoji": (
         "Réaction invalide : un seul émoji est attendu.",
         "Invalid reaction: a single emoji is expected.",
@@ -172,8 +172,9 @@ ERRORS: dict[str, tuple[str, str]] = {
     ),
 }
 
-# System messages written into conversations (R4) and shown to each member in
-# their own language; the stored event carries the code and the fields only.
+# System messages written into conversations (R4).  An event is encoded once
+# for every member, so it carries the text in both languages ({"fr", "en"}) and
+# each client shows the one its person reads.
 SYSTEM: dict[str, tuple[str, str]] = {
     "system.created": ("{actor} a créé la conversation.", "{actor} created the conversation."),
     "system.added_with_history": (
@@ -206,8 +207,8 @@ def error_text(code: str, language: str = DEFAULT_LANGUAGE, fields: dict[str, An
     return _pick(ERRORS, code, language).format_map(_Missing(fields or {}))
 
 
-def system_text(code: str, language: str = DEFAULT_LANGUAGE, fields: dict[str, Any] | None = None) -> dict[str, str]:
-    """A system message's text; returns both languages so clients can switch."""
+def system_text(code: str, fields: dict[str, Any] | None = None) -> dict[str, str]:
+    """A system message's text in both languages (events are encoded once for all)."""
     values = _Missing(fields or {})
     fr, en = SYSTEM[code]
     return {"fr": fr.format_map(values), "en": en.format_map(values)}

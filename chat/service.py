@@ -26,7 +26,7 @@ from chat import auth
 from chat.config import Settings
 from chat.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
 from chat.frames import dumps, event_frame, timestamp
-from chat.hub import Hub
+from chat.hub import CLOSE_UNAUTHENTICATED, Hub
 from chat.i18n import system_text
 from chat.policies import membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
@@ -67,6 +67,8 @@ class Actor:
     name: str
     language: str
     token_id: str = ""
+    issued_at: float = 0.0
+    expires_at: float = float("inf")
 
 
 def _member_view(person: Person) -> dict[str, Any]:
@@ -78,7 +80,7 @@ class ChatService:
         self.settings = settings
         self.engine = engine
         self.sessions = session_factory(engine)
-        self.hub = Hub(settings.broker_url, self.replay, settings.redis_prefix)
+        self.hub = Hub(settings.broker_url, self.replay, settings.redis_prefix, refresh=self.refresh_connections)
 
     async def start(self) -> None:
         await self.hub.start()
@@ -96,7 +98,8 @@ class ChatService:
             raise Unauthenticated("auth.unknown_person")
         if claims.issued_at < person.tokens_valid_after:
             raise Unauthenticated("auth.revoked_token")
-        return Actor(person.id, person.role, person.name, person.language, claims.token_id)
+        return Actor(person.id, person.role, person.name, person.language, claims.token_id,
+                     claims.issued_at, claims.expires_at)
 
     def mint_token(self, person: Person) -> str:
         return auth.mint(self.settings.secret_key, person.id, person.role, self.settings.token_ttl_seconds)
@@ -229,7 +232,7 @@ class ChatService:
             seq, frame = await self._append(
                 session, conversation.id, "conversation.created", actor.id,
                 name=name, child_id=child_id, members=[_member_view(people[p]) for p in member_ids],
-                system=system_text("system.created", fields={"actor": actor.name}),
+                system=system_text("system.created", {"actor": actor.name}),
             )
             await session.flush()
             summary = await self._summary(session, conversation, actor.id)
@@ -246,7 +249,7 @@ class ChatService:
             await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(name=name))
             seq, frame = await self._append(
                 session, conversation_id, "conversation.renamed", actor.id, name=name,
-                system=system_text("system.renamed", fields={"actor": actor.name, "name": name or ""}),
+                system=system_text("system.renamed", {"actor": actor.name, "name": name or ""}),
             )
             members = await self._member_ids(session, conversation_id)
         await self.hub.publish_event(conversation_id, seq, members, frame)
@@ -281,7 +284,7 @@ class ChatService:
             _, frame = await self._append(
                 session, conversation_id, "member.added", actor.id, seq=seq,
                 members=[_member_view(people[p.id]) for p in newcomers], history_shared=share_history,
-                system=system_text(code, fields={"actor": actor.name, "names": names}),
+                system=system_text(code, {"actor": actor.name, "names": names}),
             )
             await session.flush()
             everyone = [*member_ids, *[p.id for p in newcomers]]
@@ -318,9 +321,9 @@ class ChatService:
         row.active, row.left_at = False, utcnow()
         people = await self._names(session, [actor.id, person_id])
         if kind == "member.left":
-            system = system_text("system.left", fields={"actor": actor.name})
+            system = system_text("system.left", {"actor": actor.name})
         else:
-            system = system_text("system.removed", fields={"actor": actor.name, "names": people[person_id].name})
+            system = system_text("system.removed", {"actor": actor.name, "names": people[person_id].name})
         return await self._append(session, conversation_id, kind, actor.id, person=person_id, system=system)
 
     async def _announce_departure(
@@ -592,6 +595,8 @@ class ChatService:
         """
         if not 1 <= limit <= HISTORY_MAX:
             raise BadRequest("request.invalid", detail=f"limit must be 1–{HISTORY_MAX}")
+        if after is not None and before is not None:
+            raise BadRequest("request.invalid", detail="give after or before, not both")
         async with self.sessions() as session:
             participant = await self._participant(session, conversation_id, actor.id)
             query = select(Event.seq, Event.frame).where(
@@ -647,6 +652,41 @@ class ChatService:
         if conversation.last_seq - max(position, participant.visible_from_seq - 1) > RESUME_MAX_EVENTS:
             return "too_old"
         return None
+
+    async def refresh_connections(self) -> None:
+        """Re-read what person-channel messages may have carried during a broker
+        outage: sign-outs (R21) close connections, new memberships subscribe,
+        lost ones unsubscribe."""
+        hub = self.hub
+        person_ids = list(hub.by_person)
+        if not person_ids:
+            return
+        async with self.sessions() as session:
+            revoked_after = dict((await session.execute(
+                select(Person.id, Person.tokens_valid_after).where(Person.id.in_(person_ids)))).all())
+            rows = (await session.execute(
+                select(Participant.person_id, Participant.conversation_id)
+                .where(Participant.person_id.in_(person_ids), Participant.active == True)  # noqa: E712
+            )).all()
+        active: dict[int, set[int]] = {}
+        for pid, cid in rows:
+            active.setdefault(pid, set()).add(cid)
+        for pid in person_ids:
+            for conn in list(hub.by_person.get(pid, ())):
+                if conn.issued_at < revoked_after.get(pid, 0.0):
+                    conn.push(dumps({"type": "signed_out"}))
+                    await conn.close(CLOSE_UNAUTHENTICATED, "signed out", flush=1.0)
+                    continue
+                mine = active.get(pid, set())
+                for cid in set(conn.positions) - mine:
+                    await hub.leave(conn, cid, dumps(
+                        {"type": "conversation.left", "conversation_id": cid, "reason": "member.removed"}))
+                for cid in mine - set(conn.positions) - conn.filling:
+                    async with self.sessions() as session:
+                        conversation = await session.get(Conversation, cid)
+                        summary = await self._summary(session, conversation, pid)
+                    await hub.join_live(conn, cid, summary["last_seq"],
+                                        dumps({"type": "conversation.joined", "conversation": summary}))
 
     # -- people -----------------------------------------------------------------------------------
     async def me(self, actor: Actor) -> dict[str, Any]:

@@ -49,6 +49,15 @@ def error_response(exc: ChatError, language: str) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict(language)}, status_code=exc.status, headers=headers)
 
 
+def limit_person(state, person_id: int) -> None:
+    """The per-person bucket (per process), shared by a person's sockets and HTTP calls."""
+    s: Settings = state.settings
+    bucket, wait = take(state.person_buckets.get(person_id), time.monotonic(), s.rate_per_second * 2, s.rate_burst * 2)
+    state.person_buckets[person_id] = bucket
+    if wait:
+        raise RateLimited(wait)
+
+
 def endpoint(handler: Callable[[ChatService, Actor, Request], Awaitable[Any]]) -> Callable:
     """Authenticate, call the service, render the result or the error as JSON."""
 
@@ -58,6 +67,7 @@ def endpoint(handler: Callable[[ChatService, Actor, Request], Awaitable[Any]]) -
         try:
             token = bearer_from_headers(request.headers.get("authorization"))
             actor = await service.authenticate(token)
+            limit_person(request.app.state, actor.id)
             result = await handler(service, actor, request)
         except ChatError as exc:
             return error_response(exc, _language(request, actor))
@@ -234,25 +244,23 @@ def origin_allowed(settings: Settings, websocket: WebSocket) -> bool:
     if origin is None:
         return True  # not a browser: native apps and servers authenticate by token only
     origin = origin.rstrip("/")
-    allowed = websocket.app.state.settings.allowed_origins
+    allowed = websocket.app.state.settings.origins
     return "*" in allowed or origin in allowed
 
 
 class Session:
     """One WebSocket session: the reader loop and the per-connection limits."""
 
-    def __init__(self, service: ChatService, settings: Settings, websocket: WebSocket, actor: Actor,
-                 person_buckets: dict[int, Bucket]) -> None:
+    def __init__(self, service: ChatService, settings: Settings, websocket: WebSocket, actor: Actor) -> None:
         self.service = service
         self.settings = settings
         self.websocket = websocket
         self.actor = actor
-        self.person_buckets = person_buckets
         self.bucket: Bucket | None = None
         self.typing_bucket: Bucket | None = None
         self.started = False
         self.conn = Connection(actor.id, actor.language, websocket.send_text, self._close,
-                               settings.send_queue_frames)
+                               settings.send_queue_frames, actor.issued_at, actor.expires_at)
 
     async def _close(self, code: int, reason: str) -> None:
         await self.websocket.close(code, reason)
@@ -269,12 +277,7 @@ class Session:
         self.bucket, wait = take(self.bucket, now, s.rate_per_second, s.rate_burst)
         if wait:
             raise RateLimited(wait)
-        # All of one person's connections on this worker share a second, wider bucket.
-        person = self.person_buckets.get(self.actor.id)
-        person, wait = take(person, now, s.rate_per_second * 2, s.rate_burst * 2)
-        self.person_buckets[self.actor.id] = person
-        if wait:
-            raise RateLimited(wait)
+        limit_person(self.websocket.app.state, self.actor.id)
 
     async def start(self, positions: dict[int, int]) -> dict[str, Any]:
         """Go live: replay from the client's positions, live-only elsewhere."""
@@ -284,12 +287,16 @@ class Session:
         for conversation_id, position in positions.items():
             reason = await self.service.check_resume(self.actor.id, conversation_id, position)
             if reason is not None:
-                reset.append({"conversation_id": conversation_id, "reason": reason})
+                # Reload over HTTP up to last_seq; live delivery starts after it.
+                entry = {"conversation_id": conversation_id, "reason": reason}
+                if conversation_id in latest:
+                    entry["last_seq"] = latest[conversation_id]
+                reset.append(entry)
                 continue
             self.service.hub.track(self.conn, conversation_id, position, replay=True)
             resumed.append(conversation_id)
         for conversation_id, last_seq in latest.items():
-            if conversation_id not in positions:
+            if conversation_id not in resumed:
                 self.service.hub.track(self.conn, conversation_id, last_seq)
         return {"resumed": resumed, "reset": reset,
                 "conversations": await self.service.list_conversations(self.actor)}
@@ -311,7 +318,7 @@ class Session:
                 if self.started:
                     raise BadRequest("request.invalid", detail="resume must be the first frame of a connection")
                 result = await self.start(fields.int_map("positions"))
-                self.conn.push(reply(request_id, **result))
+                self.service.hub.send(self.conn, reply(request_id, **result))
                 return
             handler = HANDLERS.get(frame_type)
             if handler is None:
@@ -320,14 +327,14 @@ class Session:
                 await self.start({})
             result = await handler(self.service, self.actor, fields)
             if result is not None or request_id is not None:
-                self.conn.push(reply(request_id, **(result or {})))
+                self.service.hub.send(self.conn, reply(request_id, **(result or {})))
         except ChatError as exc:
-            self.conn.push(error_frame(request_id, exc.to_dict(self.actor.language)))
+            self.service.hub.send(self.conn, error_frame(request_id, exc.to_dict(self.actor.language)))
         except (asyncio.CancelledError, WebSocketDisconnect):
             raise
         except Exception:
             log.exception("unexpected error handling a frame")
-            self.conn.push(error_frame(request_id, ChatError("internal.error").to_dict(self.actor.language)))
+            self.service.hub.send(self.conn, error_frame(request_id, ChatError("internal.error").to_dict(self.actor.language)))
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -337,7 +344,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if not origin_allowed(settings, websocket):
         # Refused before the handshake completes: the browser sees HTTP 403.
         log.info("websocket refused: origin not allowed")
-        await websocket.close(CLOSE_POLICY)
+        error = ChatError("origin.forbidden", origin=websocket.headers.get("origin", "")[:100])
+        language = normalise_language(websocket.headers.get("accept-language"))
+        if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            await websocket.send_denial_response(JSONResponse({"error": error.to_dict(language)}, status_code=403))
+        else:
+            await websocket.close(CLOSE_POLICY)
         return
     offered = websocket.scope.get("subprotocols") or []
     token = bearer_from_headers(websocket.headers.get("authorization"), offered)
@@ -349,7 +361,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.send_text(error_frame(None, exc.to_dict(language)))
         await websocket.close(CLOSE_UNAUTHENTICATED, exc.code)
         return
-    session = Session(service, settings, websocket, actor, app.state.person_buckets)
+    session = Session(service, settings, websocket, actor)
     conn = session.conn
     await service.hub.register(conn, await service.active_conversation_ids(actor.id))
     writer = asyncio.create_task(conn.run_writer())
@@ -410,7 +422,12 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         Route("/api/conversations/{conversation_id:int}/messages", endpoint(http_send), methods=["POST"]),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        language = normalise_language(request.headers.get("accept-language"))
+        return JSONResponse({"error": ChatError("internal.error").to_dict(language)}, status_code=500)
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: unexpected})
     app.state.settings = settings
     app.state.service = service
     app.state.person_buckets = {}

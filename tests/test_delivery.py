@@ -50,6 +50,11 @@ async def test_resume_from_an_unknown_position_tells_the_client_to_reload(server
     assert {(r["conversation_id"], r["reason"]) for r in answer["reset"]} == {
         (cid, "unknown_position"), (424242, "not_member")}
     assert answer["resumed"] == []
+    # The reset conversation still goes live after its last_seq.
+    async with await server.connect(NADIA) as nadia:
+        await nadia.request("message.send", conversation_id=cid, client_id="after-reset", text="Toujours en direct")
+    event = await client.event("message.new")
+    assert event["seq"] == 2 and event["message"]["text"] == "Toujours en direct"
     await client.close()
 
 
@@ -61,7 +66,7 @@ async def test_resume_too_far_behind_tells_the_client_to_reload(server, monkeypa
             await marie.request("message.send", conversation_id=cid, client_id=f"m{i}", text="x")
     client = await server.connect(MARIE, start=False)
     answer = await client.start({cid: 0})
-    assert answer["reset"] == [{"conversation_id": cid, "reason": "too_old"}]
+    assert answer["reset"] == [{"conversation_id": cid, "reason": "too_old", "last_seq": 5}]
     # The reload path: history pages over HTTP/WS still serve everything.
     history = await client.request("conversation.history", conversation_id=cid, after=0, limit=200)
     assert [e["seq"] for e in history["events"]] == [1, 2, 3, 4, 5]
@@ -257,3 +262,65 @@ async def test_slow_websocket_client_is_disconnected_without_harming_others(serv
         texts = [e["message"]["text"] for e in await jean.events() if e["kind"] == "message.new"]
         assert texts == [f"m{i}" for i in range(8)]
         await jean.close()
+
+
+# -- after a broker outage, and when tokens expire ----------------------------------------------------
+async def closed_code(client: WSClient) -> int:
+    import websockets
+
+    try:
+        while True:
+            await asyncio.wait_for(client.ws.recv(), 5)
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code
+
+
+async def test_refresh_after_an_outage_applies_a_lost_removal(server):
+    """The `leave` person message was lost: the refresh unsubscribes from the database's truth."""
+    from sqlalchemy import update
+
+    from chat.storage.models import Participant
+
+    jean_id = (await person_by_email(server.service, JEAN)).id
+    nadia_id = (await person_by_email(server.service, NADIA)).id
+    async with await server.connect(MARIE) as marie, await server.connect(JEAN) as jean:
+        answer = await marie.request("conversation.create", child_id=await child_id(server.service, "Léa"),
+                                     participants=[nadia_id, jean_id])
+        cid = answer["conversation"]["id"]
+        await jean.event("conversation.created")
+        async with server.service.sessions() as session, session.begin():
+            await session.execute(update(Participant).where(
+                Participant.conversation_id == cid, Participant.person_id == jean_id).values(active=False))
+        await server.service.refresh_connections()
+        left = await jean.next("conversation.left")
+        assert left["conversation_id"] == cid
+        (conn,) = server.service.hub.by_person[jean_id]
+        assert cid not in conn.positions
+
+
+async def test_refresh_after_an_outage_closes_connections_of_a_person_who_signed_out(server):
+    import time as clock
+
+    from sqlalchemy import update
+
+    from chat.storage.models import Person
+
+    marie = await server.connect(MARIE)
+    marie_id = marie.hello["person"]["id"]
+    async with server.service.sessions() as session, session.begin():
+        await session.execute(update(Person).where(Person.id == marie_id).values(tokens_valid_after=clock.time() + 1))
+    await server.service.refresh_connections()
+    assert (await marie.next("signed_out"))["type"] == "signed_out"
+    assert await closed_code(marie) == 4401
+
+
+async def test_a_connection_is_closed_when_its_token_expires(server):
+    import time as clock
+
+    marie = await server.connect(MARIE)
+    (conn,) = server.service.hub.by_person[marie.hello["person"]["id"]]
+    assert server.service.hub.close_expired(clock.time()) == 0  # still valid
+    assert server.service.hub.close_expired(conn.expires_at) == 1  # the moment it expires
+    error = await marie.next("error")
+    assert error["code"] == "auth.expired_token"
+    assert await closed_code(marie) == 4401
