@@ -14,6 +14,7 @@ The tree::
     │   └── RuleViolation     R1–R10 refusals from chat.policies
     ├── NotFound              unknown or invisible object             (404)
     ├── Conflict              state does not allow it                 (409)
+    ├── TooLarge              an upload above the R7 limit            (413)
     ├── RateLimited           too fast; carries ``retry_after``       (429)
     └── ConfigError           bad configuration at start-up (never sent to a client)
 """
@@ -72,6 +73,11 @@ class NotFound(ChatError):
 class Conflict(ChatError):
     status = 409
     code = "conflict"
+
+
+class TooLarge(ChatError):
+    status = 413
+    code = "attachment.too_large"
 
 
 class RateLimited(ChatError):

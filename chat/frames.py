@@ -105,6 +105,12 @@ class Fields:
             raise BadRequest("request.wrong_type", field=name, expected="array of integers", got="other")
         return values
 
+    def str_list(self, name: str, required: bool = True, limit: int = 100) -> list[str]:
+        values = self._get(name, (list,), "array of strings", required, [])
+        if len(values) > limit or not all(isinstance(v, str) and len(v) <= 64 for v in values):
+            raise BadRequest("request.wrong_type", field=name, expected="array of strings", got="other")
+        return values
+
     def int_map(self, name: str) -> dict[int, int]:
         """{"12": 40, …}: conversation id → seq, as JSON object keys are strings."""
         raw = self._get(name, (dict,), "object of integers", True, {})

@@ -162,6 +162,52 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Cet identifiant client a déjà servi pour un autre message.",
         "This client id was already used for another message.",
     ),
+    # --- attachments (R7) --------------------------------------------------
+    "attachment.too_many": (
+        "Un message compte au plus {limit} pièces jointes ({count} reçues).",
+        "A message has at most {limit} attachments ({count} given).",
+    ),
+    "attachment.empty": ("Le fichier est vide.", "The file is empty."),
+    "attachment.too_large": (
+        "Le fichier dépasse la limite de {limit_mb} Mo par fichier.",
+        "The file is larger than the {limit_mb} MB limit per file.",
+    ),
+    "attachment.legacy_doc": (
+        "Les documents Word anciens (.doc) ne sont pas acceptés; enregistrez-le en DOCX ou en PDF.",
+        "Legacy Word documents (.doc) are not accepted; save it as DOCX or PDF.",
+    ),
+    "attachment.type_not_allowed": (
+        "Type de fichier non accepté ({detected}). Types acceptés : JPG, PNG, DOCX et PDF.",
+        "File type not accepted ({detected}). Accepted types: JPG, PNG, DOCX and PDF.",
+    ),
+    "attachment.zip_bomb": (
+        "Ce document est anormalement compressé et a été refusé ({reason}).",
+        "This document is abnormally compressed and was refused ({reason}).",
+    ),
+    "attachment.unsafe_archive": (
+        "Ce document contient des chemins de fichiers dangereux et a été refusé.",
+        "This document contains unsafe file paths and was refused.",
+    ),
+    "attachment.macro": (
+        "Les documents contenant des macros ne sont pas acceptés; enregistrez-le en DOCX sans macros ou en PDF.",
+        "Documents with macros are not accepted; save it as a DOCX without macros or as PDF.",
+    ),
+    "attachment.pdf_active_content": (
+        "Ce PDF contient du contenu actif ({names}) et a été refusé; imprimez-le en PDF simple.",
+        "This PDF contains active content ({names}) and was refused; print it to a plain PDF.",
+    ),
+    "attachment.bad_image": (
+        "L'image est endommagée ou illisible.",
+        "The image is damaged or unreadable.",
+    ),
+    "attachment.not_found": (
+        "Pièce jointe introuvable ou inaccessible : {upload_id}.",
+        "Attachment not found or not accessible: {upload_id}.",
+    ),
+    "attachment.already_used": (
+        "Cette pièce jointe est déjà jointe à un autre message : {upload_id}.",
+        "This attachment is already attached to another message: {upload_id}.",
+    ),
     "reaction.invalid_emoji": (
         "Réaction invalide : un seul émoji est attendu.",
         "Invalid reaction: a single emoji is expected.",

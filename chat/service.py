@@ -12,8 +12,12 @@ there.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+import uuid
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -28,6 +32,8 @@ from chat.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticat
 from chat.frames import dumps, event_frame, timestamp
 from chat.hub import CLOSE_UNAUTHENTICATED, Hub
 from chat.i18n import system_text
+from chat.attachments import AttachmentStore, StoredFile
+from chat.policies import attachments as attachment_rules
 from chat.policies import membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
 from chat.storage.db import session_factory
@@ -42,6 +48,7 @@ from chat.storage.models import (
     Person,
     Reaction,
     School,
+    Upload,
     StaffSchool,
     Student,
     TeacherGroup,
@@ -56,6 +63,10 @@ RESUME_MAX_EVENTS = 1000
 # History pages: 50 by default, 200 at most (about one screen to a few screens).
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 200
+# An upload not attached to a message within a day is garbage-collected: the
+# widget attaches within seconds; a day covers a composer left open overnight.
+UPLOAD_TTL_SECONDS = 24 * 3600
+UPLOAD_GC_INTERVAL_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,15 @@ class Actor:
     expires_at: float = float("inf")
 
 
+def upload_view(upload: Upload) -> dict[str, Any]:
+    """What members see of an attachment: name, size, type, image dimensions."""
+    view: dict[str, Any] = {"id": upload.id, "name": upload.filename, "size": upload.size,
+                            "type": upload.content_type, "url": f"/api/attachments/{upload.id}"}
+    if upload.width:
+        view["width"], view["height"] = upload.width, upload.height
+    return view
+
+
 def _member_view(person: Person) -> dict[str, Any]:
     return {"id": person.id, "name": person.name, "role": person.role}
 
@@ -81,12 +101,30 @@ class ChatService:
         self.engine = engine
         self.sessions = session_factory(engine)
         self.hub = Hub(settings.broker_url, self.replay, settings.redis_prefix, refresh=self.refresh_connections)
+        self.store = AttachmentStore(settings.attachments_dir)
+        self._gc_task: asyncio.Task | None = None
 
     async def start(self) -> None:
+        self.store.ensure()
         await self.hub.start()
+        self._gc_task = asyncio.create_task(self._collect_uploads_forever())
 
     async def stop(self) -> None:
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc_task
         await self.hub.stop()
+
+    async def _collect_uploads_forever(self) -> None:
+        while True:
+            try:
+                removed = await self.collect_uploads(time.time())
+                if removed:
+                    log.info("garbage-collected %d unattached uploads", removed)
+            except Exception:
+                log.exception("upload garbage collection failed")
+            await asyncio.sleep(UPLOAD_GC_INTERVAL_SECONDS)
 
     # -- authentication (R21) ------------------------------------------------------
     async def authenticate(self, token: str | None) -> Actor:
@@ -339,26 +377,36 @@ class ChatService:
         return {"conversation_id": conversation_id, "seq": seq}
 
     # -- messages (R6, R8, R9) ----------------------------------------------------------------
-    async def send_message(self, actor: Actor, conversation_id: int, client_id: str, text: str) -> dict[str, Any]:
+    async def send_message(
+        self, actor: Actor, conversation_id: int, client_id: str, text: str, attachments: Sequence[str] = ()
+    ) -> dict[str, Any]:
         """Commit, then fan out, then acknowledge.  Idempotent on (author, client_id):
-        a retry after a lost ack returns the same message and sends nothing again."""
+        a retry after a lost ack returns the same message and sends nothing again.
+        R7: up to ten of the sender's own uploads may be attached (text may then be empty)."""
         messages.check_client_id(client_id)
-        messages.check_text(text)
+        attachment_ids = list(dict.fromkeys(attachments))
+        attachment_rules.check_count(len(attachment_ids))
+        if text or not attachment_ids:
+            messages.check_text(text)
         try:
             async with self.sessions() as session, session.begin():
                 existing = await self._existing(session, actor.id, client_id, conversation_id)
                 if existing is not None:
                     return existing
                 participant = await self._participant(session, conversation_id, actor.id)
+                uploads = await self._own_uploads(session, actor, attachment_ids)
                 seq = await self._next_seq(session, conversation_id, message=True)
                 message = Message(conversation_id=conversation_id, seq=seq, author_id=actor.id,
                                   client_id=client_id, text=text)
                 session.add(message)
                 await session.flush()
+                for upload in uploads:
+                    upload.message_id, upload.conversation_id = message.id, conversation_id
                 _, frame = await self._append(
                     session, conversation_id, "message.new", actor.id, message_id=message.id, seq=seq,
                     message={"id": message.id, "client_id": client_id, "author": actor.id, "text": text,
-                             "created_at": timestamp(message.created_at), "version": 1},
+                             "created_at": timestamp(message.created_at), "version": 1,
+                             "attachments": [upload_view(u) for u in uploads]},
                 )
                 participant.last_read_seq = seq  # one's own message is read
                 members = await self._member_ids(session, conversation_id)
@@ -372,6 +420,67 @@ class ChatService:
         await self.hub.publish_event(conversation_id, seq, members, frame)
         return {"conversation_id": conversation_id, "message_id": message.id, "seq": seq,
                 "client_id": client_id, "created_at": timestamp(message.created_at), "duplicate": False}
+
+    async def _own_uploads(self, session, actor: Actor, upload_ids: Sequence[str]) -> list[Upload]:
+        """R7: only the sender's own uploads, each attached once."""
+        if not upload_ids:
+            return []
+        rows = {u.id: u for u in (await session.execute(
+            select(Upload).where(Upload.id.in_(upload_ids)).with_for_update())).scalars().all()}
+        uploads = []
+        for upload_id in upload_ids:
+            upload = rows.get(upload_id)
+            if upload is None or upload.owner_id != actor.id:
+                raise NotFound("attachment.not_found", upload_id=upload_id)
+            if upload.message_id is not None:
+                raise Conflict("attachment.already_used", upload_id=upload_id)
+            uploads.append(upload)
+        return uploads
+
+    # -- attachments (R7) -----------------------------------------------------------------------
+    async def upload(self, actor: Actor, stored: StoredFile) -> dict[str, Any]:
+        """Record a checked, stored file as the actor's upload, ready to attach."""
+        upload = Upload(id=uuid.uuid4().hex, owner_id=actor.id, sha256=stored.sha256, size=stored.size,
+                        content_type=stored.content_type, filename=stored.filename,
+                        width=stored.width, height=stored.height)
+        async with self.sessions() as session, session.begin():
+            session.add(upload)
+        return upload_view(upload)
+
+    async def attachment_for_download(self, actor: Actor, upload_id: str) -> Upload:
+        """The upload, if ``actor`` may read it: its uploader, or a current member of the
+        conversation it was posted in who can see that message (R4) while it is not
+        retracted (R8).  Anyone else gets attachment.not_found."""
+        async with self.sessions() as session:
+            upload = await session.get(Upload, upload_id)
+            if upload is None:
+                raise NotFound("attachment.not_found", upload_id=upload_id)
+            if upload.owner_id == actor.id:
+                return upload
+            if upload.message_id is not None:
+                message = await session.get(Message, upload.message_id)
+                participant = await session.get(Participant, (message.conversation_id, actor.id))
+                if (participant is not None and participant.active and message.retracted_at is None
+                        and message.seq >= participant.visible_from_seq):
+                    return upload
+        raise NotFound("attachment.not_found", upload_id=upload_id)
+
+    async def collect_uploads(self, now: float) -> int:
+        """Delete uploads never attached within UPLOAD_TTL_SECONDS, and their files
+        when no other upload shares the content."""
+        cutoff = datetime.fromtimestamp(now - UPLOAD_TTL_SECONDS, timezone.utc)
+        async with self.sessions() as session, session.begin():
+            stale = (await session.execute(select(Upload).where(
+                Upload.message_id.is_(None), Upload.created_at < cutoff))).scalars().all()
+            hashes = {u.sha256 for u in stale}
+            for upload in stale:
+                await session.delete(upload)
+            await session.flush()
+            still_used = set((await session.execute(
+                select(Upload.sha256).where(Upload.sha256.in_(hashes)))).scalars().all()) if hashes else set()
+        for sha256 in hashes - still_used:
+            self.store.remove(sha256)
+        return len(stale)
 
     async def _existing(self, session, author_id: int, client_id: str, conversation_id: int) -> dict[str, Any] | None:
         message = (await session.execute(

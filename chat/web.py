@@ -11,18 +11,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from urllib.parse import quote
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chat.auth import bearer_from_headers
 from chat.config import Settings
-from chat.errors import BadRequest, ChatError, RateLimited
+from chat.errors import BadRequest, ChatError, Forbidden, NotFound, RateLimited
 from chat.frames import Fields, dumps, error_frame, parse, reply
 from chat.hub import CLOSE_POLICY, CLOSE_UNAUTHENTICATED, Connection
 from chat.i18n import normalise_language
@@ -129,7 +130,43 @@ async def http_events(service: ChatService, actor: Actor, request: Request) -> A
 async def http_send(service: ChatService, actor: Actor, request: Request) -> Any:
     fields = await _json_body(request)
     return await service.send_message(
-        actor, int(request.path_params["conversation_id"]), fields.str("client_id"), fields.str("text"))
+        actor, int(request.path_params["conversation_id"]), fields.str("client_id"), fields.str("text", False, ""),
+        fields.str_list("attachments", required=False))
+
+
+async def http_upload(service: ChatService, actor: Actor, request: Request) -> Any:
+    """R7: the raw file as the request body (``?name=`` gives its name), streamed to
+    disk within the 20 MB limit and checked by content.  CSRF-safe: it needs the
+    bearer token in the Authorization header, which no cross-site form can send."""
+    if not _origin_ok(request.app.state.settings, request.headers.get("origin")):
+        raise Forbidden("origin.forbidden", origin=request.headers.get("origin", "")[:100])
+    declared = request.headers.get("content-length")
+    try:
+        length = int(declared) if declared is not None else None
+    except ValueError:
+        raise BadRequest("request.wrong_type", field="Content-Length", expected="integer", got=declared[:20]) from None
+    stored = await service.store.receive(request.stream(), length, request.query_params.get("name"))
+    return JSONResponse({"upload": await service.upload(actor, stored)}, status_code=201)
+
+
+# Images may be shown inline; every other type is only ever downloaded.
+_INLINE = {"image/jpeg", "image/png"}
+
+
+async def http_attachment(service: ChatService, actor: Actor, request: Request) -> Any:
+    upload = await service.attachment_for_download(actor, request.path_params["upload_id"])
+    disposition = "inline" if upload.content_type in _INLINE else "attachment"
+    ascii_name = upload.filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    headers = {
+        "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(upload.filename)}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Cache-Control": "private, max-age=3600",
+    }
+    path = service.store.path_for(upload.sha256)
+    if not path.exists():
+        raise NotFound("attachment.not_found", upload_id=upload.id)
+    return FileResponse(path, media_type=upload.content_type, headers=headers)
 
 
 async def http_contacts(service: ChatService, actor: Actor, request: Request) -> Any:
@@ -170,7 +207,8 @@ async def ws_leave(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
 
 
 async def ws_send(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
-    return await s.send_message(a, f.int("conversation_id"), f.str("client_id"), f.str("text"))
+    return await s.send_message(a, f.int("conversation_id"), f.str("client_id"), f.str("text", False, ""),
+                                f.str_list("attachments", required=False))
 
 
 async def ws_edit(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
@@ -237,15 +275,17 @@ HANDLERS: dict[str, Handler] = {
 TYPING = "typing"
 
 
+def _origin_ok(settings: Settings, origin: str | None) -> bool:
+    if origin is None:
+        return True  # not a browser: native apps and servers authenticate by token only
+    allowed = settings.origins
+    return "*" in allowed or origin.rstrip("/") in allowed
+
+
 def origin_allowed(settings: Settings, websocket: WebSocket) -> bool:
     """Browsers always send Origin; a cross-site page must not reach the socket
     with the user's credentials (cross-site WebSocket hijacking)."""
-    origin = websocket.headers.get("origin")
-    if origin is None:
-        return True  # not a browser: native apps and servers authenticate by token only
-    origin = origin.rstrip("/")
-    allowed = websocket.app.state.settings.origins
-    return "*" in allowed or origin in allowed
+    return _origin_ok(settings, websocket.headers.get("origin"))
 
 
 class Session:
@@ -420,6 +460,8 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         Route("/api/conversations/{conversation_id:int}", endpoint(http_conversation)),
         Route("/api/conversations/{conversation_id:int}/events", endpoint(http_events)),
         Route("/api/conversations/{conversation_id:int}/messages", endpoint(http_send), methods=["POST"]),
+        Route("/api/uploads", endpoint(http_upload), methods=["POST"]),
+        Route("/api/attachments/{upload_id:str}", endpoint(http_attachment)),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -163,3 +163,19 @@ class Reaction(SQLModel, table=True):
     person_id: int = Field(foreign_key="person.id", primary_key=True)
     emoji: str = Field(primary_key=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Upload(SQLModel, table=True):
+    """An uploaded file (R7): stored by content hash, attached to at most one message."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    owner_id: int = Field(foreign_key="person.id", index=True)
+    sha256: str = Field(max_length=64, index=True)
+    size: int
+    content_type: str = Field(max_length=100)
+    filename: str = Field(max_length=130)
+    width: int | None = None
+    height: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id")

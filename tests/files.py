@@ -1,0 +1,168 @@
+"""Real files made by the tests: good ones the hub must accept, bad ones it must refuse."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+
+from PIL import Image
+
+GPS_IFD = 0x8825
+ORIENTATION = 0x0112
+
+CONTENT_TYPES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+    '<Default Extension="xml" ContentType="application/xml"/>'
+    '<Override PartName="/word/document.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
+    "</Types>"
+)
+RELS = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+    'Target="word/document.xml"/></Relationships>'
+)
+DOCUMENT = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+    "<w:body><w:p><w:r><w:t>Billet d'absence — Léa Tremblay</w:t></w:r></w:p></w:body></w:document>"
+)
+
+
+def jpeg_with_gps(orientation: int = 6, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A real JPEG photo whose EXIF holds GPS coordinates (Montréal) and an orientation."""
+    image = Image.new("RGB", size, (200, 120, 40))
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[GPS_IFD] = {1: "N", 2: (45.0, 30.0, 17.0), 3: "W", 4: (73.0, 33.0, 25.0)}
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes(), comment=b"taken at home")
+    return out.getvalue()
+
+
+def png_with_text(size: tuple[int, int] = (40, 30)) -> bytes:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Location", "45.5017 N, 73.5673 W")
+    image = Image.new("RGBA", size, (10, 200, 90, 255))
+    out = io.BytesIO()
+    image.save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def docx(extra: dict[str, bytes] | None = None, content_types: str = CONTENT_TYPES) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", content_types)
+        archive.writestr("_rels/.rels", RELS)
+        archive.writestr("word/document.xml", DOCUMENT)
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def docm() -> bytes:
+    """A macro-enabled document (.docm content), to be renamed .docx."""
+    content_types = CONTENT_TYPES.replace(
+        "wordprocessingml.document.main+xml", "ms-word.document.macroEnabled.main+xml").replace(
+        "</Types>", '<Override PartName="/word/vbaProject.bin" ContentType="application/vnd.ms-office.vbaProject"/></Types>')
+    return docx({"word/vbaProject.bin": b"\xd0\xcf\x11\xe0" + b"macro" * 100}, content_types=content_types)
+
+
+def docx_bomb() -> bytes:
+    """A DOCX with one entry that inflates 150 MB of zeros from a few hundred KB."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", CONTENT_TYPES)
+        archive.writestr("_rels/.rels", RELS)
+        archive.writestr("word/document.xml", DOCUMENT)
+        zeros = bytes(1024 * 1024)
+        with archive.open("word/media/big.bin", "w", force_zip64=True) as entry:
+            for _ in range(150):
+                entry.write(zeros)
+    return out.getvalue()
+
+
+def docx_traversal() -> bytes:
+    return docx({"../../evil.sh": b"#!/bin/sh\nrm -rf /\n"})
+
+
+def _pdf(objects: list[bytes], root: int = 1) -> bytes:
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, root, xref))
+    return out.getvalue()
+
+
+def pdf() -> bytes:
+    """A real one-page PDF with a line of text."""
+    content = b"BT /F1 18 Tf 72 720 Td (Bulletin de Lea) Tj ET"
+    return _pdf([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ])
+
+
+def pdf_with_javascript() -> bytes:
+    """A PDF that runs JavaScript when opened (/OpenAction + /JS)."""
+    return _pdf([
+        b"<< /Type /Catalog /Pages 2 0 R /OpenAction 4 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        b"<< /Type /Action /S /JavaScript /JS (app.alert('pwned');) >>",
+    ])
+
+
+def pdf_with_hidden_javascript() -> bytes:
+    """The same trick hidden in a compressed object stream and with #xx-escaped names."""
+    import zlib
+
+    hidden = b"4 0 << /Type /Action /S /J#61vaScript /#4AS (app.alert(1)) >>"
+    stream = zlib.compress(hidden)
+    return _pdf([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        b"<< /Type /ObjStm /N 1 /First 4 /Filter /FlateDecode /Length %d >>\nstream\n" % len(stream)
+        + stream + b"\nendstream",
+    ])
+
+
+def pe_executable() -> bytes:
+    """A minimal Windows PE header (what a renamed .exe starts with)."""
+    header = bytearray(b"MZ" + bytes(0x3A) + struct.pack("<I", 0x80))
+    header += bytes(0x80 - len(header))
+    header += b"PE\x00\x00" + struct.pack("<HHIIIHH", 0x14C, 1, 0, 0, 0, 0xE0, 0x102)
+    header += bytes(0xE0)
+    return bytes(header) + bytes(512)
+
+
+def html_page() -> bytes:
+    return b"<!DOCTYPE html><html><head><script>alert(document.cookie)</script></head><body>x</body></html>"
+
+
+def svg_image() -> bytes:
+    return b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect/></svg>'
+
+
+def legacy_doc() -> bytes:
+    """The start of an OLE2 compound file, as a Word 97–2003 .doc is."""
+    return bytes.fromhex("D0CF11E0A1B11AE1") + bytes(16) + b"\x3e\x00\x03\x00\xfe\xff\x09\x00" + bytes(2048)
