@@ -84,15 +84,6 @@ def _get(env: Mapping[str, str], name: str, cast: Callable[[str], T], default: T
         raise ConfigError(variable=name, value=raw, problem=str(exc)) from None
 
 
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
-
-
 def _positive(cast: Callable[[str], T]) -> Callable[[str], T]:
     def check(raw: str) -> T:
         value = cast(raw)
@@ -154,20 +145,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     secret = env.get("SECRET_KEY", "")
     if secret and len(secret) < 32:
         raise ConfigError(variable="SECRET_KEY", value="(hidden)", problem="at least 32 characters are needed")
-    if not secret:
-        secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))
     port = _get(env, "PORT", int, 8000)
     if not 0 <= port <= 65535:
         raise ConfigError(variable="PORT", value=str(port), problem="expected 0–65535")
     log_level = env.get("LOG_LEVEL", "info").lower()
     if log_level not in {"debug", "info", "warning", "error"}:
         raise ConfigError(variable="LOG_LEVEL", value=log_level, problem="expected debug, info, warning or error")
-    return Settings(
+    settings = Settings(
         database_url=_get(env, "DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
         redis_url=_get(env, "REDIS_URL", _redis_url, ""),
         redis_prefix=env.get("REDIS_PREFIX", "chat") or "chat",
         attachments_dir=Path(env.get("ATTACHMENTS_DIR", "attachments") or "attachments"),
-        secret_key=secret,
         token_ttl_seconds=_get(env, "TOKEN_TTL_SECONDS", _positive(int), 12 * 3600),
         allowed_origins=_get(env, "ALLOWED_ORIGINS", _origins, ()),
         host=env.get("HOST", "127.0.0.1") or "127.0.0.1",
@@ -177,10 +165,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_per_second=_get(env, "RATE_PER_SECOND", _positive(float), 20.0),
         rate_burst=_get(env, "RATE_BURST", _at_least_one, 40.0),
     )
+    if not secret:  # only once everything else is known to be right
+        secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))
+    return settings.with_(secret_key=secret)
+
+
+def _hide_password(value: object) -> object:
+    """postgresql://hub:secret@db/hub → postgresql://hub:***@db/hub (never print a password)."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        scheme, rest = value.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        if ":" in credentials:
+            credentials = credentials.split(":", 1)[0] + ":***"
+        return f"{scheme}://{credentials}@{host}"
+    return value
 
 
 def describe(error: ConfigError) -> str:
     """The one-line start-up message for a configuration error."""
     f = error.fields
-    return f"configuration error: {f.get('variable')}={f.get('value')!r}: {f.get('problem')}"
+    return f"configuration error: {f.get('variable')}={_hide_password(f.get('value'))!r}: {f.get('problem')}"
 

@@ -30,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat.errors import BadRequest
@@ -47,8 +48,8 @@ from chat.storage.models import (
     TeacherGroup,
 )
 
-FICHE = re.compile(r"^\d{7}$")
-CODE_PERMANENT = re.compile(r"^[A-Z]{4}\d{8}$")
+FICHE = re.compile(r"\A[0-9]{7}\Z")  # ASCII digits; "$" would accept a trailing newline
+CODE_PERMANENT = re.compile(r"\A[A-Z]{4}[0-9]{8}\Z")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 STAFF_ROLES = {Role.TEACHER.value, Role.STAFF.value, Role.DIRECTION.value, Role.TRANSPORT.value}
 DEFAULT_WORKING_HOURS = {day: [["08:00", "16:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
@@ -201,7 +202,15 @@ def validate(data: Any) -> Directory:
 
 async def load(engine: AsyncEngine, directory: Directory) -> dict[str, int]:
     """Write a validated directory in one transaction; returns counts per kind."""
-    data = directory.data
+    try:
+        return await _write(engine, directory.data)
+    except (IntegrityError, DataError) as exc:
+        # The file is valid on its own but conflicts with rows already loaded (e.g. a
+        # permanent code that belongs to another student); the transaction is rolled back.
+        raise invalid("(database)", f"conflicts with the rows already loaded: {exc.orig}") from None
+
+
+async def _write(engine: AsyncEngine, data: dict[str, Any]) -> dict[str, int]:
     sessions = session_factory(engine)
     async with sessions() as session, session.begin():
         async def upsert(model, key: str, value: Any, **fields: Any):

@@ -48,6 +48,30 @@ def _is_emoji_codepoint(cp: int) -> bool:
     return chr(cp) in "#*0123456789"  # keycap bases, valid only with U+20E3
 
 
+def _is_modifier(cp: int) -> bool:
+    """Variation selectors, skin tones and tag characters: they follow a base."""
+    return cp in (0xFE0F, 0xFE0E) or 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F
+
+
+def _is_single_sequence(cps: list[int]) -> bool:
+    """One emoji: a flag (two regional indicators), a keycap, or bases with their
+    modifiers joined by ZWJ; never two emoji side by side."""
+    regional = [0x1F1E6 <= cp <= 0x1F1FF for cp in cps]
+    if any(regional):
+        return len(cps) == 2 and all(regional)
+    if 0x20E3 in cps:
+        return chr(cps[0]) in "#*0123456789" and cps[1:] in ([0x20E3], [0xFE0F, 0x20E3])
+    part: list[int] = []
+    for cp in [*cps, 0x200D]:
+        if cp != 0x200D:
+            part.append(cp)
+            continue
+        if not part or _is_modifier(part[0]) or not all(_is_modifier(c) for c in part[1:]):
+            return False
+        part = []
+    return True
+
+
 def check_emoji(emoji: str) -> str:
     """R6: a reaction is one emoji (a single sequence), not free text."""
     emoji = unicodedata.normalize("NFC", emoji)
@@ -55,6 +79,8 @@ def check_emoji(emoji: str) -> str:
     if not cps or len(cps) > MAX_EMOJI_CODEPOINTS or not all(_is_emoji_codepoint(cp) for cp in cps):
         raise BadRequest("reaction.invalid_emoji")
     if any(chr(cp) in "#*0123456789" for cp in cps) and 0x20E3 not in cps:
+        raise BadRequest("reaction.invalid_emoji")
+    if not _is_single_sequence(cps):
         raise BadRequest("reaction.invalid_emoji")
     return emoji
 
