@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat.errors import BadRequest
 from chat.i18n import LANGUAGES
+from chat.policies import features
 from chat.policies.facts import Role
 from chat.storage.db import session_factory
 from chat.storage.models import (
@@ -116,8 +117,12 @@ def validate(data: Any) -> Directory:
         for key in ("notice_fr", "notice_en"):
             if not isinstance(school.get(key, ""), str):
                 raise invalid(f"{where}.{key}", "a string is required")
-        if not isinstance(school.get("features", []), list):
-            raise invalid(f"{where}.features", "expected a list of feature names")
+        school_features = school.get("features")
+        if school_features is not None:
+            if not isinstance(school_features, list) or not all(isinstance(f, str) for f in school_features):
+                raise invalid(f"{where}.features", "expected a list of feature names")
+            if features.unknown(school_features):
+                raise invalid(f"{where}.features", f"unknown features {features.unknown(school_features)}")
         if not isinstance(school.get("working_hours", {}), dict):
             raise invalid(f"{where}.working_hours", "expected an object of day → [[start, end], …]")
         schools.add(code)
@@ -233,7 +238,7 @@ async def _write(engine: AsyncEngine, data: dict[str, Any]) -> dict[str, int]:
                 School, "code", s["code"], organisation_id=org_ids[s["organisation"]], name=s["name"],
                 timezone=s.get("timezone", "America/Toronto"),
                 working_hours=json.dumps(s.get("working_hours") or DEFAULT_WORKING_HOURS),
-                features=json.dumps(s.get("features", [])),
+                features=json.dumps(s.get("features")),  # null: every feature on (R18)
                 notice_fr=s.get("notice_fr", ""), notice_en=s.get("notice_en", ""),
             )
             school_ids[s["code"]] = row.id

@@ -162,6 +162,50 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Cet identifiant client a déjà servi pour un autre message.",
         "This client id was already used for another message.",
     ),
+    # --- school side (R9–R14, R18) --------------------------------------------
+    "feature.unavailable": (
+        "Cette fonctionnalité n'est pas offerte par l'école ({feature}).",
+        "This feature is not available at this school ({feature}).",
+    ),
+    "conversation.locked": (
+        "La direction a verrouillé cette conversation; personne ne peut y écrire pour l'instant.",
+        "The principal has locked this conversation; no one can write in it for now.",
+    ),
+    "conversation.not_locked": ("Cette conversation n'est pas verrouillée.", "This conversation is not locked."),
+    "direction.only": (
+        "Réservé à la direction de l'école de cette conversation.",
+        "Reserved for the principal of this conversation's school.",
+    ),
+    "announcement.not_allowed": (
+        "Vous ne pouvez pas publier d'annonce pour ce public ({audience}).",
+        "You cannot post an announcement to this audience ({audience}).",
+    ),
+    "announcement.audience_invalid": (
+        "Public d'annonce invalide : indiquez « groups », « school » ou « organisation ».",
+        "Invalid announcement audience: give 'groups', 'school' or 'organisation'.",
+    ),
+    "announcement.not_found": ("Annonce introuvable : {announcement_id}.", "Announcement not found: {announcement_id}."),
+    "announcement.no_replies": (
+        "On ne répond pas à une annonce; écrivez plutôt à l'enseignant dans la messagerie.",
+        "Announcements cannot be replied to; write to the teacher in a conversation instead.",
+    ),
+    "collective.not_allowed": (
+        "Vous ne pouvez pas écrire à ces familles ({student_id}).",
+        "You cannot write to these families ({student_id}).",
+    ),
+    "collective.not_found": ("Envoi collectif introuvable : {send_id}.", "Collective send not found: {send_id}."),
+    "integration.invalid_key": (
+        "Clé d'intégration invalide ou révoquée.",
+        "Invalid or revoked integration key.",
+    ),
+    "integration.kind_not_allowed": (
+        "Cette clé ne peut pas publier d'avis de type « {kind} ».",
+        "This key cannot post notices of kind '{kind}'.",
+    ),
+    "integration.student_not_found": (
+        "Élève introuvable dans l'école de cette clé : {fiche}.",
+        "Student not found in this key's school: {fiche}.",
+    ),
     # --- attachments (R7) --------------------------------------------------
     "attachment.too_many": (
         "Un message compte au plus {limit} pièces jointes ({count} reçues).",

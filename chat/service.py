@@ -34,7 +34,7 @@ from chat.hub import CLOSE_UNAUTHENTICATED, Hub
 from chat.i18n import system_text
 from chat.attachments import AttachmentStore, StoredFile
 from chat.policies import attachments as attachment_rules
-from chat.policies import membership, messages
+from chat.policies import features, membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
 from chat.storage.db import session_factory
 from chat.storage.models import (
@@ -67,6 +67,9 @@ HISTORY_MAX = 200
 # widget attaches within seconds; a day covers a composer left open overnight.
 UPLOAD_TTL_SECONDS = 24 * 3600
 UPLOAD_GC_INTERVAL_SECONDS = 3600
+# A school's feature switches are re-read at most this often (R18); a change
+# made by reloading the directory applies within half a minute.
+FEATURES_CACHE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class ChatService:
         self.hub = Hub(settings.broker_url, self.replay, settings.redis_prefix, refresh=self.refresh_connections)
         self.store = AttachmentStore(settings.attachments_dir)
         self._gc_task: asyncio.Task | None = None
+        self._features: dict[int, tuple[float, frozenset[str]]] = {}
 
     async def start(self) -> None:
         self.store.ensure()
@@ -201,6 +205,72 @@ class ChatService:
                 raise NotFound("person.not_found", person_id=pid)
         return [facts[pid] for pid in dict.fromkeys(person_ids)]
 
+    # -- school rules: features (R18), locks (R10), direction, audit ---------------------------
+    async def school_features(self, session, school_id: int) -> frozenset[str]:
+        now = time.monotonic()
+        cached = self._features.get(school_id)
+        if cached is not None and now - cached[0] < FEATURES_CACHE_SECONDS:
+            return cached[1]
+        raw = (await session.execute(select(School.features).where(School.id == school_id))).scalar_one_or_none()
+        enabled = features.enabled_set(orjson.loads(raw) if raw else None)
+        self._features[school_id] = (now, enabled)
+        return enabled
+
+    async def require_feature(self, session, school_id: int, feature: str) -> None:
+        features.require(await self.school_features(session, school_id), feature)
+
+    async def _writable(self, session, conversation_id: int, feature: str = "messaging") -> Conversation:
+        """The conversation, if it takes writes: not locked (R10), messaging on (R18)."""
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            raise NotFound("conversation.not_found", conversation_id=conversation_id)
+        await self.require_feature(session, conversation.school_id, "messaging")
+        if feature != "messaging":
+            await self.require_feature(session, conversation.school_id, feature)
+        if conversation.locked_at is not None:
+            raise Conflict("conversation.locked")
+        return conversation
+
+    async def is_direction_of(self, session, actor: Actor, school_id: int) -> bool:
+        if actor.role != Role.DIRECTION.value:
+            return False
+        row = await session.get(StaffSchool, (actor.id, school_id))
+        return row is not None
+
+    async def require_direction(self, session, actor: Actor, school_id: int) -> None:
+        """R9, R10: only the direction of that school."""
+        if not await self.is_direction_of(session, actor, school_id):
+            raise Forbidden("direction.only")
+
+    @staticmethod
+    def audit(session, actor: Actor | None, school_id: int | None, action: str, target: str = "",
+              **details: Any) -> None:
+        """Append to the audit log, in the caller's transaction (append-only table)."""
+        session.add(AuditEntry(actor_id=actor.id if actor else None, school_id=school_id, action=action,
+                               target=target, details=dumps(details)))
+
+    async def set_lock(self, actor: Actor, conversation_id: int, locked: bool, reason: str | None = None) -> dict[str, Any]:
+        """R10: direction of the conversation's school locks or unlocks it; members see it live."""
+        if reason is not None and len(reason) > 500:
+            raise BadRequest("request.invalid", detail="reason: 500 characters at most")
+        async with self.sessions() as session, session.begin():
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise NotFound("conversation.not_found", conversation_id=conversation_id)
+            await self.require_direction(session, actor, conversation.school_id)
+            if locked:
+                conversation.locked_at, conversation.locked_by, conversation.lock_reason = utcnow(), actor.id, reason
+            else:
+                if conversation.locked_at is None:
+                    raise Conflict("conversation.not_locked")
+                conversation.locked_at, conversation.locked_by, conversation.lock_reason = None, None, None
+            kind = "conversation.locked" if locked else "conversation.unlocked"
+            seq, frame = await self._append(session, conversation_id, kind, actor.id, reason=reason)
+            self.audit(session, actor, conversation.school_id, kind, f"conversation:{conversation_id}", reason=reason)
+            members = await self._member_ids(session, conversation_id)
+        await self.hub.publish_event(conversation_id, seq, members, frame)
+        return {"conversation_id": conversation_id, "seq": seq, "locked": locked}
+
     # -- membership helpers ----------------------------------------------------------
     async def _participant(self, session, conversation_id: int, person_id: int) -> Participant:
         """The caller's active membership, or conversation.not_found (never reveal more)."""
@@ -260,6 +330,7 @@ class ChatService:
             child = await self._child(session, child_id)
             membership.check_creation(actor_facts, child, invitees)
             school_id = child.school_id if child else min(actor_facts.school_ids)
+            await self.require_feature(session, school_id, "messaging")
             conversation = Conversation(school_id=school_id, child_id=child_id, name=name, creator_id=actor.id)
             session.add(conversation)
             await session.flush()
@@ -284,6 +355,7 @@ class ChatService:
         name = membership.check_name(name)
         async with self.sessions() as session, session.begin():
             await self._participant(session, conversation_id, actor.id)
+            await self._writable(session, conversation_id)
             await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(name=name))
             seq, frame = await self._append(
                 session, conversation_id, "conversation.renamed", actor.id, name=name,
@@ -300,7 +372,7 @@ class ChatService:
         message records it."""
         async with self.sessions() as session, session.begin():
             await self._participant(session, conversation_id, actor.id)
-            conversation = await session.get(Conversation, conversation_id)
+            conversation = await self._writable(session, conversation_id)
             member_ids = await self._member_ids(session, conversation_id)
             facts = await self._people(session, [actor.id, *member_ids, *person_ids])
             by_id = {f.id: f for f in facts}
@@ -394,6 +466,7 @@ class ChatService:
                 if existing is not None:
                     return existing
                 participant = await self._participant(session, conversation_id, actor.id)
+                await self._writable(session, conversation_id, "attachments" if attachment_ids else "messaging")
                 uploads = await self._own_uploads(session, actor, attachment_ids)
                 seq = await self._next_seq(session, conversation_id, message=True)
                 message = Message(conversation_id=conversation_id, seq=seq, author_id=actor.id,
@@ -508,6 +581,7 @@ class ChatService:
         async with self.sessions() as session, session.begin():
             message = await self._own_message(session, actor, message_id)
             messages.check_change(actor.id, message.author_id, message.retracted_at is not None)
+            await self._writable(session, message.conversation_id)
             session.add(MessageVersion(message_id=message.id, version=message.version, text=message.text,
                                        created_at=message.edited_at or message.created_at))
             message.version += 1
@@ -528,6 +602,7 @@ class ChatService:
         async with self.sessions() as session, session.begin():
             message = await self._own_message(session, actor, message_id)
             messages.check_change(actor.id, message.author_id, message.retracted_at is not None)
+            await self._writable(session, message.conversation_id)
             message.retracted_at = utcnow()
             # Members replaying the log must not see the text any more.
             earlier = (await session.execute(
@@ -554,6 +629,7 @@ class ChatService:
         emoji = messages.check_emoji(emoji)
         async with self.sessions() as session, session.begin():
             message = await self._own_message(session, actor, message_id)
+            await self._writable(session, message.conversation_id, "reactions")
             if message.retracted_at is not None:
                 raise Conflict("message.retracted")
             existing = await session.get(Reaction, (message.id, actor.id, emoji))
@@ -595,6 +671,7 @@ class ChatService:
         """An ephemeral 'is typing' to the other members; never stored."""
         async with self.sessions() as session:
             await self._participant(session, conversation_id, actor.id)
+            await self._writable(session, conversation_id)
             members = await self._member_ids(session, conversation_id)
         frame = dumps({"type": "typing", "conversation_id": conversation_id, "person": actor.id})
         await self.hub.publish_ephemeral(conversation_id, members, frame, exclude_person=actor.id)
@@ -670,6 +747,9 @@ class ChatService:
                     "retracted": message.retracted_at is not None,
                     "created_at": timestamp(message.created_at),
                 },
+                # R10: members see that direction locked it.
+                "locked": c.locked_at is not None,
+                "lock_reason": c.lock_reason,
                 # R11: the response-delay notice, in both languages.
                 "notice": {"fr": school.notice_fr, "en": school.notice_en} if school else None,
             })

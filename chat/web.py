@@ -235,6 +235,14 @@ async def ws_typing(s: ChatService, a: Actor, f: Fields) -> None:
     await s.typing(a, f.int("conversation_id"))
 
 
+async def ws_lock(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.set_lock(a, f.int("conversation_id"), True, f.str("reason", required=False))
+
+
+async def ws_unlock(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.set_lock(a, f.int("conversation_id"), False)
+
+
 async def ws_list(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
     return {"conversations": await s.list_conversations(a)}
 
@@ -260,6 +268,8 @@ HANDLERS: dict[str, Handler] = {
     "conversation.remove": ws_remove,
     "conversation.leave": ws_leave,
     "conversation.list": ws_list,
+    "conversation.lock": ws_lock,
+    "conversation.unlock": ws_unlock,
     "conversation.history": ws_history,
     "message.send": ws_send,
     "message.edit": ws_edit,

@@ -31,7 +31,8 @@ async def test_message_is_committed_before_it_is_acknowledged_and_delivered(serv
         event = await nadia.event("message.new")
         assert event["seq"] == ack["seq"] == 2
         assert event["message"] == {"id": ack["message_id"], "client_id": "c-1", "author": marie.hello["person"]["id"],
-                                    "text": "Léa a de la fièvre.", "created_at": ack["created_at"], "version": 1}
+                                    "text": "Léa a de la fièvre.", "created_at": ack["created_at"], "version": 1,
+                                    "attachments": []}
 
 
 async def test_retried_send_with_the_same_client_id_returns_the_same_message_and_delivers_once(server):

@@ -99,6 +99,10 @@ class Conversation(SQLModel, table=True):
     # The last sequence number handed out; events are numbered 1, 2, 3… without gaps.
     last_seq: int = Field(default=0)
     last_message_at: datetime | None = Field(default=None)
+    # R10: direction's lock; nobody posts, reacts, edits or adds people while set.
+    locked_at: datetime | None = Field(default=None)
+    locked_by: int | None = Field(default=None, foreign_key="person.id")
+    lock_reason: str | None = Field(default=None, max_length=500)
 
 
 class Participant(SQLModel, table=True):
@@ -179,3 +183,88 @@ class Upload(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
     conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
+
+
+class Announcement(SQLModel, table=True):
+    """R13 one-way posts, and R12 integration notices (transport, observations,
+    absences): persisted once, with one recipient row per family member."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    organisation_id: int = Field(foreign_key="organisation.id", index=True)
+    school_id: int | None = Field(default=None, foreign_key="school.id", index=True)
+    author_id: int | None = Field(default=None, foreign_key="person.id")
+    integration_key_id: int | None = Field(default=None, foreign_key="integrationkey.id")
+    kind: str = Field(default="announcement", max_length=32)
+    # JSON: {"groups": [ids]} | {"school": id} | {"organisation": id} | {"students": [ids]}
+    audience: str = Field(sa_column=Column(Text, nullable=False))
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    urgent: bool = Field(default=False)
+    recipient_count: int = Field(default=0)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AnnouncementRecipient(SQLModel, table=True):
+    __table_args__ = (Index("ix_announcementrecipient_person", "person_id", "announcement_id"),)
+    announcement_id: int = Field(foreign_key="announcement.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    # JSON list of the recipient's children the announcement concerns (the label).
+    child_ids: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    read_at: datetime | None = None
+
+
+class AnnouncementReaction(SQLModel, table=True):
+    announcement_id: int = Field(foreign_key="announcement.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    emoji: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CollectiveSend(SQLModel, table=True):
+    """R14: one message to many families, delivered by a resumable job."""
+
+    __table_args__ = (UniqueConstraint("author_id", "client_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    author_id: int = Field(foreign_key="person.id", index=True)
+    school_id: int = Field(foreign_key="school.id")
+    client_id: str = Field(max_length=64)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="running", max_length=16)  # running | done
+    total: int = Field(default=0)
+    done: int = Field(default=0)
+    created_at: datetime = Field(default_factory=utcnow)
+    # A lease in the database (not in Redis) so that one worker runs the job at a time.
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float = Field(default=0.0)
+
+
+class CollectiveTarget(SQLModel, table=True):
+    send_id: int = Field(foreign_key="collectivesend.id", primary_key=True)
+    student_id: int = Field(foreign_key="student.id", primary_key=True)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
+    message_id: int | None = Field(default=None, foreign_key="message.id")
+    done_at: datetime | None = None
+
+
+class IntegrationKey(SQLModel, table=True):
+    """R12: a school system's key to the publishing API, scoped to a school and kinds."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="school.id", index=True)
+    name: str = Field(max_length=100)
+    kinds: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))  # JSON list
+    key_hash: str = Field(unique=True, max_length=64)  # sha256 of the key; the key is shown once
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who looked at or changed what (R9 archive reads, R10 locks).  Append-only:
+    the database refuses UPDATE and DELETE on this table (migration 0003)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor_id: int | None = Field(default=None, foreign_key="person.id", index=True)
+    school_id: int | None = Field(default=None, foreign_key="school.id", index=True)
+    action: str = Field(max_length=64)
+    target: str = Field(default="", max_length=200)
+    details: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    at: datetime = Field(default_factory=utcnow)
