@@ -114,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     p_dir_sub = p_dir.add_subparsers(dest="action", required=True)
     p_load = p_dir_sub.add_parser("load", help="check and load a directory JSON file (all or nothing)")
     p_load.add_argument("file", type=Path)
+    p_int = sub.add_parser("integration", help="school-system keys for the publishing API (R12)")
+    p_int_sub = p_int.add_subparsers(dest="action", required=True)
+    p_int_create = p_int_sub.add_parser("create", help="create a key (printed once)")
+    p_int_create.add_argument("school", help="school code, e.g. ERABLES")
+    p_int_create.add_argument("name", help="who uses it, e.g. 'Autobus Laval'")
+    p_int_create.add_argument("--kinds", required=True, help="comma-separated: transport,observation,absence")
+    p_int_revoke = p_int_sub.add_parser("revoke", help="revoke a key by id")
+    p_int_revoke.add_argument("id", type=int)
+    p_int_sub.add_parser("list", help="list keys (never the keys themselves)")
     p_db = sub.add_parser("db", help="database commands")
     p_db.add_argument("action", choices=["upgrade"])
     args = parser.parse_args(argv)
@@ -145,6 +154,23 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "directory":
                 counts = await directory.load(engine, directory.read_file(args.file))
                 print("loaded: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+            elif args.command == "integration":
+                from chat.service import ChatService
+
+                announcements = ChatService(settings, engine).announcements
+                if args.action == "create":
+                    key_id, key = await announcements.create_key(
+                        args.school, args.name, [k.strip() for k in args.kinds.split(",") if k.strip()])
+                    print(f"integration key {key_id} (shown once, keep it secret):\n{key}")
+                elif args.action == "revoke":
+                    if not await announcements.revoke_key(args.id):
+                        print(f"error: no active integration key {args.id}", file=sys.stderr)
+                        return 1
+                    print(f"integration key {args.id} revoked")
+                else:
+                    for key in await announcements.list_keys():
+                        state = "revoked" if key["revoked"] else "active"
+                        print(f"{key['id']:>4}  {key['school']:<12} {state:<8} {','.join(key['kinds']):<30} {key['name']}")
             elif args.command == "db":
                 print("database schema is up to date")
         finally:

@@ -188,6 +188,9 @@ class Hub:
         self.broker: Broker = create_broker(broker_url, self._on_message, self._resync, prefix=redis_prefix)
         self.by_person: dict[int, set[Connection]] = {}
         self.subscribers: dict[int, set[Connection]] = {}
+        # Audience channels (a school, an organisation) for announcements (R13):
+        # one publish reaches every worker; the envelope names the recipients.
+        self.audiences: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.stats = {"delivered": 0, "slow_consumers": 0, "gap_fills": 0, "publish_failures": 0}
 
@@ -229,6 +232,16 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     # -- connections and subscriptions ------------------------------------------
+    async def register_audiences(self, conn: Connection, channels: Iterable[str]) -> None:
+        """Listen to announcements for these audiences (``school:ID``, ``org:ID``)."""
+        for channel in channels:
+            subs = self.audiences.get(channel)
+            if subs is None:
+                subs = self.audiences[channel] = {conn}
+                await self.broker.subscribe(channel)
+            else:
+                subs.add(conn)
+
     async def register(self, conn: Connection, conversation_ids: Iterable[int]) -> None:
         """Attach a connection: its person's channel and its conversations.
 
@@ -252,6 +265,12 @@ class Hub:
                 await self.broker.unsubscribe(person_channel(conn.person_id))
         for conversation_id in list(conn.positions) + list(conn.pending):
             await self._unsubscribe(conn, conversation_id)
+        for channel, subs in list(self.audiences.items()):
+            if conn in subs:
+                subs.discard(conn)
+                if not subs:
+                    del self.audiences[channel]
+                    await self.broker.unsubscribe(channel)
 
     async def _subscribe(self, conn: Connection, conversation_id: int) -> None:
         conn.pending.setdefault(conversation_id, 0)
@@ -337,6 +356,10 @@ class Hub:
             _envelope({"c": conversation_id, "m": list(member_ids), "x": exclude_person}, frame),
         )
 
+    async def publish_audience(self, channel: str, recipient_ids: Iterable[int], frame: str) -> None:
+        """Fan out an announcement, persisted already, to its recipients on every worker."""
+        await self._publish(channel, _envelope({"r": list(recipient_ids)}, frame))
+
     async def publish_person(
         self, person_id: int, op: str, frame: str | None = None, conversation_id: int | None = None, seq: int = 0
     ) -> None:
@@ -378,6 +401,9 @@ class Hub:
         if "p" in header:
             self._on_person(header, frame)
             return
+        if "r" in header:
+            self._on_audience(channel, header["r"], frame)
+            return
         conversation_id = header["c"]
         subs = self.subscribers.get(conversation_id)
         if not subs:
@@ -411,6 +437,23 @@ class Hub:
             else:  # a gap: fetch what is missing, in order, before going on
                 conn.pending[conversation_id] = seq
                 self._start_fill(conn, conversation_id)
+        self.stats["delivered"] += delivered
+        for conn in slow:
+            self._slow(conn)
+
+    def _on_audience(self, channel: str, recipients: list[int], frame: str) -> None:
+        subs = self.audiences.get(channel)
+        if not subs:
+            return
+        wanted = set(recipients)
+        delivered = 0
+        slow = []
+        for conn in subs:
+            if conn.person_id in wanted:
+                if conn.push(frame):
+                    delivered += 1
+                else:
+                    slow.append(conn)
         self.stats["delivered"] += delivered
         for conn in slow:
             self._slow(conn)

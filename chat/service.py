@@ -107,6 +107,9 @@ class ChatService:
         self.store = AttachmentStore(settings.attachments_dir)
         self._gc_task: asyncio.Task | None = None
         self._features: dict[int, tuple[float, frozenset[str]]] = {}
+        from chat.announcements import Announcements
+
+        self.announcements = Announcements(self)
 
     async def start(self) -> None:
         self.store.ensure()

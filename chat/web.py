@@ -169,6 +169,38 @@ async def http_attachment(service: ChatService, actor: Actor, request: Request) 
     return FileResponse(path, media_type=upload.content_type, headers=headers)
 
 
+async def http_announcements(service: ChatService, actor: Actor, request: Request) -> Any:
+    if request.method == "POST":
+        fields = await _json_body(request)
+        audience = fields.data.get("audience")
+        if audience is None:
+            raise BadRequest("request.missing_field", field="audience")
+        result = await service.announcements.post(actor, audience, fields.str("text"),
+                                                  fields.bool("urgent", required=False, default=False))
+        return JSONResponse(result, status_code=201)
+    return {"announcements": await service.announcements.mine(
+        actor, before=_query_int(request, "before"), after=_query_int(request, "after"),
+        limit=_query_int(request, "limit", 50))}
+
+
+async def http_announcement(service: ChatService, actor: Actor, request: Request) -> Any:
+    return await service.announcements.detail(actor, int(request.path_params["announcement_id"]))
+
+
+async def http_integration_notice(request: Request) -> Response:
+    """R12: a school system posts a notice with its integration key (server to server)."""
+    service: ChatService = request.app.state.service
+    language = _language(request)
+    try:
+        key = await service.announcements.authenticate_key(bearer_from_headers(request.headers.get("authorization")))
+        fields = await _json_body(request)
+        fiches = fields.str_list("students", limit=2000)
+        result = await service.announcements.notice(key, fields.str("kind"), fields.str("text"), fiches)
+    except ChatError as exc:
+        return error_response(exc, language)
+    return Response(dumps(result), status_code=201, media_type="application/json")
+
+
 async def http_contacts(service: ChatService, actor: Actor, request: Request) -> Any:
     return {"contacts": await service.contacts(actor, _query_int(request, "child_id"))}
 
@@ -253,6 +285,35 @@ async def ws_history(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
     return {"events": [parse(frame) for frame in frames]}
 
 
+async def ws_announce(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    audience = f.data.get("audience")
+    if audience is None:
+        raise BadRequest("request.missing_field", field="audience")
+    return await s.announcements.post(a, audience, f.str("text"), f.bool("urgent", required=False, default=False))
+
+
+async def ws_announcement_read(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.announcements.mark_read(a, f.int("announcement_id"))
+
+
+async def ws_announcement_react(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.announcements.react(a, f.int("announcement_id"), f.str("emoji"), add=True)
+
+
+async def ws_announcement_unreact(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.announcements.react(a, f.int("announcement_id"), f.str("emoji"), add=False)
+
+
+async def ws_announcement_reply(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    s.announcements.refuse_reply()
+    return {}
+
+
+async def ws_announcements(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return {"announcements": await s.announcements.mine(a, before=f.int("before", False), after=f.int("after", False),
+                                                        limit=f.int("limit", False, 50))}
+
+
 async def ws_ping(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
     return {"pong": True}
 
@@ -278,6 +339,12 @@ HANDLERS: dict[str, Handler] = {
     "reaction.remove": ws_react_remove,
     "read": ws_read,
     "typing": ws_typing,
+    "announcement.post": ws_announce,
+    "announcement.read": ws_announcement_read,
+    "announcement.react": ws_announcement_react,
+    "announcement.unreact": ws_announcement_unreact,
+    "announcement.reply": ws_announcement_reply,
+    "announcement.list": ws_announcements,
     "ping": ws_ping,
     "signout": ws_signout,
 }
@@ -329,9 +396,15 @@ class Session:
             raise RateLimited(wait)
         limit_person(self.websocket.app.state, self.actor.id)
 
-    async def start(self, positions: dict[int, int]) -> dict[str, Any]:
-        """Go live: replay from the client's positions, live-only elsewhere."""
+    async def start(self, positions: dict[int, int], announcements_after: int | None = None) -> dict[str, Any]:
+        """Go live: replay from the client's positions, live-only elsewhere; replay
+        the announcements received after ``announcements_after``."""
         self.started = True
+        await self.service.hub.register_audiences(
+            self.conn, await self.service.announcements.audience_channels(self.actor.id))
+        if announcements_after is not None:
+            for view in await self.service.announcements.mine(self.actor, after=announcements_after, limit=200):
+                self.service.hub.send(self.conn, dumps({"type": "announcement", "announcement": view}))
         latest = await self.service.positions(self.actor.id)
         resumed, reset = [], []
         for conversation_id, position in positions.items():
@@ -367,7 +440,7 @@ class Session:
             if frame_type == "resume":
                 if self.started:
                     raise BadRequest("request.invalid", detail="resume must be the first frame of a connection")
-                result = await self.start(fields.int_map("positions"))
+                result = await self.start(fields.int_map("positions"), fields.int("announcements_after", False))
                 self.service.hub.send(self.conn, reply(request_id, **result))
                 return
             handler = HANDLERS.get(frame_type)
@@ -471,6 +544,9 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         Route("/api/conversations/{conversation_id:int}/events", endpoint(http_events)),
         Route("/api/conversations/{conversation_id:int}/messages", endpoint(http_send), methods=["POST"]),
         Route("/api/uploads", endpoint(http_upload), methods=["POST"]),
+        Route("/api/announcements", endpoint(http_announcements), methods=["GET", "POST"]),
+        Route("/api/announcements/{announcement_id:int}", endpoint(http_announcement)),
+        Route("/api/integrations/notices", http_integration_notice, methods=["POST"]),
         Route("/api/attachments/{upload_id:str}", endpoint(http_attachment)),
         WebSocketRoute("/ws", websocket_endpoint),
     ]

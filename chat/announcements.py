@@ -1,0 +1,342 @@
+"""Announcements (R13) and school-system notices (R12).
+
+An announcement is persisted once — one row, and one small recipient row per
+family member it reaches (for read receipts and the per-child label) — then
+published once on the audience's channel (``school:ID`` or ``org:ID``).  Every
+hub process delivers the same encoded frame to its local connections whose
+person is a recipient.  Families resume missed announcements with
+``announcements_after`` in their ``resume`` frame, or page them over HTTP.
+
+Integration notices (transport delays, staff observations, absence notices)
+are announcements of another ``kind`` posted with an integration key scoped
+to one school and to the kinds it may post; each is traceable to its key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Sequence
+
+import orjson
+from sqlalchemy import func, insert, select, update
+
+from chat.errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from chat.frames import dumps, timestamp
+from chat.policies import announcements as rules
+from chat.policies import messages
+from chat.policies.facts import Role
+from chat.storage.models import (
+    Announcement,
+    AnnouncementReaction,
+    AnnouncementRecipient,
+    Group,
+    Guardianship,
+    IntegrationKey,
+    Person,
+    School,
+    StaffSchool,
+    Student,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from chat.service import Actor, ChatService
+
+# The kinds an integration may post, and the school feature each needs (R18).
+INTEGRATION_KINDS = {"transport": "transport_notices", "observation": "observations", "absence": "absence_notices"}
+KEY_PREFIX = "ik_"
+# A page of announcements (newest first).
+PAGE_DEFAULT, PAGE_MAX = 50, 200
+
+
+def school_channel(school_id: int) -> str:
+    return f"school:{school_id}"
+
+
+def organisation_channel(organisation_id: int) -> str:
+    return f"org:{organisation_id}"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Announcements:
+    def __init__(self, service: "ChatService") -> None:
+        self.service = service
+        self.sessions = service.sessions
+
+    # -- who listens where ----------------------------------------------------------------------
+    async def audience_channels(self, person_id: int) -> list[str]:
+        """The audience channels a person's connections listen on: their schools
+        (staff) or their children's schools (parents), and those organisations."""
+        async with self.sessions() as session:
+            staff = (await session.execute(
+                select(School.id, School.organisation_id).join(StaffSchool, StaffSchool.school_id == School.id)
+                .where(StaffSchool.person_id == person_id))).all()
+            family = (await session.execute(
+                select(Student.school_id, Student.organisation_id)
+                .join(Guardianship, Guardianship.student_id == Student.id)
+                .where(Guardianship.person_id == person_id))).all()
+        channels = {school_channel(s) for s, _ in [*staff, *family]}
+        channels |= {organisation_channel(o) for _, o in [*staff, *family]}
+        return sorted(channels)
+
+    # -- posting -------------------------------------------------------------------------------------
+    async def post(self, actor: "Actor", audience_raw: Any, text: str, urgent: bool = False) -> dict[str, Any]:
+        """R13: a teacher to her groups, staff and direction to their school, direction
+        to the organisation.  Persisted once, then fanned out once."""
+        audience = rules.parse_audience(audience_raw)
+        messages.check_text(text)
+        if urgent and actor.role != Role.DIRECTION.value:
+            raise Forbidden("forbidden")  # only direction marks a closure urgent
+        async with self.sessions() as session, session.begin():
+            facts = (await self.service._people(session, [actor.id]))[0]
+            group_schools = dict((await session.execute(
+                select(Group.id, Group.school_id).where(Group.id.in_(audience.groups or [-1])))).all())
+            school_orgs = dict((await session.execute(
+                select(School.id, School.organisation_id).where(School.id.in_(facts.school_ids or {-1})))).all())
+            rules.check_announcer(facts, audience, group_schools, school_orgs)
+            if audience.groups:
+                schools = set(group_schools.values())
+                students = select(Student.id, Student.school_id).where(Student.group_id.in_(audience.groups))
+            elif audience.school is not None:
+                schools = {audience.school}
+                students = select(Student.id, Student.school_id).where(Student.school_id == audience.school)
+            else:
+                schools = set()
+                students = select(Student.id, Student.school_id).where(
+                    Student.organisation_id == audience.organisation)
+            for school_id in schools:
+                await self.service.require_feature(session, school_id, "announcements")
+            school_id = min(schools) if schools else None
+            organisation_id = (school_orgs.get(school_id) if school_id else audience.organisation) or (
+                await session.execute(select(School.organisation_id).where(School.id == school_id))).scalar_one()
+            student_rows = (await session.execute(students)).all()
+            if not schools:  # organisation-wide: skip schools that turned announcements off (R18)
+                allowed = {sid for sid in {s for _, s in student_rows}
+                           if "announcements" in await self.service.school_features(session, sid)}
+                student_rows = [(st, s) for st, s in student_rows if s in allowed]
+            announcement = Announcement(
+                organisation_id=organisation_id, school_id=school_id, author_id=actor.id, kind="announcement",
+                audience=dumps(audience.describe()), text=text, urgent=urgent)
+            recipients = await self._persist(session, announcement, [st for st, _ in student_rows])
+            author = await session.get(Person, actor.id)
+            frame = self._frame(announcement, {"id": author.id, "name": author.name}, None)
+        channel = school_channel(school_id) if school_id else organisation_channel(organisation_id)
+        await self.service.hub.publish_audience(channel, [*recipients, actor.id], frame)
+        return {"announcement": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}
+
+    async def _persist(self, session, announcement: Announcement, student_ids: Sequence[int]) -> list[int]:
+        """One announcement row and one recipient row per guardian (labelled with
+        each of their children in the audience: a family gets it once)."""
+        children: dict[int, list[int]] = defaultdict(list)
+        if student_ids:
+            for person_id, student_id in (await session.execute(
+                select(Guardianship.person_id, Guardianship.student_id)
+                .where(Guardianship.student_id.in_(student_ids)).order_by(Guardianship.student_id))).all():
+                children[person_id].append(student_id)
+        announcement.recipient_count = len(children)
+        session.add(announcement)
+        await session.flush()
+        if children:
+            await session.execute(insert(AnnouncementRecipient), [
+                {"announcement_id": announcement.id, "person_id": pid, "child_ids": dumps(kids)}
+                for pid, kids in children.items()])
+        return list(children)
+
+    @staticmethod
+    def _frame(announcement: Announcement, author: dict[str, Any] | None, source: str | None) -> str:
+        return dumps({"type": "announcement", "announcement": {
+            "id": announcement.id,
+            "kind": announcement.kind,
+            "megaphone": announcement.kind == "announcement",  # R13: shown with a megaphone
+            "author": author,
+            "source": source,
+            "school_id": announcement.school_id,
+            "audience": orjson.loads(announcement.audience),
+            "text": announcement.text,
+            "urgent": announcement.urgent,
+            "created_at": timestamp(announcement.created_at),
+        }})
+
+    # -- integrations (R12) -----------------------------------------------------------------------
+    async def create_key(self, school_code: str, name: str, kinds: Sequence[str]) -> tuple[int, str]:
+        """A new integration key for a school; the key itself is returned once, only its hash is kept."""
+        bad = sorted(set(kinds) - set(INTEGRATION_KINDS))
+        if bad or not kinds:
+            raise BadRequest("request.invalid", detail=f"kinds must be among {sorted(INTEGRATION_KINDS)}")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        async with self.sessions() as session, session.begin():
+            school = (await session.execute(select(School).where(School.code == school_code))).scalar_one_or_none()
+            if school is None:
+                raise NotFound("request.invalid", detail=f"unknown school {school_code!r}")
+            row = IntegrationKey(school_id=school.id, name=name[:100], kinds=dumps(sorted(set(kinds))),
+                                 key_hash=hash_key(key))
+            session.add(row)
+            await session.flush()
+            return row.id, key
+
+    async def revoke_key(self, key_id: int) -> bool:
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(update(IntegrationKey).where(
+                IntegrationKey.id == key_id, IntegrationKey.revoked_at.is_(None)).values(revoked_at=utcnow()))
+            return result.rowcount == 1
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        async with self.sessions() as session:
+            rows = (await session.execute(select(IntegrationKey, School.code).join(
+                School, School.id == IntegrationKey.school_id).order_by(IntegrationKey.id))).all()
+        return [{"id": k.id, "school": code, "name": k.name, "kinds": orjson.loads(k.kinds),
+                 "revoked": k.revoked_at is not None} for k, code in rows]
+
+    async def authenticate_key(self, key: str | None) -> IntegrationKey:
+        if not key or not key.startswith(KEY_PREFIX):
+            raise Unauthenticated("integration.invalid_key")
+        async with self.sessions() as session:
+            row = (await session.execute(select(IntegrationKey).where(
+                IntegrationKey.key_hash == hash_key(key)))).scalar_one_or_none()
+        if row is None or row.revoked_at is not None:
+            raise Unauthenticated("integration.invalid_key")
+        return row
+
+    async def notice(self, key: IntegrationKey, kind: str, text: str, fiches: Sequence[str]) -> dict[str, Any]:
+        """R12: a transport notice, an observation or an absence notice about some
+        students, into their guardians' messaging — traceable to the key."""
+        if kind not in INTEGRATION_KINDS:
+            raise BadRequest("integration.kind_not_allowed", kind=kind[:32])
+        if kind not in orjson.loads(key.kinds):
+            raise Forbidden("integration.kind_not_allowed", kind=kind)
+        messages.check_text(text)
+        if not fiches or len(fiches) > rules.MAX_COLLECTIVE_STUDENTS:
+            raise BadRequest("request.invalid", detail="students: 1 to 2000 fiche numbers")
+        async with self.sessions() as session, session.begin():
+            await self.service.require_feature(session, key.school_id, INTEGRATION_KINDS[kind])
+            school = await session.get(School, key.school_id)
+            found = dict((await session.execute(select(Student.fiche, Student.id).where(
+                Student.school_id == key.school_id, Student.fiche.in_(list(fiches))))).all())
+            for fiche in fiches:
+                if fiche not in found:
+                    raise NotFound("integration.student_not_found", fiche=str(fiche)[:20])
+            student_ids = sorted(set(found.values()))
+            announcement = Announcement(
+                organisation_id=school.organisation_id, school_id=school.id, integration_key_id=key.id, kind=kind,
+                audience=dumps({"students": student_ids}), text=text)
+            recipients = await self._persist(session, announcement, student_ids)
+            frame = self._frame(announcement, None, key.name)
+        await self.service.hub.publish_audience(school_channel(school.id), recipients, frame)
+        return {"notice": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}
+
+    # -- reading ---------------------------------------------------------------------------------------
+    async def _visible(self, session, actor: "Actor", announcement_id: int) -> tuple[Announcement, AnnouncementRecipient | None]:
+        announcement = await session.get(Announcement, announcement_id)
+        if announcement is None:
+            raise NotFound("announcement.not_found", announcement_id=announcement_id)
+        recipient = await session.get(AnnouncementRecipient, (announcement_id, actor.id))
+        if recipient is None and announcement.author_id != actor.id and not (
+                announcement.school_id and await self.service.is_direction_of(session, actor, announcement.school_id)):
+            raise NotFound("announcement.not_found", announcement_id=announcement_id)
+        return announcement, recipient
+
+    async def mine(self, actor: "Actor", before: int | None = None, after: int | None = None,
+                   limit: int = PAGE_DEFAULT) -> list[dict[str, Any]]:
+        """Announcements I received or posted, newest first (or oldest first ``after`` an id)."""
+        if not 1 <= limit <= PAGE_MAX:
+            raise BadRequest("request.invalid", detail=f"limit must be 1–{PAGE_MAX}")
+        async with self.sessions() as session:
+            received = select(AnnouncementRecipient.announcement_id).where(AnnouncementRecipient.person_id == actor.id)
+            query = select(Announcement).where(
+                (Announcement.id.in_(received)) | (Announcement.author_id == actor.id))
+            if after is not None:
+                query = query.where(Announcement.id > after).order_by(Announcement.id)
+            else:
+                if before is not None:
+                    query = query.where(Announcement.id < before)
+                query = query.order_by(Announcement.id.desc())
+            rows = (await session.execute(query.limit(limit))).scalars().all()
+            return [await self._view(session, actor, a) for a in rows]
+
+    async def _view(self, session, actor: "Actor", announcement: Announcement) -> dict[str, Any]:
+        author = await session.get(Person, announcement.author_id) if announcement.author_id else None
+        source = None
+        if announcement.integration_key_id:
+            source = (await session.get(IntegrationKey, announcement.integration_key_id)).name
+        view = orjson.loads(self._frame(announcement, {"id": author.id, "name": author.name} if author else None,
+                                        source))["announcement"]
+        recipient = await session.get(AnnouncementRecipient, (announcement.id, actor.id))
+        if recipient is not None:
+            child_ids = orjson.loads(recipient.child_ids)
+            names = dict((await session.execute(select(Student.id, Student.first_name).where(
+                Student.id.in_(child_ids or [-1])))).all())
+            view["children"] = [{"id": c, "name": names.get(c)} for c in child_ids]  # the per-child label
+            view["read"] = recipient.read_at is not None
+        reactions = (await session.execute(
+            select(AnnouncementReaction.emoji, func.count()).where(
+                AnnouncementReaction.announcement_id == announcement.id).group_by(AnnouncementReaction.emoji))).all()
+        view["reactions"] = {emoji: count for emoji, count in reactions}
+        view["my_reactions"] = list((await session.execute(select(AnnouncementReaction.emoji).where(
+            AnnouncementReaction.announcement_id == announcement.id,
+            AnnouncementReaction.person_id == actor.id))).scalars().all())
+        return view
+
+    async def detail(self, actor: "Actor", announcement_id: int) -> dict[str, Any]:
+        """One announcement; its author (and the school's direction) also see read and
+        reaction counts with who reacted."""
+        async with self.sessions() as session:
+            announcement, _ = await self._visible(session, actor, announcement_id)
+            view = await self._view(session, actor, announcement)
+            if announcement.author_id == actor.id or (
+                    announcement.school_id and await self.service.is_direction_of(session, actor, announcement.school_id)):
+                read = (await session.execute(select(func.count()).select_from(AnnouncementRecipient).where(
+                    AnnouncementRecipient.announcement_id == announcement_id,
+                    AnnouncementRecipient.read_at.is_not(None)))).scalar_one()
+                who = defaultdict(list)
+                for emoji, name in (await session.execute(
+                    select(AnnouncementReaction.emoji, Person.name).join(
+                        Person, Person.id == AnnouncementReaction.person_id)
+                    .where(AnnouncementReaction.announcement_id == announcement_id)
+                    .order_by(AnnouncementReaction.created_at))).all():
+                    who[emoji].append(name)
+                view["stats"] = {"recipients": announcement.recipient_count, "read": read,
+                                 "reactions": {e: {"count": len(n), "people": n} for e, n in who.items()}}
+            return view
+
+    async def mark_read(self, actor: "Actor", announcement_id: int) -> dict[str, Any]:
+        async with self.sessions() as session, session.begin():
+            _, recipient = await self._visible(session, actor, announcement_id)
+            if recipient is not None and recipient.read_at is None:
+                recipient.read_at = utcnow()
+        return {"announcement_id": announcement_id, "read": recipient is not None}
+
+    async def react(self, actor: "Actor", announcement_id: int, emoji: str, add: bool) -> dict[str, Any]:
+        """R6 on announcements: recipients react with an emoji; they do not reply (R13)."""
+        emoji = messages.check_emoji(emoji)
+        async with self.sessions() as session, session.begin():
+            announcement, recipient = await self._visible(session, actor, announcement_id)
+            if recipient is None:
+                raise Forbidden("forbidden")  # the author and direction read the counts; recipients react
+            if announcement.school_id:
+                await self.service.require_feature(session, announcement.school_id, "reactions")
+            existing = await session.get(AnnouncementReaction, (announcement_id, actor.id, emoji))
+            if add and existing is None:
+                session.add(AnnouncementReaction(announcement_id=announcement_id, person_id=actor.id, emoji=emoji))
+            elif not add and existing is not None:
+                await session.delete(existing)
+            await session.flush()
+            count = (await session.execute(select(func.count()).select_from(AnnouncementReaction).where(
+                AnnouncementReaction.announcement_id == announcement_id,
+                AnnouncementReaction.emoji == emoji))).scalar_one()
+            author_id = announcement.author_id
+        if author_id is not None:  # the sender sees reactions live
+            await self.service.hub.publish_person(author_id, "frame", dumps({
+                "type": "announcement.reaction", "announcement_id": announcement_id, "emoji": emoji,
+                "count": count, "person": actor.id, "added": add}))
+        return {"announcement_id": announcement_id, "emoji": emoji, "count": count}
+
+    @staticmethod
+    def refuse_reply() -> None:
+        """R13: recipients read and react; they do not reply."""
+        raise Forbidden("announcement.no_replies")
+
