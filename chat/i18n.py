@@ -260,6 +260,12 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Position de lecture invalide : {seq} (dernière position : {last_seq}).",
         "Invalid read position: {seq} (last position: {last_seq}).",
     ),
+    # --- archive (R9) ------------------------------------------------------
+    "school.not_found": ("École introuvable : {school_id}.", "School not found: {school_id}."),
+    "request.invalid_choice": (
+        "Le paramètre « {field} » doit valoir {expected}, mais « {got} » a été reçu.",
+        "The parameter '{field}' must be {expected}, but got '{got}'.",
+    ),
 }
 
 # System messages written into conversations (R4).  An event is encoded once

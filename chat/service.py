@@ -108,15 +108,21 @@ class ChatService:
         self._gc_task: asyncio.Task | None = None
         self._features: dict[int, tuple[float, frozenset[str]]] = {}
         from chat.announcements import Announcements
+        from chat.collective import CollectiveSends
 
         self.announcements = Announcements(self)
+        self.collective = CollectiveSends(self)
 
     async def start(self) -> None:
         self.store.ensure()
         await self.hub.start()
         self._gc_task = asyncio.create_task(self._collect_uploads_forever())
+        resumed = await self.collective.resume_all()  # R14: jobs survive a restart
+        if resumed:
+            log.info("resuming %d collective sends", resumed)
 
     async def stop(self) -> None:
+        await self.collective.stop()
         if self._gc_task is not None:
             self._gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -201,6 +201,16 @@ async def http_integration_notice(request: Request) -> Response:
     return Response(dumps(result), status_code=201, media_type="application/json")
 
 
+async def http_collective(service: ChatService, actor: Actor, request: Request) -> Any:
+    if request.method == "POST":
+        f = await _json_body(request)
+        result = await service.collective.create(actor, f.str("client_id"), f.str("text"),
+                                                 f.int_list("students", required=False),
+                                                 f.int_list("groups", required=False))
+        return JSONResponse(result, status_code=202)
+    return await service.collective.status(actor, int(request.path_params["send_id"]))
+
+
 async def http_contacts(service: ChatService, actor: Actor, request: Request) -> Any:
     return {"contacts": await service.contacts(actor, _query_int(request, "child_id"))}
 
@@ -314,6 +324,15 @@ async def ws_announcements(s: ChatService, a: Actor, f: Fields) -> dict[str, Any
                                                         limit=f.int("limit", False, 50))}
 
 
+async def ws_collective(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.collective.create(a, f.str("client_id"), f.str("text"), f.int_list("students", required=False),
+                                     f.int_list("groups", required=False))
+
+
+async def ws_collective_status(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.collective.status(a, f.int("send_id"))
+
+
 async def ws_ping(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
     return {"pong": True}
 
@@ -345,6 +364,8 @@ HANDLERS: dict[str, Handler] = {
     "announcement.unreact": ws_announcement_unreact,
     "announcement.reply": ws_announcement_reply,
     "announcement.list": ws_announcements,
+    "collective.send": ws_collective,
+    "collective.status": ws_collective_status,
     "ping": ws_ping,
     "signout": ws_signout,
 }
@@ -547,9 +568,13 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         Route("/api/announcements", endpoint(http_announcements), methods=["GET", "POST"]),
         Route("/api/announcements/{announcement_id:int}", endpoint(http_announcement)),
         Route("/api/integrations/notices", http_integration_notice, methods=["POST"]),
+        Route("/api/collective", endpoint(http_collective), methods=["POST"]),
+        Route("/api/collective/{send_id:int}", endpoint(http_collective)),
         Route("/api/attachments/{upload_id:str}", endpoint(http_attachment)),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
+    from chat.web_archive import ROUTES as ARCHIVE_ROUTES
+    routes += ARCHIVE_ROUTES
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         language = normalise_language(request.headers.get("accept-language"))

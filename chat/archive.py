@@ -1,0 +1,618 @@
+"""Direction's archive (R9) and the school's audit log (R9, R10).
+
+The direction of a school reads every conversation of that school as it
+really happened: retracted messages with their text, every earlier version of
+an edited message, every member who came and went, every rename and lock.
+Nobody else does: another role, or the direction of another school, gets
+``direction.only``.
+
+Every access is accounted for.  Before any archived text is read, an entry
+(``archive.search``, ``archive.read``, ``archive.export``,
+``archive.attachment``) is appended to the append-only audit log and
+committed in a transaction of its own: the read itself changes nothing, but
+the fact that somebody looked is kept, and nothing is shown if it could not be
+recorded.  Locks and unlocks are audited by :meth:`ChatService.set_lock`.
+
+The archive only reads; it never changes a conversation and offers no way to
+change the audit log (the database refuses UPDATE and DELETE on it).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import datetime, timezone
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from sqlalchemy import and_, exists, func, or_, select
+
+from chat.errors import BadRequest, Forbidden, NotFound
+from chat.frames import dumps, timestamp
+from chat.policies.facts import Role
+from chat.service import Actor, ChatService
+from chat.storage.models import (
+    AuditEntry,
+    Conversation,
+    Event,
+    Message,
+    MessageVersion,
+    Participant,
+    Person,
+    Reaction,
+    School,
+    Student,
+    Upload,
+    utcnow,
+)
+
+# Pages of conversations and audit entries: 50 by default, 200 at most, like
+# the conversation history (a few screens of a table).
+PAGE_DEFAULT = 50
+PAGE_MAX = 200
+# A search text longer than a long sentence is not a search but a paste; the
+# bound also keeps the audit entry, which records the query, small.
+SEARCH_TEXT_MAX = 200
+
+# Events that are messages or reactions are shown through the messages
+# themselves; the others are the conversation's own history (system events).
+_MESSAGE_KINDS = frozenset({"message.new", "message.edited", "message.retracted", "reaction.added",
+                            "reaction.removed"})
+
+# R22: the export is a document for people, in French by default and in
+# English for a reader who chose it.
+LABELS: dict[str, tuple[str, str]] = {
+    "title": ("Archive de la conversation", "Conversation archive"),
+    "school": ("École", "School"),
+    "child": ("Enfant", "Child"),
+    "conversation": ("Conversation", "Conversation"),
+    "number": ("n° {id}", "no. {id}"),
+    "created": ("Créée le", "Created on"),
+    "status": ("État", "Status"),
+    "open": ("Ouverte", "Open"),
+    "locked": ("Verrouillée le {at} par {name}", "Locked on {at} by {name}"),
+    "reason": ("Motif", "Reason"),
+    "exported": ("Exportée le", "Exported on"),
+    "by": ("par", "by"),
+    "participants": ("Participants", "Participants"),
+    "name": ("Nom", "Name"),
+    "role": ("Rôle", "Role"),
+    "joined": ("Arrivée", "Joined"),
+    "left": ("Départ", "Left"),
+    "present": ("toujours membre", "still a member"),
+    "timeline": ("Fil de la conversation", "Conversation thread"),
+    "seq": ("N°", "No."),
+    "date": ("Date", "Date"),
+    "author": ("Auteur", "Author"),
+    "content": ("Contenu", "Content"),
+    "system": ("Système", "System"),
+    "retracted": ("Message retiré", "Message removed"),
+    "retracted_at": ("retiré le {at}", "removed on {at}"),
+    "edited": ("Modifié le {at}", "Edited on {at}"),
+    "earlier_versions": ("Versions antérieures", "Earlier versions"),
+    "version": ("Version {version}, {at}", "Version {version}, {at}"),
+    "attachments": ("Pièces jointes", "Attachments"),
+    "reactions": ("Réactions", "Reactions"),
+    "empty": ("Aucun message.", "No messages."),
+    "lock_event": ("{name} a verrouillé la conversation.", "{name} locked the conversation."),
+    "unlock_event": ("{name} a déverrouillé la conversation.", "{name} unlocked the conversation."),
+    "unknown_person": ("(personne inconnue)", "(unknown person)"),
+    "role.parent": ("parent", "parent"),
+    "role.teacher": ("enseignant", "teacher"),
+    "role.staff": ("personnel", "staff"),
+    "role.direction": ("direction", "principal"),
+    "role.transport": ("transport", "transport"),
+}
+
+# The export is opened from disk or a mail attachment: nothing may load or run.
+HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+
+
+def _label(key: str, language: str, **fields: Any) -> str:
+    fr, en = LABELS[key]
+    return (en if language == "en" else fr).format(**fields)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _contains_folded(column: Any, needle: str) -> Any:
+    """Case-insensitive substring match, the same on SQLite and PostgreSQL.
+
+    ``lower(x) LIKE …`` is not enough: SQLite's ``lower`` folds ASCII only, so
+    "école" would not find "École".  An escaped regular expression with the
+    embedded ``(?i)`` option is literal text on both engines (SQLAlchemy
+    registers Python's ``re`` as SQLite's REGEXP; PostgreSQL reads ``(?i)``
+    as an ARE option) and folds every letter.
+    """
+    return column.regexp_match("(?i)" + re.escape(needle))
+
+
+def _page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= PAGE_MAX:
+        raise BadRequest("request.invalid", detail=f"limit must be 1–{PAGE_MAX}")
+    if offset < 0:
+        raise BadRequest("request.invalid", detail="offset must be 0 or more")
+
+
+def _person_view(person: Person | None, person_id: int | None) -> dict[str, Any] | None:
+    if person_id is None:
+        return None
+    if person is None:
+        return {"id": person_id, "name": None, "role": None}
+    return {"id": person.id, "name": person.name, "role": person.role}
+
+
+class Archive:
+    """Read-only access for a school's direction to its conversations and audit log."""
+
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+
+    # -- who may look, and the record that they did --------------------------------------------
+    def _direction_role(self, actor: Actor) -> None:
+        # Before any look-up: a parent or teacher learns nothing, not even whether an id exists.
+        if actor.role != Role.DIRECTION.value:
+            raise Forbidden("direction.only")
+
+    async def _open_school(self, actor: Actor, school_id: int, action: str | None, **details: Any) -> None:
+        """R9: refuse unless ``actor`` directs the school; append and commit the audit entry."""
+        self._direction_role(actor)
+        async with self.service.sessions() as session, session.begin():
+            if await session.get(School, school_id) is None:
+                raise NotFound("school.not_found", school_id=school_id)
+            await self.service.require_direction(session, actor, school_id)
+            if action is not None:
+                self.service.audit(session, actor, school_id, action, f"school:{school_id}", **details)
+
+    async def _open_conversation(self, actor: Actor, conversation_id: int, action: str, **details: Any) -> None:
+        """R9: refuse unless ``actor`` directs the conversation's school; audit the access."""
+        self._direction_role(actor)
+        async with self.service.sessions() as session, session.begin():
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise NotFound("conversation.not_found", conversation_id=conversation_id)
+            await self.service.require_direction(session, actor, conversation.school_id)
+            self.service.audit(session, actor, conversation.school_id, action,
+                               f"conversation:{conversation_id}", **details)
+
+    # -- search --------------------------------------------------------------------------------
+    async def search(
+        self, actor: Actor, school_id: int, participant: int | None = None, child: int | None = None,
+        since: datetime | None = None, until: datetime | None = None, text: str | None = None,
+        limit: int = PAGE_DEFAULT, offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """The school's conversations matching every filter given, most recent activity first.
+
+        ``participant``: the person is or was a member.  ``child``: the
+        conversation is about that child.  ``since``/``until`` (inclusive):
+        the conversation was created, or a message was posted, in that span.
+        ``text``: a case-insensitive part of any message text, including
+        retracted messages and every earlier version of edited ones (R9).
+        """
+        _page(limit, offset)
+        since = _aware(since) if since is not None else None
+        until = _aware(until) if until is not None else None
+        if since is not None and until is not None and since > until:
+            raise BadRequest("request.invalid", detail="since must not be after until")
+        if text is not None:
+            text = text.strip()
+            if len(text) > SEARCH_TEXT_MAX:
+                raise BadRequest("request.invalid", detail=f"q: {SEARCH_TEXT_MAX} characters at most")
+            text = text or None
+        await self._open_school(
+            actor, school_id, "archive.search", participant=participant, child=child,
+            since=timestamp(since), until=timestamp(until), q=text, limit=limit, offset=offset,
+        )
+        query = select(Conversation).where(Conversation.school_id == school_id)
+        if participant is not None:
+            query = query.where(exists().where(Participant.conversation_id == Conversation.id,
+                                               Participant.person_id == participant))
+        if child is not None:
+            query = query.where(Conversation.child_id == child)
+        if since is not None or until is not None:
+            created, posted = [], [Message.conversation_id == Conversation.id]
+            if since is not None:
+                created.append(Conversation.created_at >= since)
+                posted.append(Message.created_at >= since)
+            if until is not None:
+                created.append(Conversation.created_at <= until)
+                posted.append(Message.created_at <= until)
+            query = query.where(or_(and_(*created), exists().where(*posted)))
+        if text is not None:
+            earlier = exists().where(MessageVersion.message_id == Message.id,
+                                     _contains_folded(MessageVersion.text, text))
+            query = query.where(exists().where(
+                Message.conversation_id == Conversation.id,
+                or_(_contains_folded(Message.text, text), earlier),
+            ))
+        query = query.order_by(
+            func.coalesce(Conversation.last_message_at, Conversation.created_at).desc(), Conversation.id.desc()
+        ).limit(limit).offset(offset)
+        async with self.service.sessions() as session:
+            conversations = (await session.execute(query)).scalars().all()
+            return await self._summaries(session, conversations)
+
+    async def _summaries(self, session, conversations: Sequence[Conversation]) -> list[dict[str, Any]]:
+        if not conversations:
+            return []
+        ids = [c.id for c in conversations]
+        members: dict[int, list[dict[str, Any]]] = {}
+        for row, person in (await session.execute(
+            select(Participant, Person).join(Person, Person.id == Participant.person_id)
+            .where(Participant.conversation_id.in_(ids)).order_by(Participant.active.desc(), Person.name)
+        )).all():
+            members.setdefault(row.conversation_id, []).append(
+                {"id": person.id, "name": person.name, "role": person.role, "active": row.active})
+        counts = dict((await session.execute(
+            select(Message.conversation_id, func.count()).where(Message.conversation_id.in_(ids))
+            .group_by(Message.conversation_id)
+        )).all())
+        children = {s.id: s for s in (await session.execute(
+            select(Student).where(Student.id.in_({c.child_id for c in conversations if c.child_id}))
+        )).scalars().all()}
+        result = []
+        for c in conversations:
+            student = children.get(c.child_id)
+            result.append({
+                "id": c.id,
+                "name": c.name,
+                "school_id": c.school_id,
+                "child": {"id": student.id, "name": f"{student.first_name} {student.last_name}"} if student else None,
+                "creator_id": c.creator_id,
+                "members": members.get(c.id, []),
+                "created_at": timestamp(c.created_at),
+                "last_message_at": timestamp(c.last_message_at),
+                "message_count": counts.get(c.id, 0),
+                "locked": c.locked_at is not None,
+                "locked_at": timestamp(c.locked_at),
+                "lock_reason": c.lock_reason,
+            })
+        return result
+
+    # -- one conversation, whole -------------------------------------------------------------------
+    async def conversation(self, actor: Actor, conversation_id: int) -> dict[str, Any]:
+        """R9: the whole conversation: every message in seq order with its current
+        text, retraction, every version and its reactions and attachments; every
+        system event; every participant with the times they joined and left."""
+        await self._open_conversation(actor, conversation_id, "archive.read")
+        return await self._load(conversation_id)
+
+    async def export_json(self, actor: Actor, conversation_id: int) -> str:
+        """The archived conversation as a JSON document (what :meth:`conversation` returns,
+        plus who exported it and when)."""
+        await self._open_conversation(actor, conversation_id, "archive.export", format="json")
+        document = await self._load(conversation_id)
+        return dumps({"exported_at": timestamp(utcnow()), "exported_by": {"id": actor.id, "name": actor.name},
+                      **document})
+
+    async def export_html(self, actor: Actor, conversation_id: int) -> str:
+        """The archived conversation as one self-contained, readable HTML page
+        (no script, no external resource; every text written by a person is escaped)."""
+        await self._open_conversation(actor, conversation_id, "archive.export", format="html")
+        document = await self._load(conversation_id)
+        return render_html(document, actor, utcnow())
+
+    async def _load(self, conversation_id: int) -> dict[str, Any]:
+        async with self.service.sessions() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:  # pragma: no cover - conversations are never deleted
+                raise NotFound("conversation.not_found", conversation_id=conversation_id)
+            school = await session.get(School, conversation.school_id)
+            student = await session.get(Student, conversation.child_id) if conversation.child_id else None
+            participants = (await session.execute(
+                select(Participant).where(Participant.conversation_id == conversation_id)
+                .order_by(Participant.joined_at, Participant.person_id)
+            )).scalars().all()
+            messages = (await session.execute(
+                select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
+            )).scalars().all()
+            message_ids = [m.id for m in messages]
+            versions: dict[int, list[MessageVersion]] = {}
+            reactions: dict[int, list[Reaction]] = {}
+            uploads: dict[int, list[Upload]] = {}
+            if message_ids:
+                for v in (await session.execute(
+                    select(MessageVersion).where(MessageVersion.message_id.in_(message_ids))
+                    .order_by(MessageVersion.message_id, MessageVersion.version)
+                )).scalars().all():
+                    versions.setdefault(v.message_id, []).append(v)
+                for r in (await session.execute(
+                    select(Reaction).where(Reaction.message_id.in_(message_ids))
+                    .order_by(Reaction.message_id, Reaction.created_at, Reaction.person_id)
+                )).scalars().all():
+                    reactions.setdefault(r.message_id, []).append(r)
+                for u in (await session.execute(
+                    select(Upload).where(Upload.message_id.in_(message_ids)).order_by(Upload.created_at, Upload.id)
+                )).scalars().all():
+                    uploads.setdefault(u.message_id, []).append(u)
+            events = (await session.execute(
+                select(Event).where(Event.conversation_id == conversation_id, Event.kind.not_in(_MESSAGE_KINDS))
+                .order_by(Event.seq)
+            )).scalars().all()
+            person_ids = {p.person_id for p in participants} | {m.author_id for m in messages if m.author_id}
+            person_ids |= {r.person_id for rs in reactions.values() for r in rs}
+            person_ids |= {e.actor_id for e in events if e.actor_id}
+            person_ids |= {conversation.creator_id} | ({conversation.locked_by} if conversation.locked_by else set())
+            people = {p.id: p for p in (await session.execute(
+                select(Person).where(Person.id.in_(person_ids)))).scalars().all()}
+
+        def person(pid: int | None) -> dict[str, Any] | None:
+            return _person_view(people.get(pid), pid)
+
+        return {
+            "id": conversation.id,
+            "name": conversation.name,
+            "school": {"id": school.id, "name": school.name, "timezone": school.timezone},
+            "child": {"id": student.id, "name": f"{student.first_name} {student.last_name}"} if student else None,
+            "creator": person(conversation.creator_id),
+            "created_at": timestamp(conversation.created_at),
+            "last_message_at": timestamp(conversation.last_message_at),
+            "last_seq": conversation.last_seq,
+            "locked": conversation.locked_at is not None,
+            "locked_at": timestamp(conversation.locked_at),
+            "locked_by": person(conversation.locked_by),
+            "lock_reason": conversation.lock_reason,
+            "participants": [
+                person(p.person_id) | {"active": p.active, "joined_at": timestamp(p.joined_at),
+                                       "left_at": timestamp(p.left_at), "visible_from_seq": p.visible_from_seq}
+                for p in participants
+            ],
+            "messages": [
+                self._message_view(m, versions.get(m.id, []), reactions.get(m.id, []), uploads.get(m.id, []), person)
+                for m in messages
+            ],
+            "events": [self._event_view(e, person) for e in events],
+        }
+
+    @staticmethod
+    def _message_view(message: Message, versions: list[MessageVersion], reactions: list[Reaction],
+                      uploads: list[Upload], person) -> dict[str, Any]:
+        # Every version, oldest first, the current text last (R9).
+        history = [{"version": v.version, "text": v.text, "created_at": timestamp(v.created_at)} for v in versions]
+        history.append({"version": message.version, "text": message.text,
+                        "created_at": timestamp(message.edited_at or message.created_at)})
+        by_emoji: dict[str, list[dict[str, Any]]] = {}
+        for r in reactions:
+            by_emoji.setdefault(r.emoji, []).append(person(r.person_id) | {"at": timestamp(r.created_at)})
+        attachments = []
+        for u in uploads:
+            view: dict[str, Any] = {"id": u.id, "name": u.filename, "size": u.size, "type": u.content_type,
+                                    "url": f"/api/archive/attachments/{u.id}"}
+            if u.width:
+                view["width"], view["height"] = u.width, u.height
+            attachments.append(view)
+        return {
+            "id": message.id,
+            "seq": message.seq,
+            "author": person(message.author_id),
+            "created_at": timestamp(message.created_at),
+            "text": message.text,
+            "retracted": message.retracted_at is not None,
+            "retracted_at": timestamp(message.retracted_at),
+            "edited": message.version > 1,
+            "edited_at": timestamp(message.edited_at),
+            "version": message.version,
+            "versions": history,
+            "reactions": [{"emoji": emoji, "count": len(who), "people": who} for emoji, who in by_emoji.items()],
+            "attachments": attachments,
+        }
+
+    @staticmethod
+    def _event_view(event: Event, person) -> dict[str, Any]:
+        frame = orjson.loads(event.frame)
+        view: dict[str, Any] = {"seq": event.seq, "kind": event.kind, "at": timestamp(event.created_at),
+                                "actor": person(event.actor_id)}
+        for key in ("name", "child_id", "members", "history_shared", "reason", "system"):
+            if key in frame:
+                view[key] = frame[key]
+        if "person" in frame:
+            view["person"] = person(frame["person"])
+        return view
+
+    # -- attachments -------------------------------------------------------------------------------
+    async def attachment(self, actor: Actor, upload_id: str) -> Upload:
+        """R9: a file posted in a conversation of the direction's school, retracted or
+        not; the download is audited.  Files never posted are not in the archive."""
+        self._direction_role(actor)
+        async with self.service.sessions() as session, session.begin():
+            upload = await session.get(Upload, upload_id)
+            if upload is None or upload.message_id is None:
+                raise NotFound("attachment.not_found", upload_id=upload_id)
+            message = await session.get(Message, upload.message_id)
+            conversation = await session.get(Conversation, message.conversation_id)
+            await self.service.require_direction(session, actor, conversation.school_id)
+            self.service.audit(session, actor, conversation.school_id, "archive.attachment", f"upload:{upload.id}",
+                               conversation_id=conversation.id, message_id=message.id, name=upload.filename)
+        return upload
+
+    # -- the audit log -------------------------------------------------------------------------------
+    async def audit_log(self, actor: Actor, school_id: int, limit: int = PAGE_DEFAULT,
+                        offset: int = 0) -> list[dict[str, Any]]:
+        """The school's audit entries, newest first: who did what, to what, when.
+        Read-only: there is no way to change or remove an entry."""
+        _page(limit, offset)
+        await self._open_school(actor, school_id, None)
+        async with self.service.sessions() as session:
+            rows = (await session.execute(
+                select(AuditEntry, Person).outerjoin(Person, Person.id == AuditEntry.actor_id)
+                .where(AuditEntry.school_id == school_id)
+                .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit).offset(offset)
+            )).all()
+        return [{
+            "id": entry.id,
+            "at": timestamp(entry.at),
+            "actor": _person_view(person, entry.actor_id),
+            "action": entry.action,
+            "target": entry.target,
+            "details": orjson.loads(entry.details) if entry.details else {},
+        } for entry, person in rows]
+
+
+# -- the HTML export ------------------------------------------------------------------------------
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:60em;
+color:#1a1a1a;line-height:1.4;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
+dl.meta{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dl.meta dt{font-weight:bold}
+dl.meta dd{margin:0}
+table{border-collapse:collapse;width:100%}th,td{border:1px solid #bbb;padding:.35em .5em;vertical-align:top;
+text-align:left}th{background:#eee}
+.text{white-space:pre-wrap;overflow-wrap:anywhere}
+tr.system td{background:#f6f6f6;color:#444;font-style:italic}
+tr.retracted td{background:#fff3f3}
+.badge{display:inline-block;font-weight:bold;color:#8a1010;border:1px solid #8a1010;padding:0 .3em}
+.versions{margin:.4em 0 0;padding-left:1.2em;color:#444}.versions li{margin:.2em 0}
+.muted{color:#555;font-size:.9em}
+@media print{body{margin:0;max-width:none}tr{page-break-inside:avoid}}
+""".strip()
+
+
+def _zone(name: str) -> ZoneInfo | timezone:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+class _Page:
+    """Markup helpers for one export.  Convention: every helper returns safe
+    HTML, and :meth:`label` takes fields that are safe HTML already, so a text
+    written by a person reaches the page only through :func:`html.escape`."""
+
+    def __init__(self, language: str, zone: ZoneInfo | timezone) -> None:
+        self.language = language
+        self.zone = zone
+
+    def label(self, key: str, **markup: str) -> str:
+        fr, en = LABELS[key]
+        return html.escape(en if self.language == "en" else fr).format(**markup)
+
+    def text(self, value: Any) -> str:
+        return html.escape(str(value))
+
+    def when(self, iso: str | None) -> str:
+        if iso is None:
+            return ""
+        local = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(self.zone)
+        return f'<time datetime="{html.escape(iso)}">{html.escape(local.strftime("%Y-%m-%d %H:%M:%S %Z"))}</time>'
+
+    def name(self, person: dict[str, Any] | None) -> str:
+        if person is None:
+            return self.label("system")
+        if person.get("name") is None:
+            return self.label("unknown_person")
+        return self.text(person["name"])
+
+    def role(self, value: str | None) -> str:
+        key = f"role.{value}"
+        return self.label(key) if key in LABELS else self.text(value or "")
+
+
+def render_html(document: dict[str, Any], reader: Actor, now: datetime) -> str:
+    """The page for :meth:`Archive.export_html`: the school's local times, the
+    reader's language (French by default, R22), every person's text escaped."""
+    page = _Page("en" if reader.language == "en" else "fr", _zone(document["school"]["timezone"]))
+    title = document["name"] or _label("number", page.language, id=document["id"])
+    number = page.label("number", id=str(document["id"]))
+    parts: list[str] = [
+        "<!DOCTYPE html>",
+        f'<html lang="{page.language}">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(HTML_CSP)}">',
+        '<meta name="referrer" content="no-referrer">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{page.label('title')} — {page.text(title)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+        "<header>",
+        f"<h1>{page.label('title')}</h1>",
+        '<dl class="meta">',
+        f"<dt>{page.label('school')}</dt><dd>{page.text(document['school']['name'])}</dd>",
+    ]
+    if document["child"] is not None:
+        parts.append(f"<dt>{page.label('child')}</dt><dd>{page.text(document['child']['name'])}</dd>")
+    if document["locked"]:
+        status = page.label("locked", at=page.when(document["locked_at"]), name=page.name(document["locked_by"]))
+        if document["lock_reason"]:
+            status += f'<br>{page.label("reason")} : <span class="text">{page.text(document["lock_reason"])}</span>'
+    else:
+        status = page.label("open")
+    parts += [
+        f"<dt>{page.label('conversation')}</dt><dd>{page.text(title)} <span class=\"muted\">({number})</span></dd>",
+        f"<dt>{page.label('created')}</dt>"
+        f"<dd>{page.when(document['created_at'])} {page.label('by')} {page.name(document['creator'])}</dd>",
+        f"<dt>{page.label('status')}</dt><dd>{status}</dd>",
+        f"<dt>{page.label('exported')}</dt>"
+        f"<dd>{page.when(timestamp(now))} {page.label('by')} {page.text(reader.name)}</dd>",
+        "</dl>",
+        "</header>",
+        "<section>",
+        f"<h2>{page.label('participants')}</h2>",
+        f"<table><thead><tr><th>{page.label('name')}</th><th>{page.label('role')}</th>"
+        f"<th>{page.label('joined')}</th><th>{page.label('left')}</th></tr></thead><tbody>",
+    ]
+    for p in document["participants"]:
+        left = page.when(p["left_at"]) if not p["active"] else f'<span class="muted">{page.label("present")}</span>'
+        parts.append(f"<tr><td>{page.name(p)}</td><td>{page.role(p.get('role'))}</td>"
+                     f"<td>{page.when(p['joined_at'])}</td><td>{left}</td></tr>")
+    parts += ["</tbody></table>", "</section>", "<section>", f"<h2>{page.label('timeline')}</h2>"]
+    rows = [(m["seq"], _message_row(page, m)) for m in document["messages"]]
+    rows += [(e["seq"], _event_row(page, e)) for e in document["events"]]
+    if rows:
+        parts.append(f"<table><thead><tr><th>{page.label('seq')}</th><th>{page.label('date')}</th>"
+                     f"<th>{page.label('author')}</th><th>{page.label('content')}</th></tr></thead><tbody>")
+        parts += [row for _, row in sorted(rows, key=lambda r: r[0])]
+        parts.append("</tbody></table>")
+    else:
+        parts.append(f"<p>{page.label('empty')}</p>")
+    parts += ["</section>", "</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def _message_row(page: _Page, m: dict[str, Any]) -> str:
+    cell: list[str] = []
+    if m["retracted"]:
+        # R9: direction sees what was removed, clearly marked as removed.
+        cell.append(f'<span class="badge">{page.label("retracted")}</span> '
+                    f'<span class="muted">({page.label("retracted_at", at=page.when(m["retracted_at"]))})</span>')
+    cell.append(f'<div class="text">{page.text(m["text"])}</div>')
+    if m["edited"]:
+        cell.append(f'<p class="muted">{page.label("edited", at=page.when(m["edited_at"]))}</p>')
+        cell.append(f'<p class="muted">{page.label("earlier_versions")}</p><ol class="versions">')
+        for v in m["versions"][:-1]:
+            heading = page.label("version", version=str(v["version"]), at=page.when(v["created_at"]))
+            cell.append(f'<li>{heading}<div class="text">{page.text(v["text"])}</div></li>')
+        cell.append("</ol>")
+    if m["attachments"]:
+        files = ", ".join(f"{page.text(a['name'])} ({page.text(a['type'])}, {int(a['size'])} o)"
+                          for a in m["attachments"])
+        cell.append(f'<p class="muted">{page.label("attachments")} : {files}</p>')
+    if m["reactions"]:
+        reactions = "; ".join(f"{page.text(r['emoji'])} {int(r['count'])} ({', '.join(page.name(p) for p in r['people'])})"
+                              for r in m["reactions"])
+        cell.append(f'<p class="muted">{page.label("reactions")} : {reactions}</p>')
+    css = ' class="retracted"' if m["retracted"] else ""
+    return (f"<tr{css}><td>{m['seq']}</td><td>{page.when(m['created_at'])}</td><td>{page.name(m['author'])}</td>"
+            f"<td>{''.join(cell)}</td></tr>")
+
+
+def _event_row(page: _Page, e: dict[str, Any]) -> str:
+    system = e.get("system")
+    actor = page.text((e["actor"] or {}).get("name") or "")
+    if isinstance(system, dict) and isinstance(system.get(page.language), str):
+        text = page.text(system[page.language])
+    elif e["kind"] == "conversation.locked":
+        text = page.label("lock_event", name=actor)
+        if e.get("reason"):
+            text += f" {page.label('reason')} : {page.text(e['reason'])}"
+    elif e["kind"] == "conversation.unlocked":
+        text = page.label("unlock_event", name=actor)
+    else:
+        text = page.text(e["kind"])
+    return (f'<tr class="system"><td>{e["seq"]}</td><td>{page.when(e["at"])}</td><td>{page.name(e["actor"])}</td>'
+            f'<td class="text">{text}</td></tr>')

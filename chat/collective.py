@@ -1,0 +1,218 @@
+"""Collective sends (R14): one message from a staff member to many families, each
+receiving it in its own private conversation with that staff member.
+
+A send is a job in the database: one row, and one target row per student.  A
+worker takes a lease on the job (a row update, valid 30 s and renewed after
+every family — never a Redis-only flag), then for each target finds or
+creates the family's conversation (the child, its guardians, the staff
+member) and posts the message with a client id derived from the job and the
+student.  Message sends are idempotent on that id, so a worker that dies
+between posting and recording the target is harmless: whoever resumes the job
+posts again and gets the same message back.  Jobs left running are resumed at
+start-up, by exactly one worker thanks to the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Sequence
+
+from sqlalchemy import func, or_, select, update
+
+from chat.errors import BadRequest, NotFound
+from chat.frames import dumps, timestamp
+from chat.policies import announcements as rules
+from chat.policies import messages
+from chat.storage.models import (
+    CollectiveSend,
+    CollectiveTarget,
+    Conversation,
+    Guardianship,
+    Participant,
+    Person,
+    Student,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from chat.service import Actor, ChatService
+
+log = logging.getLogger("chat.collective")
+
+# A lease outlives a slow family (a few database round trips) many times over,
+# and a crashed worker's job is picked up again within half a minute.
+LEASE_SECONDS = 30.0
+
+
+class CollectiveSends:
+    def __init__(self, service: "ChatService") -> None:
+        self.service = service
+        self.sessions = service.sessions
+        self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- creating ---------------------------------------------------------------------------------
+    async def create(
+        self, actor: "Actor", client_id: str, text: str, student_ids: Sequence[int] = (), group_ids: Sequence[int] = (),
+        start: bool = True,
+    ) -> dict[str, Any]:
+        """Record the job (idempotent on the sender's client id), then run it in the background."""
+        messages.check_client_id(client_id)
+        messages.check_text(text)
+        async with self.sessions() as session, session.begin():
+            existing = (await session.execute(select(CollectiveSend).where(
+                CollectiveSend.author_id == actor.id, CollectiveSend.client_id == client_id))).scalar_one_or_none()
+            if existing is not None:
+                return {"send": self._view(existing), "duplicate": True}
+            query = select(Student.id, Student.school_id, Student.group_id)
+            if group_ids:
+                query = query.where(or_(Student.id.in_(student_ids or [-1]), Student.group_id.in_(group_ids)))
+            else:
+                query = query.where(Student.id.in_(student_ids or [-1]))
+            rows = (await session.execute(query)).all()
+            missing = set(student_ids) - {r[0] for r in rows}
+            if missing:
+                raise NotFound("child.not_found", child_id=min(missing))
+            facts = (await self.service._people(session, [actor.id]))[0]
+            rules.check_collective(facts, {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows})
+            schools = {r[1] for r in rows}
+            if len(schools) != 1:
+                raise BadRequest("request.invalid", detail="a collective send goes to the families of one school")
+            (school_id,) = schools
+            await self.service.require_feature(session, school_id, "collective_sends")
+            job = CollectiveSend(author_id=actor.id, school_id=school_id, client_id=client_id, text=text,
+                                 total=len(rows))
+            session.add(job)
+            await session.flush()
+            for student_id in sorted(r[0] for r in rows):
+                session.add(CollectiveTarget(send_id=job.id, student_id=student_id))
+        if start:
+            self._spawn(job.id)
+        return {"send": self._view(job), "duplicate": False}
+
+    @staticmethod
+    def _view(job: CollectiveSend) -> dict[str, Any]:
+        return {"id": job.id, "client_id": job.client_id, "status": job.status, "total": job.total,
+                "done": job.done, "created_at": timestamp(job.created_at)}
+
+    async def status(self, actor: "Actor", send_id: int) -> dict[str, Any]:
+        async with self.sessions() as session:
+            job = await session.get(CollectiveSend, send_id)
+            if job is None or job.author_id != actor.id:
+                raise NotFound("collective.not_found", send_id=send_id)
+            targets = (await session.execute(select(CollectiveTarget).where(
+                CollectiveTarget.send_id == send_id).order_by(CollectiveTarget.student_id))).scalars().all()
+        return {"send": self._view(job), "families": [
+            {"student_id": t.student_id, "conversation_id": t.conversation_id, "message_id": t.message_id,
+             "delivered": t.done_at is not None} for t in targets]}
+
+    # -- running -------------------------------------------------------------------------------------
+    def _spawn(self, send_id: int) -> None:
+        task = asyncio.create_task(self.run(send_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def resume_all(self) -> int:
+        """At start-up: take up every job still running (another worker's lease may hold some)."""
+        async with self.sessions() as session:
+            ids = (await session.execute(select(CollectiveSend.id).where(
+                CollectiveSend.status == "running"))).scalars().all()
+        for send_id in ids:
+            self._spawn(send_id)
+        return len(ids)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _lease(self, send_id: int) -> bool:
+        """Take or renew the job's lease; False when another worker holds it."""
+        now = time.time()
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(
+                update(CollectiveSend)
+                .where(CollectiveSend.id == send_id, CollectiveSend.status == "running",
+                       or_(CollectiveSend.lease_owner.is_(None), CollectiveSend.lease_until < now,
+                           CollectiveSend.lease_owner == self.worker))
+                .values(lease_owner=self.worker, lease_until=now + LEASE_SECONDS))
+            return result.rowcount == 1
+
+    async def run(self, send_id: int, stop_after: int | None = None) -> None:
+        """Deliver to every family not yet done.  ``stop_after`` (tests) stops after
+        that many families, as a crash would."""
+        from chat.service import Actor
+
+        if not await self._lease(send_id):
+            return
+        async with self.sessions() as session:
+            job = await session.get(CollectiveSend, send_id)
+            author = await session.get(Person, job.author_id)
+        actor = Actor(author.id, author.role, author.name, author.language)
+        delivered = 0
+        while True:
+            async with self.sessions() as session:
+                target = (await session.execute(select(CollectiveTarget).where(
+                    CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_(None))
+                    .order_by(CollectiveTarget.student_id).limit(1))).scalar_one_or_none()
+            if target is None:
+                break
+            if stop_after is not None and delivered >= stop_after:
+                return
+            conversation_id, message_id = await self.deliver_one(actor, job, target.student_id)
+            async with self.sessions() as session, session.begin():
+                await session.execute(update(CollectiveTarget).where(
+                    CollectiveTarget.send_id == send_id, CollectiveTarget.student_id == target.student_id)
+                    .values(conversation_id=conversation_id, message_id=message_id, done_at=utcnow()))
+                done = (await session.execute(select(func.count()).select_from(CollectiveTarget).where(
+                    CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_not(None)))).scalar_one()
+                await session.execute(update(CollectiveSend).where(CollectiveSend.id == send_id).values(done=done))
+            delivered += 1
+            await self._progress(actor.id, send_id, done, job.total, "running")
+            if not await self._lease(send_id):
+                return  # someone else took over (our lease expired): let them finish
+        async with self.sessions() as session, session.begin():
+            await session.execute(update(CollectiveSend).where(CollectiveSend.id == send_id).values(
+                status="done", lease_owner=None, lease_until=0.0))
+        await self._progress(actor.id, send_id, job.total, job.total, "done")
+
+    async def _progress(self, author_id: int, send_id: int, done: int, total: int, status: str) -> None:
+        await self.service.hub.publish_person(author_id, "frame", dumps(
+            {"type": "collective.progress", "send_id": send_id, "done": done, "total": total, "status": status}))
+
+    async def deliver_one(self, actor: "Actor", job: CollectiveSend, student_id: int) -> tuple[int | None, int | None]:
+        """Post the job's message in this family's private conversation (idempotent)."""
+        conversation_id = await self.family_conversation(actor, student_id)
+        if conversation_id is None:
+            return None, None  # a student with no guardian on file: nobody to write to
+        ack = await self.service.send_message(actor, conversation_id, f"collective-{job.id}-{student_id}", job.text)
+        return conversation_id, ack["message_id"]
+
+    async def family_conversation(self, actor: "Actor", student_id: int) -> int | None:
+        """The conversation about this child whose members are exactly the staff member
+        and the child's guardians; created (with the child context) if there is none."""
+        async with self.sessions() as session:
+            guardians = set((await session.execute(select(Guardianship.person_id).where(
+                Guardianship.student_id == student_id))).scalars().all())
+            if not guardians:
+                return None
+            candidates = (await session.execute(
+                select(Conversation.id).join(Participant, Participant.conversation_id == Conversation.id)
+                .where(Conversation.child_id == student_id, Participant.person_id == actor.id,
+                       Participant.active == True)  # noqa: E712
+                .order_by(Conversation.id))).scalars().all()
+            wanted = guardians | {actor.id}
+            for conversation_id in candidates:
+                members = set(await self.service._member_ids(session, conversation_id))
+                if members == wanted:
+                    return conversation_id
+        created = await self.service.create_conversation(actor, sorted(guardians), child_id=student_id)
+        return created["id"]

@@ -1,0 +1,117 @@
+"""HTTP routes of direction's archive (R9) and the school's audit log.
+
+Adapters only: parse the query, call :class:`chat.archive.Archive`, render.
+Every answer carries ``Cache-Control: no-store``: archived text (retracted
+messages included) must not linger in a browser or proxy cache.  There is no
+route that changes the audit log, on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from chat.archive import HTML_CSP, PAGE_DEFAULT, Archive
+from chat.errors import BadRequest, NotFound
+from chat.frames import dumps
+from chat.service import Actor, ChatService
+from chat.web import _query_int, endpoint
+
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# Images may be shown inline; every other type is only ever downloaded (as in chat.web).
+_INLINE = {"image/jpeg", "image/png"}
+EXPORT_FORMATS = ("json", "html")
+
+
+def _json(result: Any) -> Response:
+    return Response(dumps(result), media_type="application/json", headers=NO_STORE)
+
+
+def _query_datetime(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 date or date-time (``2026-11-26``, ``2026-11-26T08:00:00-05:00``,
+    ``…Z``); without an offset it is read as UTC."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest("request.wrong_type", field=name, expected="ISO 8601 date-time", got=raw[:40]) from None
+    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _archive(service: ChatService) -> Archive:
+    return Archive(service)
+
+
+async def http_search(service: ChatService, actor: Actor, request: Request) -> Any:
+    conversations = await _archive(service).search(
+        actor, int(request.path_params["school_id"]),
+        participant=_query_int(request, "participant"), child=_query_int(request, "child"),
+        since=_query_datetime(request, "since"), until=_query_datetime(request, "until"),
+        text=request.query_params.get("q"),
+        limit=_query_int(request, "limit", PAGE_DEFAULT), offset=_query_int(request, "offset", 0),
+    )
+    return _json({"conversations": conversations})
+
+
+async def http_read(service: ChatService, actor: Actor, request: Request) -> Any:
+    return _json(await _archive(service).conversation(actor, int(request.path_params["conversation_id"])))
+
+
+async def http_export(service: ChatService, actor: Actor, request: Request) -> Any:
+    conversation_id = int(request.path_params["conversation_id"])
+    kind = request.query_params.get("format", "json")
+    if kind not in EXPORT_FORMATS:
+        raise BadRequest("request.invalid_choice", field="format", expected=" | ".join(EXPORT_FORMATS), got=kind[:20])
+    archive = _archive(service)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    # Built from digits only: nothing a person wrote reaches the header.
+    filename = f"conversation-{conversation_id}-{stamp}.{kind}"
+    headers = NO_STORE | {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if kind == "html":
+        body = await archive.export_html(actor, conversation_id)
+        return Response(body, media_type="text/html; charset=utf-8",
+                        headers=headers | {"Content-Security-Policy": HTML_CSP})
+    body = await archive.export_json(actor, conversation_id)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def http_audit(service: ChatService, actor: Actor, request: Request) -> Any:
+    limit, offset = _query_int(request, "limit", PAGE_DEFAULT), _query_int(request, "offset", 0)
+    entries = await _archive(service).audit_log(actor, int(request.path_params["school_id"]), limit, offset)
+    return _json({"entries": entries, "limit": limit, "offset": offset})
+
+
+def _ascii_filename(name: str) -> str:
+    return re.sub(r'[^\x20-\x7e]|["\\]', "_", name)
+
+
+async def http_attachment(service: ChatService, actor: Actor, request: Request) -> Any:
+    """The same safe download as ``chat.web.http_attachment``, for the direction."""
+    upload = await _archive(service).attachment(actor, request.path_params["upload_id"])
+    disposition = "inline" if upload.content_type in _INLINE else "attachment"
+    headers = NO_STORE | {
+        "Content-Disposition": f"{disposition}; filename=\"{_ascii_filename(upload.filename)}\"; "
+                               f"filename*=UTF-8''{quote(upload.filename)}",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    }
+    path = service.store.path_for(upload.sha256)
+    if not path.exists():
+        raise NotFound("attachment.not_found", upload_id=upload.id)
+    return FileResponse(path, media_type=upload.content_type, headers=headers)
+
+
+ROUTES = [
+    Route("/api/archive/schools/{school_id:int}/conversations", endpoint(http_search)),
+    Route("/api/archive/schools/{school_id:int}/audit", endpoint(http_audit)),
+    Route("/api/archive/conversations/{conversation_id:int}", endpoint(http_read)),
+    Route("/api/archive/conversations/{conversation_id:int}/export", endpoint(http_export)),
+    Route("/api/archive/attachments/{upload_id:str}", endpoint(http_attachment)),
+]

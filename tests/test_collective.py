@@ -1,0 +1,131 @@
+"""Collective sends (R14): one message, each family in its own private
+conversation, answers stay private; a resumable, idempotent job."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from chat.service import ChatService
+from chat.storage.models import CollectiveSend, Group, Guardianship, Message, Person, Student
+from tests.conftest import MARIE, NADIA, actor_for
+
+
+async def group_students(service, code: str) -> list[int]:
+    async with service.sessions() as session:
+        return list((await session.execute(select(Student.id).join(Group, Group.id == Student.group_id)
+                                           .where(Group.code == code).order_by(Student.id))).scalars().all())
+
+
+async def wait_done(service, send_id: int) -> CollectiveSend:
+    for _ in range(500):
+        async with service.sessions() as session:
+            job = await session.get(CollectiveSend, send_id)
+        if job.status == "done":
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"collective send {send_id} did not finish: {job.done}/{job.total}")
+
+
+async def messages_with(service, text: str) -> list[Message]:
+    async with service.sessions() as session:
+        return list((await session.execute(select(Message).where(Message.text == text))).scalars().all())
+
+
+async def test_each_family_gets_the_message_in_its_own_conversation_and_answers_stay_private(server):
+    service = server.service
+    students = await group_students(service, "ERA-301")
+    async with await server.connect(NADIA) as nadia, await server.connect(MARIE) as marie:
+        answer = await nadia.request("collective.send", client_id="sortie-1", text="Sortie vendredi : autorisation?",
+                                     groups=[(await group_of(service, "ERA-301"))])
+        assert answer["send"]["total"] == len(students) == 5
+        job = await wait_done(service, answer["send"]["id"])
+        assert job.done == 5
+        progress = [f for f in await nadia.drain() if f["type"] == "collective.progress"]
+        assert progress[-1] == {"type": "collective.progress", "send_id": job.id, "done": 5, "total": 5,
+                                "status": "done"}
+        sent = await messages_with(service, "Sortie vendredi : autorisation?")
+        assert len(sent) == 5 and len({m.conversation_id for m in sent}) == 5  # one private conversation each
+        event = await marie.event("message.new")
+        assert event["message"]["text"] == "Sortie vendredi : autorisation?"
+        reply = await marie.request("message.send", conversation_id=event["conversation_id"], client_id="oui",
+                                    text="Oui, Léa peut y aller.")
+        assert reply["seq"] > event["seq"]
+    status = await service.collective.status(await actor_for(service, NADIA), job.id)
+    others = [f["conversation_id"] for f in status["families"] if f["conversation_id"] != event["conversation_id"]]
+    async with service.sessions() as session:
+        leaked = (await session.execute(select(func.count()).select_from(Message).where(
+            Message.conversation_id.in_(others), Message.text == "Oui, Léa peut y aller."))).scalar_one()
+    assert leaked == 0
+
+
+async def group_of(service, code: str) -> int:
+    async with service.sessions() as session:
+        return (await session.execute(select(Group.id).where(Group.code == code))).scalar_one()
+
+
+async def test_a_retried_collective_send_is_not_sent_twice(service):
+    nadia = await actor_for(service, NADIA)
+    students = await group_students(service, "ERA-301")
+    first = await service.collective.create(nadia, "retry", "Rappel : photo mardi", students)
+    again = await service.collective.create(nadia, "retry", "Rappel : photo mardi", students)
+    assert again["duplicate"] is True and again["send"]["id"] == first["send"]["id"]
+    await wait_done(service, first["send"]["id"])
+    assert len(await messages_with(service, "Rappel : photo mardi")) == 5
+
+
+async def test_a_send_interrupted_mid_way_and_restarted_delivers_exactly_once_to_each_family(settings, engine):
+    first_worker = ChatService(settings, engine)
+    await first_worker.start()
+    nadia = await actor_for(first_worker, NADIA)
+    students = await group_students(first_worker, "ERA-301")
+    created = await first_worker.collective.create(nadia, "crash", "Conseil d'établissement ce soir", students,
+                                                   start=False)
+    send_id = created["send"]["id"]
+    await first_worker.collective.run(send_id, stop_after=2)  # two families, then the worker dies
+    async with first_worker.sessions() as session:
+        job = await session.get(CollectiveSend, send_id)
+    # It also died after posting to the third family but before recording it.
+    await first_worker.collective.deliver_one(nadia, job, students[2])
+    await first_worker.stop()
+    assert len(await messages_with(first_worker, "Conseil d'établissement ce soir")) == 3
+
+    # The lease of the dead worker must run out before anyone else takes the job.
+    async with first_worker.sessions() as session, session.begin():
+        (await session.get(CollectiveSend, send_id)).lease_until = 0.0
+
+    second_worker = ChatService(settings, engine)
+    await second_worker.start()  # resumes running jobs at start-up
+    try:
+        job = await wait_done(second_worker, send_id)
+        assert job.done == job.total == 5
+        sent = await messages_with(second_worker, "Conseil d'établissement ce soir")
+        assert len(sent) == 5 and len({m.conversation_id for m in sent}) == 5
+    finally:
+        await second_worker.stop()
+
+
+async def test_two_workers_do_not_run_the_same_job_at_once(settings, engine):
+    a, b = ChatService(settings, engine), ChatService(settings, engine)
+    nadia = await actor_for(a, NADIA)
+    created = await a.collective.create(nadia, "lease", "Une seule fois", await group_students(a, "ERA-301"),
+                                        start=False)
+    send_id = created["send"]["id"]
+    assert await a.collective._lease(send_id) is True
+    assert await b.collective._lease(send_id) is False  # held by a
+    await asyncio.gather(a.collective.run(send_id), b.collective.run(send_id))
+    assert len(await messages_with(a, "Une seule fois")) == 5
+
+
+async def test_parents_cannot_send_collectively_and_teachers_only_to_their_groups(server):
+    service = server.service
+    async with await server.connect(MARIE) as marie, await server.connect(NADIA) as nadia:
+        refused = await marie.refused("collective.send", client_id="x", text="Bonjour à tous",
+                                      students=await group_students(service, "ERA-301"))
+        assert refused["code"] == "forbidden"
+        other = await group_students(service, "ERA-101")
+        refused = await nadia.refused("collective.send", client_id="y", text="Pas mes élèves", students=other)
+        assert refused["code"] == "collective.not_allowed"
+    async with service.sessions() as session:
+        assert (await session.execute(select(CollectiveSend))).first() is None
