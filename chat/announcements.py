@@ -124,6 +124,7 @@ class Announcements:
                 audience=dumps(audience.describe()), text=text, urgent=urgent)
             recipients = await self._persist(session, announcement, [st for st, _ in student_rows])
             author = await session.get(Person, actor.id)
+            await self._notify(session, announcement, "announcement", author.name)
             frame = self._frame(announcement, {"id": author.id, "name": author.name}, None)
         channel = school_channel(school_id) if school_id else organisation_channel(organisation_id)
         await self.service.hub.publish_audience(channel, [*recipients, actor.id], frame)
@@ -146,6 +147,18 @@ class Announcements:
                 {"announcement_id": announcement.id, "person_id": pid, "child_ids": dumps(kids)}
                 for pid, kids in children.items()])
         return list(children)
+
+    async def _notify(self, session, announcement: Announcement, kind: str, sender: str) -> None:
+        """One notification per recipient and child (the per-child feed, R16; R17 filters)."""
+        from chat.notifications import Pending
+
+        rows = (await session.execute(select(AnnouncementRecipient.person_id, AnnouncementRecipient.child_ids).where(
+            AnnouncementRecipient.announcement_id == announcement.id))).all()
+        await self.service.notifier.add(session, [
+            Pending(person_id=pid, kind=kind, code=f"notify.{kind}", fields={"sender": sender},
+                    link={"announcement_id": announcement.id}, school_id=announcement.school_id,
+                    child_id=child, urgent=announcement.urgent)
+            for pid, children in rows for child in orjson.loads(children)])
 
     @staticmethod
     def _frame(announcement: Announcement, author: dict[str, Any] | None, source: str | None) -> str:
@@ -225,6 +238,7 @@ class Announcements:
                 organisation_id=school.organisation_id, school_id=school.id, integration_key_id=key.id, kind=kind,
                 audience=dumps({"students": student_ids}), text=text)
             recipients = await self._persist(session, announcement, student_ids)
+            await self._notify(session, announcement, kind, key.name)
             frame = self._frame(announcement, None, key.name)
         await self.service.hub.publish_audience(school_channel(school.id), recipients, frame)
         return {"notice": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}

@@ -57,6 +57,13 @@ class Settings:
     rate_burst: float = 40.0
     # Typing indicators are cheap but chatty: their own, tighter bucket.
     typing_per_second: float = 2.0
+    # E-mail (R15 digests): empty SMTP_URL writes e-mails to the log instead.
+    smtp_url: str = ""
+    mail_from: str = "Clic École <ne-pas-repondre@clic.test>"
+    # The address people are sent to in e-mails.
+    app_url: str = "http://localhost:8000/"
+    # A push gateway that receives notifications as JSON (second delivery channel).
+    notify_webhook_url: str = ""
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
 
@@ -121,6 +128,18 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _smtp_url(raw: str) -> str:
+    if not raw.startswith(("smtp://", "smtps://")):
+        raise ValueError("expected smtp://[user:password@]host[:port] or smtps://…")
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// address")
+    return raw
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -164,6 +183,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         send_queue_frames=_get(env, "SEND_QUEUE_FRAMES", _positive(int), 1000),
         rate_per_second=_get(env, "RATE_PER_SECOND", _positive(float), 20.0),
         rate_burst=_get(env, "RATE_BURST", _at_least_one, 40.0),
+        smtp_url=_get(env, "SMTP_URL", _smtp_url, ""),
+        mail_from=env.get("MAIL_FROM") or Settings.mail_from,
+        app_url=_get(env, "APP_URL", _http_url, f"http://localhost:{port}/"),
+        notify_webhook_url=_get(env, "NOTIFY_WEBHOOK_URL", _http_url, ""),
     )
     if not secret:  # only once everything else is known to be right
         secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))

@@ -37,6 +37,7 @@ from chat.errors import BadRequest
 from chat.i18n import LANGUAGES
 from chat.policies import features
 from chat.policies.facts import Role
+from chat.policies.working_hours import parse_schedule
 from chat.storage.db import session_factory
 from chat.storage.models import (
     Group,
@@ -123,8 +124,21 @@ def validate(data: Any) -> Directory:
                 raise invalid(f"{where}.features", "expected a list of feature names")
             if features.unknown(school_features):
                 raise invalid(f"{where}.features", f"unknown features {features.unknown(school_features)}")
-        if not isinstance(school.get("working_hours", {}), dict):
-            raise invalid(f"{where}.working_hours", "expected an object of day → [[start, end], …]")
+        if school.get("working_hours") is not None:
+            parse_schedule(school["working_hours"], f"{where}.working_hours")  # R15
+        closed = school.get("closed_days", [])
+        if not isinstance(closed, list):
+            raise invalid(f"{where}.closed_days", 'expected a list of "YYYY-MM-DD" or ["from", "to"]')
+        for n, item in enumerate(closed):
+            bounds = [item] if isinstance(item, str) else item
+            try:
+                if not isinstance(bounds, list) or len(bounds) not in (1, 2) or len(bounds) == 2 and \
+                        date.fromisoformat(bounds[0]) > date.fromisoformat(bounds[1]):
+                    raise ValueError
+                for day in bounds:
+                    date.fromisoformat(day)
+            except (TypeError, ValueError):
+                raise invalid(f"{where}.closed_days[{n}]", f'expected "YYYY-MM-DD" or ["from", "to"], got {item!r}') from None
         schools.add(code)
     groups: dict[str, str] = {}
     for i, group in enumerate(_list(data, "groups")):
@@ -159,6 +173,8 @@ def validate(data: Any) -> Directory:
         for code in person_schools:
             if code not in schools:
                 raise invalid(f"{where}.schools", f"unknown school {code!r}")
+        if person.get("working_hours") is not None:
+            parse_schedule(person["working_hours"], f"{where}.working_hours")  # R15: own hours
         for code in person.get("groups", []):
             if code not in groups:
                 raise invalid(f"{where}.groups", f"unknown group {code!r}")
@@ -238,6 +254,7 @@ async def _write(engine: AsyncEngine, data: dict[str, Any]) -> dict[str, int]:
                 School, "code", s["code"], organisation_id=org_ids[s["organisation"]], name=s["name"],
                 timezone=s.get("timezone", "America/Toronto"),
                 working_hours=json.dumps(s.get("working_hours") or DEFAULT_WORKING_HOURS),
+                closed_days=json.dumps(s.get("closed_days", [])),
                 features=json.dumps(s.get("features")),  # null: every feature on (R18)
                 notice_fr=s.get("notice_fr", ""), notice_en=s.get("notice_en", ""),
             )
@@ -248,7 +265,8 @@ async def _write(engine: AsyncEngine, data: dict[str, Any]) -> dict[str, int]:
                                                   name=g["name"])).id
         for p in data.get("staff", []):
             person = await upsert(Person, "email", p["email"].lower(), name=p["name"], role=p["role"],
-                                  language=p.get("language", "fr"))
+                                  language=p.get("language", "fr"),
+                                  working_hours=json.dumps(p["working_hours"]) if p.get("working_hours") else None)
             await session.execute(delete(StaffSchool).where(StaffSchool.person_id == person.id))
             await session.execute(delete(TeacherGroup).where(TeacherGroup.person_id == person.id))
             for code in p["schools"]:

@@ -206,6 +206,10 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Élève introuvable dans l'école de cette clé : {fiche}.",
         "Student not found in this key's school: {fiche}.",
     ),
+    "notification.not_found": ("Notification introuvable : {notification_id}.",
+                               "Notification not found: {notification_id}."),
+    "notification.unknown_kind": ("Type de notification inconnu « {kind} » (types : {kinds}).",
+                                  "Unknown notification kind '{kind}' (kinds: {kinds})."),
     # --- attachments (R7) --------------------------------------------------
     "attachment.too_many": (
         "Un message compte au plus {limit} pièces jointes ({count} reçues).",
@@ -286,6 +290,33 @@ SYSTEM: dict[str, tuple[str, str]] = {
     "system.renamed": ("{actor} a renommé la conversation « {name} ».", "{actor} renamed the conversation '{name}'."),
     "system.retracted": ("Message retiré", "Message removed"),
 }
+
+
+# Notifications (R16) and their e-mails (R15), rendered in the reader's language.
+NOTIFICATIONS: dict[str, tuple[str, str]] = {
+    "notify.message": ("{sender} vous a écrit ({conversation}).", "{sender} wrote to you ({conversation})."),
+    "notify.added": ("{sender} vous a ajouté à une conversation ({conversation}).",
+                     "{sender} added you to a conversation ({conversation})."),
+    "notify.announcement": ("Annonce de {sender}.", "Announcement from {sender}."),
+    "notify.reaction": ("{sender} a réagi {emoji} à votre message.", "{sender} reacted {emoji} to your message."),
+    "notify.transport": ("Avis du transporteur scolaire ({sender}).", "Notice from the school bus company ({sender})."),
+    "notify.observation": ("Nouvelle observation au sujet de votre enfant ({sender}).",
+                           "New observation about your child ({sender})."),
+    "notify.absence": ("Avis d'absence ({sender}).", "Absence notice ({sender})."),
+    "mail.subject": ("Clic : {count} notification(s) non lue(s)", "Clic: {count} unread notification(s)"),
+    "mail.digest_subject": ("Clic : {count} notification(s) pendant votre absence",
+                            "Clic: {count} notification(s) while you were away"),
+    "mail.greeting": ("Bonjour {name},", "Hello {name},"),
+    "mail.digest_intro": ("Voici ce qui vous attendait depuis la fin de vos heures de travail ({count}) :",
+                          "Here is what waited since the end of your working hours ({count}):"),
+    "mail.open_app": ("Ouvrez la messagerie pour lire et répondre : {url}", "Open the messaging to read and answer: {url}"),
+    "mail.footer": ("Ce courriel ne contient aucun message : le contenu reste dans l'application.",
+                    "This e-mail contains no message text: the content stays in the app."),
+}
+
+
+def notification_text(code: str, language: str = DEFAULT_LANGUAGE, fields: dict[str, Any] | None = None) -> str:
+    return _pick(NOTIFICATIONS, code, language).format_map(_Missing(fields or {}))
 
 
 class _Missing(dict):

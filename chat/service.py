@@ -110,19 +110,24 @@ class ChatService:
         from chat.announcements import Announcements
         from chat.collective import CollectiveSends
 
+        from chat.notifications import Notifier
+
         self.announcements = Announcements(self)
         self.collective = CollectiveSends(self)
+        self.notifier = Notifier(self, settings)
 
     async def start(self) -> None:
         self.store.ensure()
         await self.hub.start()
         self._gc_task = asyncio.create_task(self._collect_uploads_forever())
+        self.notifier.start()  # R15: held notifications that came due meanwhile go out now
         resumed = await self.collective.resume_all()  # R14: jobs survive a restart
         if resumed:
             log.info("resuming %d collective sends", resumed)
 
     async def stop(self) -> None:
         await self.collective.stop()
+        await self.notifier.stop()
         if self._gc_task is not None:
             self._gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -406,6 +411,8 @@ class ChatService:
                 system=system_text(code, {"actor": actor.name, "names": names}),
             )
             await session.flush()
+            await self.notifier.add(session, [
+                self._pending(conversation, p.id, "added", "notify.added", actor, {}) for p in newcomers])
             everyone = [*member_ids, *[p.id for p in newcomers]]
             summaries = {p.id: await self._summary(session, conversation, p.id) for p in newcomers}
         await self.hub.publish_event(conversation_id, seq, everyone, frame)
@@ -475,7 +482,8 @@ class ChatService:
                 if existing is not None:
                     return existing
                 participant = await self._participant(session, conversation_id, actor.id)
-                await self._writable(session, conversation_id, "attachments" if attachment_ids else "messaging")
+                conversation = await self._writable(
+                    session, conversation_id, "attachments" if attachment_ids else "messaging")
                 uploads = await self._own_uploads(session, actor, attachment_ids)
                 seq = await self._next_seq(session, conversation_id, message=True)
                 message = Message(conversation_id=conversation_id, seq=seq, author_id=actor.id,
@@ -492,6 +500,9 @@ class ChatService:
                 )
                 participant.last_read_seq = seq  # one's own message is read
                 members = await self._member_ids(session, conversation_id)
+                await self.notifier.add(session, [
+                    self._pending(conversation, pid, "message", "notify.message", actor,
+                                  {"message_id": message.id}) for pid in members if pid != actor.id])
         except IntegrityError:
             # Two workers raced on the same retry: the other one won; answer with its message.
             async with self.sessions() as session:
@@ -563,6 +574,16 @@ class ChatService:
         for sha256 in hashes - still_used:
             self.store.remove(sha256)
         return len(stale)
+
+    @staticmethod
+    def _pending(conversation: Conversation, person_id: int, kind: str, code: str, actor: Actor,
+                 link: dict[str, Any], **fields: Any) -> Any:
+        from chat.notifications import Pending
+
+        return Pending(person_id=person_id, kind=kind, code=code,
+                       fields={"sender": actor.name, "conversation": conversation.name or "", **fields},
+                       link={"conversation_id": conversation.id, **link}, school_id=conversation.school_id,
+                       child_id=conversation.child_id, conversation_id=conversation.id)
 
     async def _existing(self, session, author_id: int, client_id: str, conversation_id: int) -> dict[str, Any] | None:
         message = (await session.execute(
@@ -653,6 +674,11 @@ class ChatService:
                 await session.delete(existing)
             await session.flush()
             count = (await session.execute(count_query)).scalar_one()
+            if add and message.author_id not in (None, actor.id):
+                conversation = await session.get(Conversation, message.conversation_id)
+                await self.notifier.add(session, [self._pending(
+                    conversation, message.author_id, "reaction", "notify.reaction", actor,
+                    {"message_id": message.id}, emoji=emoji)])
             seq, frame = await self._append(
                 session, message.conversation_id, "reaction.added" if add else "reaction.removed", actor.id,
                 reaction={"message_id": message.id, "emoji": emoji, "person": actor.id, "count": count},
@@ -669,6 +695,8 @@ class ChatService:
             if not 0 <= seq <= conversation.last_seq:
                 raise BadRequest("read.invalid_seq", seq=seq, last_seq=conversation.last_seq)
             participant.last_read_seq = max(participant.last_read_seq, seq)
+            if participant.last_read_seq >= conversation.last_seq:
+                await self.notifier.read_conversation(session, actor.id, conversation_id)
             await session.flush()
             unread = (await self._unread(session, actor.id, [participant])).get(conversation_id, 0)
             position = participant.last_read_seq

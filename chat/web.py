@@ -211,6 +211,27 @@ async def http_collective(service: ChatService, actor: Actor, request: Request) 
     return await service.collective.status(actor, int(request.path_params["send_id"]))
 
 
+async def http_notifications(service: ChatService, actor: Actor, request: Request) -> Any:
+    return await service.notifier.feed(actor, _query_int(request, "child_id"), _query_int(request, "before"),
+                                       _query_int(request, "limit", 30))
+
+
+async def http_notification(service: ChatService, actor: Actor, request: Request) -> Any:
+    return await service.notifier.open(actor, int(request.path_params["notification_id"]))
+
+
+async def http_notifications_read(service: ChatService, actor: Actor, request: Request) -> Any:
+    fields = await _json_body(request)
+    return await service.notifier.mark_all_read(actor, fields.int("child_id", required=False))
+
+
+async def http_preferences(service: ChatService, actor: Actor, request: Request) -> Any:
+    if request.method == "PUT":
+        f = await _json_body(request)
+        return await service.notifier.set_preference(actor, f.int("child_id", False), f.str("kind"), f.bool("enabled"))
+    return await service.notifier.preferences(actor)
+
+
 async def http_contacts(service: ChatService, actor: Actor, request: Request) -> Any:
     return {"contacts": await service.contacts(actor, _query_int(request, "child_id"))}
 
@@ -333,6 +354,26 @@ async def ws_collective_status(s: ChatService, a: Actor, f: Fields) -> dict[str,
     return await s.collective.status(a, f.int("send_id"))
 
 
+async def ws_notifications(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.notifier.feed(a, f.int("child_id", False), f.int("before", False), f.int("limit", False, 30))
+
+
+async def ws_notification_open(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return {"notification": await s.notifier.open(a, f.int("notification_id"))}
+
+
+async def ws_notifications_read(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.notifier.mark_all_read(a, f.int("child_id", False))
+
+
+async def ws_preferences(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.notifier.preferences(a)
+
+
+async def ws_preference_set(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
+    return await s.notifier.set_preference(a, f.int("child_id", False), f.str("kind"), f.bool("enabled"))
+
+
 async def ws_ping(s: ChatService, a: Actor, f: Fields) -> dict[str, Any]:
     return {"pong": True}
 
@@ -366,6 +407,11 @@ HANDLERS: dict[str, Handler] = {
     "announcement.list": ws_announcements,
     "collective.send": ws_collective,
     "collective.status": ws_collective_status,
+    "notification.list": ws_notifications,
+    "notification.open": ws_notification_open,
+    "notification.read_all": ws_notifications_read,
+    "preferences.get": ws_preferences,
+    "preferences.set": ws_preference_set,
     "ping": ws_ping,
     "signout": ws_signout,
 }
@@ -569,6 +615,10 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         Route("/api/announcements/{announcement_id:int}", endpoint(http_announcement)),
         Route("/api/integrations/notices", http_integration_notice, methods=["POST"]),
         Route("/api/collective", endpoint(http_collective), methods=["POST"]),
+        Route("/api/notifications", endpoint(http_notifications)),
+        Route("/api/notifications/read", endpoint(http_notifications_read), methods=["POST"]),
+        Route("/api/notifications/{notification_id:int}", endpoint(http_notification)),
+        Route("/api/preferences", endpoint(http_preferences), methods=["GET", "PUT"]),
         Route("/api/collective/{send_id:int}", endpoint(http_collective)),
         Route("/api/attachments/{upload_id:str}", endpoint(http_attachment)),
         WebSocketRoute("/ws", websocket_endpoint),

@@ -36,6 +36,9 @@ class School(SQLModel, table=True):
     working_hours: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     # JSON list of enabled feature names (R18).
     features: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    # JSON list of closed dates ("2026-12-21") or ranges (["2026-12-21", "2027-01-05"]):
+    # pedagogical days and breaks, on top of Quebec's statutory holidays (R15).
+    closed_days: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]", server_default="[]"))
     # R11: the response-delay banner, per school, in both languages.
     notice_fr: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     notice_en: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
@@ -59,6 +62,8 @@ class Person(SQLModel, table=True):
     language: str = Field(default="fr", max_length=2)  # R22
     # R21: tokens issued before this instant (epoch seconds) are revoked.
     tokens_valid_after: float = Field(default=0.0)
+    # R15: a staff member's own hours, within the school's (JSON like School.working_hours).
+    working_hours: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class StaffSchool(SQLModel, table=True):
@@ -268,3 +273,44 @@ class AuditEntry(SQLModel, table=True):
     target: str = Field(default="", max_length=200)
     details: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    """Something that should ping a person (R15–R17).  Created at once; delivered
+    when ``deliver_at`` comes (now, or the start of a staff member's working time)."""
+
+    __table_args__ = (
+        Index("ix_notification_feed", "person_id", "delivered_at", "id"),
+        Index("ix_notification_due", "delivered_at", "deliver_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id")
+    child_id: int | None = Field(default=None, foreign_key="student.id")
+    # message | added | announcement | reaction | transport | observation | absence
+    kind: str = Field(max_length=32)
+    # The text is rendered per reader language from a code and its fields (R22).
+    code: str = Field(max_length=64)
+    fields: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    # JSON link to the source: {"conversation_id":…, "message_id":…} or {"announcement_id":…}
+    link: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    # Reading a conversation reads its notifications too.
+    conversation_id: int | None = Field(default=None, index=True)
+    urgent: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow)
+    deliver_at: datetime = Field(default_factory=utcnow)
+    held: bool = Field(default=False)  # True when deliver_at was pushed to working time
+    delivered_at: datetime | None = None
+    emailed_at: datetime | None = None
+    read_at: datetime | None = None
+    # A lease in the database: with several workers each notification is released once.
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float = Field(default=0.0)
+
+
+class NotificationPreference(SQLModel, table=True):
+    """R17: a parent switches a kind off (or on again) for one child; 0 = not about a child."""
+
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    child_id: int = Field(default=0, primary_key=True)
+    kind: str = Field(primary_key=True, max_length=32)
+    enabled: bool = Field(default=True)

@@ -1,0 +1,365 @@
+"""Notifications (R15–R17): created with the event, held for staff outside their
+working hours, released as one digest, shown in a feed per person and child.
+
+* Creation happens in the same transaction as the event that causes it (a
+  message, an addition, an announcement, a reaction, an integration notice),
+  so a committed event never lacks its notifications and a held notification
+  is in the database before anyone is told anything.
+* R17: a switched-off (person, child, kind) creates no row at all — no bell,
+  no e-mail.
+* R15: for staff, ``deliver_at`` is :func:`chat.policies.working_hours.release_time`
+  of the school's schedule, Quebec's statutory holidays, the school's closed
+  days and the person's own hours.  Messages themselves are always delivered
+  live; only the notification waits.
+* Release: a background pass claims due rows with a lease in the database
+  (``UPDATE … WHERE delivered_at IS NULL AND deliver_at <= now AND
+  lease_until < now``), so with several workers each notification is
+  released exactly once; then it pushes one ``notification.digest`` frame and
+  sends one digest e-mail per person.  Held rows survive restarts: the first
+  pass after start-up releases whatever came due meanwhile.
+* Notifications delivered at once (parents, staff at work) ping through the
+  live event itself (the message, the announcement); if still unread after
+  ``EMAIL_AFTER_SECONDS`` they are e-mailed as one digest (urgent ones at once).
+
+The clock is injectable (``clock``) so tests move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import orjson
+from sqlalchemy import and_, func, insert, or_, select, update
+
+from chat.config import Settings
+from chat.errors import BadRequest, NotFound
+from chat.frames import dumps, timestamp
+from chat.i18n import notification_text
+from chat.mail import Channel, EmailChannel, Recipient, WebhookChannel, create_mailer, with_retries
+from chat.policies import working_hours
+from chat.policies.facts import SCHOOL_STAFF, Role
+from chat.storage.models import Notification, NotificationPreference, Person, School, Student
+
+if TYPE_CHECKING:
+    from chat.service import Actor, ChatService
+
+log = logging.getLogger("chat.notifications")
+
+KINDS = ("message", "added", "announcement", "reaction", "transport", "observation", "absence")
+# Ten minutes: long enough that someone reading the app is not e-mailed too,
+# short enough that a parent away from the app learns of a teacher's answer the same hour.
+EMAIL_AFTER_SECONDS = 600
+# The release pass runs this often; a held digest goes out within a minute of 08:00.
+RELEASE_INTERVAL_SECONDS = 30.0
+LEASE_SECONDS = 120.0
+# One release pass handles at most this many rows (the rest in the next pass).
+RELEASE_BATCH = 5000
+PAGE_DEFAULT, PAGE_MAX = 30, 100
+STAFF_ROLES = {r.value for r in SCHOOL_STAFF}
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Pending:
+    """A notification to create: who, what kind, about which child, what it says."""
+
+    person_id: int
+    kind: str
+    code: str
+    fields: dict[str, Any]
+    link: dict[str, Any]
+    school_id: int | None = None
+    child_id: int | None = None
+    conversation_id: int | None = None
+    urgent: bool = False
+
+
+@dataclass
+class _Calendar:
+    schedule: working_hours.Schedule
+    timezone: str
+    closed: frozenset[date] = field(default_factory=frozenset)
+
+
+def _closed_days(raw: str | None) -> frozenset[date]:
+    days: set[date] = set()
+    for item in orjson.loads(raw or "[]"):
+        if isinstance(item, str):
+            days.add(date.fromisoformat(item))
+        else:
+            start, end = date.fromisoformat(item[0]), date.fromisoformat(item[1])
+            while start <= end:
+                days.add(start)
+                start += timedelta(days=1)
+    return frozenset(days)
+
+
+class Notifier:
+    def __init__(self, service: "ChatService", settings: Settings, clock: Callable[[], datetime] = utc_now,
+                 channels: Sequence[Channel] | None = None) -> None:
+        self.service = service
+        self.sessions = service.sessions
+        self.clock = clock
+        self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if channels is None:
+            channels = [EmailChannel(create_mailer(settings.smtp_url), settings.mail_from, settings.app_url)]
+            if settings.notify_webhook_url:
+                channels.append(WebhookChannel(settings.notify_webhook_url))
+        self.channels = list(channels)
+        self._holidays: dict[int, frozenset[date]] = {}
+        self._task: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name="notification-release")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await self.release_due()
+                await self.email_unread()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification pass failed; retrying at the next one")
+            await asyncio.sleep(RELEASE_INTERVAL_SECONDS)
+
+    # -- creating (inside the caller's transaction) -------------------------------------------------
+    def holidays(self, year: int) -> frozenset[date]:
+        if year not in self._holidays:
+            self._holidays[year] = frozenset(working_hours.quebec_holidays([year, year + 1]))
+        return self._holidays[year]
+
+    async def _calendar(self, session, school_id: int) -> _Calendar:
+        school = await session.get(School, school_id)
+        return _Calendar(working_hours.parse_schedule(orjson.loads(school.working_hours or "{}")),
+                         school.timezone, _closed_days(school.closed_days))
+
+    async def add(self, session, pending: Sequence[Pending]) -> int:
+        """Create the notifications (R17 filters, R15 holds) in the caller's transaction."""
+        if not pending:
+            return 0
+        now = self.clock()
+        person_ids = {p.person_id for p in pending}
+        kinds = {p.kind for p in pending}
+        people = {pid: (role, hours) for pid, role, hours in (await session.execute(
+            select(Person.id, Person.role, Person.working_hours).where(Person.id.in_(person_ids)))).all()}
+        off = {(pid, child, kind) for pid, child, kind in (await session.execute(
+            select(NotificationPreference.person_id, NotificationPreference.child_id, NotificationPreference.kind)
+            .where(NotificationPreference.person_id.in_(person_ids), NotificationPreference.kind.in_(kinds),
+                   NotificationPreference.enabled == False))).all()}  # noqa: E712
+        calendars: dict[int, _Calendar] = {}
+        rows = []
+        for p in pending:
+            if (p.person_id, p.child_id or 0, p.kind) in off:
+                continue  # R17: switched off: no feed entry, no e-mail
+            role, personal = people.get(p.person_id, (None, None))
+            deliver_at, held = now, False
+            if role in STAFF_ROLES and p.school_id is not None:
+                # R15: staff are never notified outside their working hours, urgent or not.
+                if p.school_id not in calendars:
+                    calendars[p.school_id] = await self._calendar(session, p.school_id)
+                calendar = calendars[p.school_id]
+                release = working_hours.release_time(
+                    calendar.schedule, now, calendar.timezone, self.holidays(now.year), calendar.closed,
+                    working_hours.parse_schedule(orjson.loads(personal)) if personal else None)
+                if release > now:
+                    deliver_at, held = release, True
+            rows.append({
+                "person_id": p.person_id, "child_id": p.child_id, "kind": p.kind, "code": p.code,
+                "fields": dumps(p.fields), "link": dumps(p.link), "conversation_id": p.conversation_id,
+                "urgent": p.urgent, "created_at": now, "deliver_at": deliver_at, "held": held,
+                "delivered_at": None if held else now, "lease_owner": None, "lease_until": 0.0,
+            })
+        if rows:
+            await session.execute(insert(Notification), rows)
+        return len(rows)
+
+    # -- releasing (background, exactly once per row) ------------------------------------------------
+    async def _claim(self, condition) -> list[Notification]:
+        now = self.clock()
+        epoch = now.timestamp()
+        async with self.sessions() as session, session.begin():
+            ids = (await session.execute(
+                select(Notification.id).where(condition, Notification.lease_until < epoch)
+                .order_by(Notification.id).limit(RELEASE_BATCH))).scalars().all()
+            if not ids:
+                return []
+            await session.execute(
+                update(Notification).where(Notification.id.in_(ids), Notification.lease_until < epoch)
+                .values(lease_owner=self.worker, lease_until=epoch + LEASE_SECONDS))
+        async with self.sessions() as session:
+            return list((await session.execute(select(Notification).where(
+                Notification.id.in_(ids), Notification.lease_owner == self.worker,
+                Notification.lease_until == epoch + LEASE_SECONDS))).scalars().all())
+
+    async def release_due(self) -> int:
+        """R15: release held notifications whose working time has come, as one digest
+        per person (a live frame and an e-mail).  Returns how many were released."""
+        now = self.clock()
+        claimed = await self._claim(and_(Notification.delivered_at.is_(None), Notification.deliver_at <= now))
+        if not claimed:
+            return 0
+        by_person = self._group(claimed)
+        recipients = await self._recipients(by_person)
+        for person_id, items in by_person.items():
+            ids = [n.id for n in items]
+            async with self.sessions() as session, session.begin():
+                await session.execute(update(Notification).where(Notification.id.in_(ids)).values(delivered_at=now))
+            for n in items:
+                n.delivered_at = now
+            rendered = [self.render(n, recipients[person_id].language) for n in items]
+            await self.service.hub.publish_person(person_id, "frame", dumps(
+                {"type": "notification.digest", "notifications": rendered, "unread": await self.unread_count(person_id)}))
+            # If the e-mail fails for good, the rows stay unread and un-e-mailed: the
+            # unread pass tries again later.  Delivery in the bell has happened either way.
+            sent = await self._send(recipients[person_id], rendered, digest=True)
+            async with self.sessions() as session, session.begin():
+                await session.execute(update(Notification).where(Notification.id.in_(ids)).values(
+                    emailed_at=now if sent else None, lease_owner=None, lease_until=0.0))
+        return len(claimed)
+
+    async def email_unread(self) -> int:
+        """E-mail what stayed unread (urgent ones at once), one digest per person."""
+        now = self.clock()
+        cutoff = now - timedelta(seconds=EMAIL_AFTER_SECONDS)
+        claimed = await self._claim(and_(
+            Notification.delivered_at.is_not(None), Notification.read_at.is_(None), Notification.emailed_at.is_(None),
+            or_(Notification.delivered_at <= cutoff, Notification.urgent == True)))  # noqa: E712
+        if not claimed:
+            return 0
+        by_person = self._group(claimed)
+        recipients = await self._recipients(by_person)
+        for person_id, items in by_person.items():
+            rendered = [self.render(n, recipients[person_id].language) for n in items]
+            sent = await self._send(recipients[person_id], rendered, digest=False)
+            async with self.sessions() as session, session.begin():
+                await session.execute(update(Notification).where(Notification.id.in_([n.id for n in items])).values(
+                    emailed_at=now if sent else None, lease_owner=None, lease_until=0.0 if sent else now.timestamp() + 300))
+        return len(claimed)
+
+    @staticmethod
+    def _group(rows: Iterable[Notification]) -> dict[int, list[Notification]]:
+        grouped: dict[int, list[Notification]] = defaultdict(list)
+        for row in rows:
+            grouped[row.person_id].append(row)
+        return grouped
+
+    async def _recipients(self, by_person: dict[int, list[Notification]]) -> dict[int, Recipient]:
+        async with self.sessions() as session:
+            people = (await session.execute(select(Person).where(Person.id.in_(list(by_person))))).scalars().all()
+        return {p.id: Recipient(p.id, p.name, p.email, p.language) for p in people}
+
+    async def _send(self, person: Recipient, items: list[dict[str, Any]], digest: bool) -> bool:
+        ok = True
+        for channel in self.channels:
+            ok &= await with_retries(lambda c=channel: c.deliver(person, items, digest),
+                                     f"{type(channel).__name__} to person {person.id}")
+        return ok
+
+    # -- reading (R16) and preferences (R17) ---------------------------------------------------------
+    @staticmethod
+    def render(n: Notification, language: str | None = None) -> dict[str, Any]:
+        fields = orjson.loads(n.fields)
+        return {
+            "id": n.id, "kind": n.kind, "child_id": n.child_id, "link": orjson.loads(n.link),
+            "text": {"fr": notification_text(n.code, "fr", fields), "en": notification_text(n.code, "en", fields)},
+            "created_at": timestamp(n.created_at), "delivered_at": timestamp(n.delivered_at),
+            "held": n.held, "urgent": n.urgent, "read": n.read_at is not None,
+        }
+
+    async def unread_count(self, person_id: int, child_id: int | None = None) -> int:
+        async with self.sessions() as session:
+            query = select(func.count()).select_from(Notification).where(
+                Notification.person_id == person_id, Notification.delivered_at.is_not(None),
+                Notification.read_at.is_(None))
+            if child_id is not None:
+                query = query.where(Notification.child_id == child_id)
+            return (await session.execute(query)).scalar_one()
+
+    async def feed(self, actor: "Actor", child_id: int | None = None, before: int | None = None,
+                   limit: int = PAGE_DEFAULT) -> dict[str, Any]:
+        """R16: newest first, per person and optionally per child; held ones appear once released."""
+        if not 1 <= limit <= PAGE_MAX:
+            raise BadRequest("request.invalid", detail=f"limit must be 1–{PAGE_MAX}")
+        async with self.sessions() as session:
+            query = select(Notification).where(Notification.person_id == actor.id,
+                                               Notification.delivered_at.is_not(None))
+            if child_id is not None:
+                query = query.where(Notification.child_id == child_id)
+            if before is not None:
+                query = query.where(Notification.id < before)
+            rows = (await session.execute(query.order_by(Notification.id.desc()).limit(limit))).scalars().all()
+        return {"notifications": [self.render(n) for n in rows],
+                "unread": await self.unread_count(actor.id, child_id)}
+
+    async def open(self, actor: "Actor", notification_id: int) -> dict[str, Any]:
+        """R16: opening one shows its details and marks it read."""
+        async with self.sessions() as session, session.begin():
+            n = await session.get(Notification, notification_id)
+            if n is None or n.person_id != actor.id or n.delivered_at is None:
+                raise NotFound("notification.not_found", notification_id=notification_id)
+            if n.read_at is None:
+                n.read_at = self.clock()
+            view = self.render(n)
+            if n.child_id:
+                child = await session.get(Student, n.child_id)
+                view["child"] = {"id": child.id, "name": f"{child.first_name} {child.last_name}"}
+        return view
+
+    async def mark_all_read(self, actor: "Actor", child_id: int | None = None) -> dict[str, Any]:
+        async with self.sessions() as session, session.begin():
+            query = update(Notification).where(Notification.person_id == actor.id, Notification.read_at.is_(None),
+                                               Notification.delivered_at.is_not(None))
+            if child_id is not None:
+                query = query.where(Notification.child_id == child_id)
+            result = await session.execute(query.values(read_at=self.clock()))
+        return {"marked": result.rowcount, "unread": await self.unread_count(actor.id)}
+
+    async def read_conversation(self, session, person_id: int, conversation_id: int) -> None:
+        """Reading a conversation reads its message notifications (no e-mail for them)."""
+        await session.execute(update(Notification).where(
+            Notification.person_id == person_id, Notification.conversation_id == conversation_id,
+            Notification.read_at.is_(None)).values(read_at=self.clock()))
+
+    async def preferences(self, actor: "Actor") -> dict[str, Any]:
+        """R17: every kind is on by default, for every child; the rows are the exceptions."""
+        async with self.sessions() as session:
+            rows = (await session.execute(select(NotificationPreference).where(
+                NotificationPreference.person_id == actor.id))).scalars().all()
+        return {"kinds": list(KINDS), "default": True,
+                "preferences": [{"child_id": r.child_id or None, "kind": r.kind, "enabled": r.enabled} for r in rows]}
+
+    async def set_preference(self, actor: "Actor", child_id: int | None, kind: str, enabled: bool) -> dict[str, Any]:
+        if kind not in KINDS:
+            raise BadRequest("notification.unknown_kind", kind=kind[:32], kinds=", ".join(KINDS))
+        async with self.sessions() as session, session.begin():
+            if child_id is not None and actor.role == Role.PARENT.value:
+                facts = (await self.service._people(session, [actor.id]))[0]
+                if child_id not in facts.child_ids:
+                    raise NotFound("child.not_found", child_id=child_id)
+            row = await session.get(NotificationPreference, (actor.id, child_id or 0, kind))
+            if row is None:
+                session.add(NotificationPreference(person_id=actor.id, child_id=child_id or 0, kind=kind,
+                                                   enabled=enabled))
+            else:
+                row.enabled = enabled
+        return {"child_id": child_id, "kind": kind, "enabled": enabled}

@@ -1,0 +1,253 @@
+"""Notifications (R15–R17) with a controllable clock: held outside staff working
+hours, released once as a digest (live frame + real SMTP e-mail), a feed per
+person and child, preferences that stop both the feed entry and the e-mail."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
+
+from chat.notifications import EMAIL_AFTER_SECONDS, Notifier
+from chat.service import ChatService
+from chat.storage.models import Notification
+from tests.conftest import JEAN, MARIE, NADIA, actor_for, child_id
+
+MONTREAL = ZoneInfo("America/Toronto")
+FRIDAY_EVENING = datetime(2026, 10, 9, 21, 40, tzinfo=MONTREAL)  # Monday 12 is Thanksgiving (QC holiday)
+TUESDAY_8AM = datetime(2026, 10, 13, 8, 0, tzinfo=MONTREAL)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now.astimezone(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment.astimezone(timezone.utc)
+
+
+class Recorder:
+    """A delivery channel that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[str, bool, list[dict]]] = []
+
+    async def deliver(self, person, items, digest) -> None:
+        self.deliveries.append((person.email, digest, items))
+
+
+def attach(service: ChatService, clock: Clock, channels=None) -> Recorder:
+    recorder = Recorder()
+    service.notifier = Notifier(service, service.settings, clock=clock, channels=channels or [recorder])
+    return recorder
+
+
+async def lea_conversation(service: ChatService, *emails: str) -> int:
+    marie = await actor_for(service, MARIE)
+    people = [(await actor_for(service, e)).id for e in emails or (NADIA,)]
+    return (await service.create_conversation(marie, people, await child_id(service, "Léa")))["id"]
+
+
+async def count(service: ChatService, *where) -> int:
+    async with service.sessions() as session:
+        return (await session.execute(select(func.count()).select_from(Notification).where(*where))).scalar_one()
+
+
+async def test_r15_held_at_2140_friday_released_tuesday_8am_after_thanksgiving_as_one_digest(service):
+    clock = Clock(FRIDAY_EVENING)
+    recorder = attach(service, clock)
+    marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
+    cid = await lea_conversation(service)
+    await service.send_message(marie, cid, "fri", "Léa a oublié son sac.")
+    clock.set(datetime(2026, 10, 10, 9, 15, tzinfo=MONTREAL))  # Saturday
+    await service.send_message(marie, cid, "sat", "Il est retrouvé!")
+    async with service.sessions() as session:
+        held = (await session.execute(select(Notification).where(Notification.person_id == nadia.id))).scalars().all()
+    assert [(n.held, n.deliver_at) for n in held] == [(True, TUESDAY_8AM.astimezone(timezone.utc))] * 2
+    assert (await service.notifier.feed(nadia))["notifications"] == []  # the bell stays silent
+
+    for moment in (datetime(2026, 10, 11, 12, 0, tzinfo=MONTREAL),   # Sunday
+                   datetime(2026, 10, 12, 10, 0, tzinfo=MONTREAL),   # Thanksgiving Monday
+                   datetime(2026, 10, 13, 7, 59, tzinfo=MONTREAL)):  # Tuesday, a minute early
+        clock.set(moment)
+        assert await service.notifier.release_due() == 0
+    assert recorder.deliveries == []
+
+    clock.set(TUESDAY_8AM)
+    assert await service.notifier.release_due() == 2
+    assert [(email, digest, len(items)) for email, digest, items in recorder.deliveries] == [
+        ("nadia.chabot@erables.test", True, 2)]
+    feed = await service.notifier.feed(nadia)
+    assert feed["unread"] == 2 and [n["held"] for n in feed["notifications"]] == [True, True]
+    assert await service.notifier.release_due() == 0  # released once
+
+
+async def test_r15_messages_are_live_at_once_only_the_notification_waits(server):
+    clock = Clock(FRIDAY_EVENING)
+    attach(server.service, clock)
+    async with await server.connect(MARIE) as marie, await server.connect(NADIA) as nadia:
+        cid = await lea_conversation(server.service)
+        await marie.request("message.send", conversation_id=cid, client_id="late", text="Bonsoir")
+        assert (await nadia.event("message.new"))["message"]["text"] == "Bonsoir"
+        nadia_id = nadia.hello["person"]["id"]
+        assert await count(server.service, Notification.person_id == nadia_id, Notification.held == True) == 1  # noqa: E712
+        clock.set(TUESDAY_8AM)
+        await server.service.notifier.release_due()
+        digest = await nadia.next("notification.digest")
+        assert len(digest["notifications"]) == 1 and digest["unread"] == 1
+        assert digest["notifications"][0]["text"]["fr"].startswith("Marie Tremblay vous a écrit")
+
+
+async def test_r15_held_notifications_survive_a_restart(settings, engine):
+    clock = Clock(FRIDAY_EVENING)
+    first = ChatService(settings, engine)
+    attach(first, clock)
+    marie = await actor_for(first, MARIE)
+    cid = await lea_conversation(first)
+    await first.send_message(marie, cid, "before-restart", "Message du vendredi soir")
+    del first  # the server goes down for the weekend
+
+    clock.set(TUESDAY_8AM + timedelta(minutes=1))
+    second = ChatService(settings, engine)
+    recorder = attach(second, clock)
+    assert await second.notifier.release_due() == 1
+    assert recorder.deliveries[0][0] == "nadia.chabot@erables.test"
+
+
+async def test_r15_two_workers_release_each_notification_once(settings, engine):
+    clock = Clock(FRIDAY_EVENING)
+    a, b = ChatService(settings, engine), ChatService(settings, engine)
+    recorder_a, recorder_b = attach(a, clock), attach(b, clock)
+    marie = await actor_for(a, MARIE)
+    cid = await lea_conversation(a)
+    for i in range(20):
+        await a.send_message(marie, cid, f"m{i}", f"Message {i}")
+    clock.set(TUESDAY_8AM)
+    released = await asyncio.gather(a.notifier.release_due(), b.notifier.release_due())
+    assert sum(released) == 20
+    items = [n["id"] for r in (recorder_a, recorder_b) for _, _, batch in r.deliveries for n in batch]
+    assert len(items) == len(set(items)) == 20
+
+
+# -- real SMTP ------------------------------------------------------------------------------------------
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        from email import message_from_bytes, policy
+
+        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content, policy=policy.default)))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, f"smtp://127.0.0.1:{port}"
+    controller.stop()
+
+
+async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(settings, engine, smtp_server):
+    mailbox, url = smtp_server
+    service = ChatService(settings.with_(smtp_url=url), engine)
+    clock = Clock(FRIDAY_EVENING)
+    service.notifier = Notifier(service, service.settings, clock=clock)  # the real e-mail channel
+    marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
+    cid = await lea_conversation(service, NADIA, JEAN)
+    await service.send_message(marie, cid, "a", "Texte privé qui ne doit pas partir par courriel")
+    await service.send_message(marie, cid, "b", "Deuxième message")
+    clock.set(TUESDAY_8AM)
+    assert await service.notifier.release_due() == 2
+    (recipients, message), = [m for m in mailbox.messages if m[0] == ["nadia.chabot@erables.test"]]
+    assert message["Subject"] == "Clic : 2 notification(s) pendant votre absence"
+    body = message.get_content()
+    assert body.startswith("Bonjour Nadia Chabot,") and body.count("Marie Tremblay vous a écrit") == 2
+    assert "Texte privé" not in body  # e-mails never carry message text
+
+    # Jean (English) was notified at once as a parent; unread after the delay, he is e-mailed.
+    await service.send_message(nadia, cid, "n", "Réponse de l'enseignante")
+    clock.set(TUESDAY_8AM + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
+    assert await service.notifier.email_unread() >= 1
+    jean_mail = [m for r, m in mailbox.messages if r == ["jean.tremblay@parent.test"]]
+    assert jean_mail and jean_mail[-1]["Subject"].startswith("Clic: ") and "Hello Jean Tremblay," in jean_mail[-1].get_content()
+    assert "Nadia Chabot wrote to you" in jean_mail[-1].get_content()
+
+
+# -- feed (R16) and preferences (R17) ---------------------------------------------------------------------
+async def test_r16_feed_is_newest_first_per_child_with_unread_counts_and_marking_read(service):
+    clock = Clock(TUESDAY_8AM + timedelta(hours=2))
+    attach(service, clock)
+    marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
+    cid = await lea_conversation(service)
+    for i in range(3):
+        clock.set(clock.now + timedelta(minutes=1))
+        await service.send_message(nadia, cid, f"n{i}", f"Nouvelle {i}")
+    lea = await child_id(service, "Léa")
+    feed = await service.notifier.feed(marie, child_id=lea)
+    ids = [n["id"] for n in feed["notifications"]]
+    assert ids == sorted(ids, reverse=True) and feed["unread"] == 3
+    assert (await service.notifier.feed(marie, child_id=await child_id(service, "Noah")))["notifications"] == []
+    opened = await service.notifier.open(marie, ids[0])
+    assert opened["read"] is True and opened["child"]["name"] == "Léa Tremblay"
+    assert opened["link"]["conversation_id"] == cid
+    assert (await service.notifier.feed(marie))["unread"] == 2
+    assert (await service.notifier.mark_all_read(marie))["unread"] == 0
+    page = await service.notifier.feed(marie, before=ids[0], limit=1)
+    assert [n["id"] for n in page["notifications"]] == [ids[1]]
+
+
+async def test_reading_the_conversation_reads_its_notifications_so_no_e_mail_follows(service):
+    clock = Clock(TUESDAY_8AM + timedelta(hours=2))
+    recorder = attach(service, clock)
+    marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
+    cid = await lea_conversation(service)
+    ack = await service.send_message(nadia, cid, "n", "Bonjour")
+    await service.mark_read(marie, cid, ack["seq"])
+    clock.set(clock.now + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
+    await service.notifier.email_unread()
+    assert [d for d in recorder.deliveries if d[0] == "marie.tremblay@parent.test"] == []
+
+
+async def test_r17_a_switched_off_kind_for_one_child_creates_no_notification_and_no_e_mail(service):
+    clock = Clock(TUESDAY_8AM + timedelta(hours=2))
+    recorder = attach(service, clock)
+    marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
+    lea = await child_id(service, "Léa")
+    await service.notifier.set_preference(marie, lea, "message", False)
+    assert (await service.notifier.preferences(marie))["preferences"] == [
+        {"child_id": lea, "kind": "message", "enabled": False}]
+    cid = await lea_conversation(service)
+    await service.send_message(nadia, cid, "quiet", "Pas de cloche pour ceci")
+    assert await count(service, Notification.person_id == marie.id) == 0
+    clock.set(clock.now + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
+    await service.notifier.email_unread()
+    assert [d for d in recorder.deliveries if d[0] == "marie.tremblay@parent.test"] == []
+    # The other kinds, and the same kind for the other guardian, still notify.
+    await service.react(nadia, (await service.send_message(marie, cid, "mine", "Merci"))["message_id"], "👍", True)
+    assert await count(service, Notification.person_id == marie.id, Notification.kind == "reaction") == 1
+
+
+async def test_r17_unknown_kind_and_someone_elses_child_are_refused(service):
+    from chat.errors import ChatError
+
+    marie, jean = await actor_for(service, MARIE), await actor_for(service, JEAN)
+    with pytest.raises(ChatError) as error:
+        await service.notifier.set_preference(marie, None, "gossip", False)
+    assert error.value.code == "notification.unknown_kind"
+    with pytest.raises(ChatError) as error:
+        await service.notifier.set_preference(jean, await child_id(service, "Noah"), "message", False)
+    assert error.value.code == "child.not_found"
