@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         changes = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
+        if args.demo:
+            changes["demo"] = True
         if "port" in changes and not 0 <= changes["port"] <= 65535:
             print(f"configuration error: --port={changes['port']}: expected 0–65535", file=sys.stderr)
             return 2

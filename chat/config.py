@@ -64,6 +64,9 @@ class Settings:
     app_url: str = "http://localhost:8000/"
     # A push gateway that receives notifications as JSON (second delivery channel).
     notify_webhook_url: str = ""
+    # Demo mode: the web widget's person picker signs demo people in without a
+    # password.  Off unless `serve --demo` or CHAT_DEMO=1; never in production.
+    demo: bool = False
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
 
@@ -128,6 +131,14 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _flag(raw: str) -> bool:
+    if raw.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
 def _smtp_url(raw: str) -> str:
     if not raw.startswith(("smtp://", "smtps://")):
         raise ValueError("expected smtp://[user:password@]host[:port] or smtps://…")
@@ -187,6 +198,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mail_from=env.get("MAIL_FROM") or Settings.mail_from,
         app_url=_get(env, "APP_URL", _http_url, f"http://localhost:{port}/"),
         notify_webhook_url=_get(env, "NOTIFY_WEBHOOK_URL", _http_url, ""),
+        demo=_get(env, "CHAT_DEMO", _flag, False),
     )
     if not secret:  # only once everything else is known to be right
         secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))

@@ -206,6 +206,7 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Élève introuvable dans l'école de cette clé : {fiche}.",
         "Student not found in this key's school: {fiche}.",
     ),
+    "demo.off": ("Le mode démo n'est pas activé sur ce serveur.", "Demo mode is not enabled on this server."),
     "notification.not_found": ("Notification introuvable : {notification_id}.",
                                "Notification not found: {notification_id}."),
     "notification.unknown_kind": ("Type de notification inconnu « {kind} » (types : {kinds}).",

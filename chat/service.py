@@ -938,6 +938,21 @@ class ChatService:
             "schools": [{"id": sid, "name": name} for sid, name in schools],
         }
 
+    async def demo_people(self) -> list[dict[str, Any]]:
+        """Demo mode: everyone in the directory, staff first, for the widget's picker."""
+        async with self.sessions() as session:
+            people = (await session.execute(select(Person).order_by(Person.role != "direction", Person.role != "teacher",
+                                                                    Person.role, Person.name))).scalars().all()
+        return [{"id": p.id, "name": p.name, "role": p.role, "email": p.email, "language": p.language}
+                for p in people]
+
+    async def demo_token(self, person_id: int) -> str:
+        async with self.sessions() as session:
+            person = await session.get(Person, person_id)
+        if person is None:
+            raise NotFound("person.not_found", person_id=person_id)
+        return self.mint_token(person)
+
     async def contacts(self, actor: Actor, child_id: int | None) -> list[dict[str, Any]]:
         """R2: the people ``actor`` may invite for ``child_id`` (or among staff)."""
         async with self.sessions() as session:

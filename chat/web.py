@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from urllib.parse import quote
 from typing import Any, Awaitable, Callable
 
@@ -18,7 +19,10 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chat.auth import bearer_from_headers
@@ -234,6 +238,23 @@ async def http_preferences(service: ChatService, actor: Actor, request: Request)
 
 async def http_contacts(service: ChatService, actor: Actor, request: Request) -> Any:
     return {"contacts": await service.contacts(actor, _query_int(request, "child_id"))}
+
+
+async def demo_people(request: Request) -> Response:
+    """Demo mode only: the people the widget's picker offers (R20 sign-in is elsewhere)."""
+    settings: Settings = request.app.state.settings
+    language = _language(request)
+    if not settings.demo:
+        return error_response(NotFound("demo.off"), language)
+    service: ChatService = request.app.state.service
+    if request.method == "POST":
+        try:
+            fields = await _json_body(request)
+            token = await service.demo_token(fields.int("person_id"))
+        except ChatError as exc:
+            return error_response(exc, language)
+        return JSONResponse({"token": token})
+    return Response(dumps({"people": await service.demo_people()}), media_type="application/json")
 
 
 async def healthz(request: Request) -> Response:
@@ -581,6 +602,35 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 # -- the application -------------------------------------------------------------------------------
+STATIC = Path(__file__).with_name("static")
+# The widget loads only its own files and talks only to this server.
+WIDGET_CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' blob: data:; "
+              "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'")
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: safe defaults on every HTTP response that has none."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def add_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                if not scope["path"].startswith("/api/"):
+                    headers.setdefault("Content-Security-Policy", WIDGET_CSP)
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
+
+
 def create_app(settings: Settings, service: ChatService | None = None, migrate: bool = True) -> Starlette:
     """The ASGI application.  Starts the service (migrations, broker) in its lifespan."""
 
@@ -622,6 +672,7 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         Route("/api/collective/{send_id:int}", endpoint(http_collective)),
         Route("/api/attachments/{upload_id:str}", endpoint(http_attachment)),
         WebSocketRoute("/ws", websocket_endpoint),
+        Route("/api/demo/people", demo_people, methods=["GET", "POST"]),
     ]
     from chat.web_archive import ROUTES as ARCHIVE_ROUTES
     routes += ARCHIVE_ROUTES
@@ -630,7 +681,10 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         language = normalise_language(request.headers.get("accept-language"))
         return JSONResponse({"error": ChatError("internal.error").to_dict(language)}, status_code=500)
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: unexpected})
+    # The web widget (issue 7): static files, outside /api and /ws, never attachments.
+    routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True), name="static"))
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: unexpected},
+                    middleware=[Middleware(SecurityHeaders)])
     app.state.settings = settings
     app.state.service = service
     app.state.person_buckets = {}
