@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from chat import logsafety
 from chat.auth import bearer_from_headers
 from chat.config import Settings
 from chat.errors import BadRequest, ChatError, Forbidden, NotFound, RateLimited
@@ -36,6 +37,7 @@ from chat.service import HISTORY_DEFAULT, Actor, ChatService
 from chat.storage.db import create_engine, upgrade
 
 log = logging.getLogger("chat.web")
+logsafety.install()  # LOG_LEVEL=debug must not leak frames, SQL parameters or headers
 
 PROTOCOL = "chat.v1"
 
