@@ -536,6 +536,7 @@ def render_html(document: dict[str, Any], reader: Actor, now: datetime) -> str:
     ]
     if document["child"] is not None:
         parts.append(f"<dt>{page.label('child')}</dt><dd>{page.text(document['child']['name'])}</dd>")
+    named = f'{page.text(document["name"])} <span class="muted">({number})</span>' if document["name"] else number
     if document["locked"]:
         status = page.label("locked", at=page.when(document["locked_at"]), name=page.name(document["locked_by"]))
         if document["lock_reason"]:
@@ -543,7 +544,7 @@ def render_html(document: dict[str, Any], reader: Actor, now: datetime) -> str:
     else:
         status = page.label("open")
     parts += [
-        f"<dt>{page.label('conversation')}</dt><dd>{page.text(title)} <span class=\"muted\">({number})</span></dd>",
+        f"<dt>{page.label('conversation')}</dt><dd>{named}</dd>",
         f"<dt>{page.label('created')}</dt>"
         f"<dd>{page.when(document['created_at'])} {page.label('by')} {page.name(document['creator'])}</dd>",
         f"<dt>{page.label('status')}</dt><dd>{status}</dd>",
@@ -593,8 +594,9 @@ def _message_row(page: _Page, m: dict[str, Any]) -> str:
                           for a in m["attachments"])
         cell.append(f'<p class="muted">{page.label("attachments")} : {files}</p>')
     if m["reactions"]:
-        reactions = "; ".join(f"{page.text(r['emoji'])} {int(r['count'])} ({', '.join(page.name(p) for p in r['people'])})"
-                              for r in m["reactions"])
+        reactions = "; ".join(
+            f"{page.text(r['emoji'])} {int(r['count'])} ({', '.join(page.name(p) for p in r['people'])})"
+            for r in m["reactions"])
         cell.append(f'<p class="muted">{page.label("reactions")} : {reactions}</p>')
     css = ' class="retracted"' if m["retracted"] else ""
     return (f"<tr{css}><td>{m['seq']}</td><td>{page.when(m['created_at'])}</td><td>{page.name(m['author'])}</td>"

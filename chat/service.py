@@ -38,6 +38,7 @@ from chat.policies import features, membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
 from chat.storage.db import session_factory
 from chat.storage.models import (
+    AuditEntry,
     Conversation,
     Event,
     Group,
@@ -48,10 +49,10 @@ from chat.storage.models import (
     Person,
     Reaction,
     School,
-    Upload,
     StaffSchool,
     Student,
     TeacherGroup,
+    Upload,
     utcnow,
 )
 

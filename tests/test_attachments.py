@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import tracemalloc
-from pathlib import Path
 
 import httpx
 import pytest

@@ -8,7 +8,7 @@ import asyncio
 from sqlalchemy import func, select
 
 from chat.service import ChatService
-from chat.storage.models import CollectiveSend, Group, Guardianship, Message, Person, Student
+from chat.storage.models import CollectiveSend, Group, Message, Student
 from tests.conftest import MARIE, NADIA, actor_for
 
 
