@@ -153,6 +153,22 @@ class Notifier:
         return _Calendar(working_hours.parse_schedule(orjson.loads(school.working_hours or "{}")),
                          school.timezone, _closed_days(school.closed_days))
 
+    def _release(self, calendar: _Calendar, now: datetime, personal: str | None) -> datetime:
+        """When this staff member may be notified.  A schedule with no working time
+        at all (a misconfiguration) cannot hold a notification forever: personal
+        hours that never meet the school's fall back to the school's, and a school
+        with no hours at all notifies at once — both logged."""
+        holidays = self.holidays(now.year)
+        own = working_hours.parse_schedule(orjson.loads(personal)) if personal else None
+        try:
+            return working_hours.release_time(calendar.schedule, now, calendar.timezone, holidays, calendar.closed, own)
+        except ValueError:
+            if own is not None:
+                log.warning("personal working hours never meet the school's; using the school's")
+                return self._release(calendar, now, None)
+            log.warning("a school has no working hours at all; notifying staff at once")
+            return now
+
     async def add(self, session, pending: Sequence[Pending]) -> int:
         """Create the notifications (R17 filters, R15 holds) in the caller's transaction."""
         if not pending:
@@ -178,9 +194,7 @@ class Notifier:
                 if p.school_id not in calendars:
                     calendars[p.school_id] = await self._calendar(session, p.school_id)
                 calendar = calendars[p.school_id]
-                release = working_hours.release_time(
-                    calendar.schedule, now, calendar.timezone, self.holidays(now.year), calendar.closed,
-                    working_hours.parse_schedule(orjson.loads(personal)) if personal else None)
+                release = self._release(calendar, now, personal)
                 if release > now:
                     deliver_at, held = release, True
             rows.append({

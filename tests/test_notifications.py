@@ -251,3 +251,18 @@ async def test_r17_unknown_kind_and_someone_elses_child_are_refused(service):
     with pytest.raises(ChatError) as error:
         await service.notifier.set_preference(jean, await child_id(service, "Noah"), "message", False)
     assert error.value.code == "child.not_found"
+
+
+async def test_a_school_with_no_working_hours_notifies_at_once_instead_of_never(service):
+    from sqlalchemy import update
+
+    from chat.storage.models import School
+
+    async with service.sessions() as session, session.begin():
+        await session.execute(update(School).where(School.code == "ERABLES").values(working_hours="{}"))
+    clock = Clock(FRIDAY_EVENING)
+    attach(service, clock)
+    marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
+    cid = await lea_conversation(service)
+    await service.send_message(marie, cid, "x", "Bonsoir")
+    assert (await service.notifier.feed(nadia))["unread"] == 1

@@ -52,7 +52,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -76,8 +76,8 @@ MAX_INTERVALS_PER_DAY = 16
 _MINUTES_PER_DAY = 24 * 60
 # "HH:MM" with two digits each: what the directory format documents.
 _TIME = re.compile(r"\A([0-9]{2}):([0-9]{2})\Z")
-_UTC = timezone.utc
 
+# (start, end): minutes after the local midnight of the day the interval starts on.
 Interval = tuple[int, int]
 
 
@@ -139,7 +139,8 @@ def parse_schedule(raw: Any, where: str = "working_hours") -> Schedule:
         if day not in DAYS:
             raise _invalid(f"{where}.{day}", f"expected a day among {', '.join(DAYS)}, got {day!r}")
         if not isinstance(intervals, list):
-            raise _invalid(f"{where}.{day}", f"expected a list of [start, end] intervals, got {type(intervals).__name__}")
+            kind = type(intervals).__name__
+            raise _invalid(f"{where}.{day}", f"expected a list of [start, end] intervals, got {kind}")
         if len(intervals) > MAX_INTERVALS_PER_DAY:
             raise _invalid(f"{where}.{day}", f"at most {MAX_INTERVALS_PER_DAY} intervals a day, got {len(intervals)}")
         parsed: list[Interval] = []
@@ -159,9 +160,10 @@ def parse_schedule(raw: Any, where: str = "working_hours") -> Schedule:
 def quebec_holidays(years: int | Iterable[int]) -> set[date]:
     """The Quebec statutory holidays (R15) of ``years``, from the ``holidays``
     library: New Year's Day, Good Friday, Patriots' Day, Fête nationale (June
-    24), Canada Day, Labour Day, Thanksgiving and Christmas.  School-specific
-    days off (Easter Monday, pedagogical days, breaks) are closed days of the
-    school, passed separately to :func:`release_time`."""
+    24), Canada Day, Labour Day, Thanksgiving and Christmas.  The law lets an
+    employer give Easter Monday instead of Good Friday; that, and the school's
+    own days off (pedagogical days, breaks), are closed days of the school,
+    passed separately to :func:`release_time`."""
     years = [years] if isinstance(years, int) else list(years)
     return set(country_holidays("CA", subdiv="QC", years=years).keys())
 
@@ -173,7 +175,7 @@ def _zone(tz: str | ZoneInfo) -> ZoneInfo:
 def _utc(now: datetime) -> datetime:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now must be timezone-aware, got naive {now.isoformat()}")
-    return now.astimezone(_UTC)
+    return now.astimezone(UTC)
 
 
 def _first_instant_at(wall: datetime, zone: ZoneInfo) -> datetime:
@@ -181,14 +183,14 @@ def _first_instant_at(wall: datetime, zone: ZoneInfo) -> datetime:
     ``wall`` or later: the instant itself for a normal time, the first
     occurrence (fold=0) for an ambiguous one, and the end of the gap for a
     time skipped by a spring-forward transition."""
-    first = wall.replace(tzinfo=zone, fold=0).astimezone(_UTC)
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
     if first.astimezone(zone).replace(tzinfo=None) == wall:
         return first
     # ``wall`` is in a gap.  PEP 495: fold=0 reads it with the offset before
     # the transition, fold=1 with the offset after; the transition lies
     # between the two readings.  Bisect (whole seconds: tz data transitions
     # fall on whole seconds) for the first instant whose wall time is >= wall.
-    second = wall.replace(tzinfo=zone, fold=1).astimezone(_UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
     low, high = sorted((int(first.timestamp()), int(second.timestamp())))
     while high - low > 1:
         middle = (low + high) // 2
@@ -196,7 +198,7 @@ def _first_instant_at(wall: datetime, zone: ZoneInfo) -> datetime:
             high = middle
         else:
             low = middle
-    return datetime.fromtimestamp(high, _UTC)
+    return datetime.fromtimestamp(high, UTC)
 
 
 def _day_intervals(schedule: Schedule, day: date, zone: ZoneInfo,
@@ -205,7 +207,7 @@ def _day_intervals(schedule: Schedule, day: date, zone: ZoneInfo,
     if day in closed:
         return []  # R15: holidays and closed days, including the part past midnight
     midnight = datetime.combine(day, time())
-    intervals = []
+    intervals: list[tuple[datetime, datetime]] = []
     for start, end in schedule.days[day.weekday()]:
         opens = _first_instant_at(midnight + timedelta(minutes=start), zone)
         closes = _first_instant_at(midnight + timedelta(minutes=end), zone)
@@ -227,7 +229,8 @@ def _union(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, d
 def _intersection(left: list[tuple[datetime, datetime]],
                   right: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
     """Intersection of two sorted lists of disjoint intervals."""
-    out, i, j = [], 0, 0
+    out: list[tuple[datetime, datetime]] = []
+    i = j = 0
     while i < len(left) and j < len(right):
         start, end = max(left[i][0], right[j][0]), min(left[i][1], right[j][1])
         if start < end:
