@@ -69,7 +69,9 @@ def build() -> dict[str, Any]:
         {"email": "secretariat@erables.test", "name": "Diane Caron", "role": "staff", "schools": ["ERABLES"]},
         {"email": "direction@fleuve.test", "name": "Robert Allard", "role": "direction", "schools": ["FLEUVE"]},
         {"email": "psychoeducation@fleuve.test", "name": "Julie Sirois", "role": "staff", "schools": ["FLEUVE"],
-         "language": "en"},
+         "language": "en",
+         # Part-time: her own hours, within the school's (R15).
+         "working_hours": {"tue": [["08:30", "12:00"]], "thu": [["08:30", "15:30"]]}},
         {"email": "transport@autobus.test", "name": "Autobus Laval-Démo", "role": "transport",
          "schools": ["ERABLES", "FLEUVE"]},
     ]
@@ -122,6 +124,9 @@ def build() -> dict[str, Any]:
     return {
         "organisations": [{"code": ORG, "name": "Centre de services scolaire Démo"}],
         "schools": [{"code": code, "organisation": ORG, "name": name, "timezone": "America/Toronto",
+                     "working_hours": {day: [["08:00", "16:00"]] for day in ("mon", "tue", "wed", "thu", "fri")},
+                     # R15: the school's own closed days on top of Quebec's holidays.
+                     "closed_days": [["2026-12-21", "2027-01-05"], "2027-02-12", ["2027-03-01", "2027-03-05"]],
                      "notice_fr": NOTICE_FR, "notice_en": NOTICE_EN} for code, name in SCHOOLS],
         "groups": groups,
         "staff": staff,
