@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -72,17 +73,12 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(settings: Settings, with_demo: bool) -> None:
+async def _run_server(settings: Settings, sock: socket.socket) -> None:
+    """One hub process serving ``sock`` until told to stop."""
     import uvicorn
 
     from chat.web import create_app
 
-    engine = await _prepare(settings)
-    if with_demo:
-        await load_demo(settings, engine)
-    await engine.dispose()
-    sock = _listening_socket(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
     app = create_app(settings, migrate=False)
     config = uvicorn.Config(
         app,
@@ -95,9 +91,59 @@ async def serve(settings: Settings, with_demo: bool) -> None:
         lifespan="on",
         proxy_headers=True,
     )
-    server = uvicorn.Server(config)
+    await uvicorn.Server(config).serve(sockets=[sock])
+
+
+async def serve(settings: Settings, with_demo: bool, workers: int = 1) -> None:
+    """Migrate, bind, then serve in this process — or in ``workers`` child processes
+    that share the listening socket (the kernel spreads connections between them)
+    and Redis for fan-out.  A worker that dies is started again."""
+    engine = await _prepare(settings)
+    if with_demo:
+        await load_demo(settings, engine)
+    await engine.dispose()
+    sock = _listening_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
     print(f"listening on http://{host}:{port}", flush=True)
-    await server.serve(sockets=[sock])
+    if workers == 1:
+        await _run_server(settings, sock)
+        return
+    await _supervise(settings, sock, workers)
+
+
+async def _supervise(settings: Settings, sock: socket.socket, workers: int) -> None:
+    import signal
+    import subprocess
+
+    env = {**os.environ, "CHAT_DEMO": "1" if settings.demo else "0", "SECRET_KEY": settings.secret_key,
+           "HOST": settings.host, "PORT": str(sock.getsockname()[1])}
+    command = [sys.executable, "-m", "chat", "worker", "--fd", str(sock.fileno())]
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(command, pass_fds=[sock.fileno()], env=env)
+
+    children = [start() for _ in range(workers)]
+    log.info("started %d workers: %s", workers, [c.pid for c in children])
+    while not stopping.is_set():
+        try:
+            await asyncio.wait_for(stopping.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
+        for i, child in enumerate(children):
+            if child.poll() is not None and not stopping.is_set():
+                log.warning("worker %d exited with %s; starting a new one", child.pid, child.returncode)
+                children[i] = start()
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            await asyncio.to_thread(child.wait, 15)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--demo", action="store_true", help="load the demo school if empty and print tokens")
     p_serve.add_argument("--port", type=int, help="overrides PORT (0 picks a free port)")
     p_serve.add_argument("--host", help="overrides HOST")
+    p_serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1") or 1),
+                         help="worker processes sharing the port (needs REDIS_URL when above 1)")
+    p_worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by `serve --workers N`
+    p_worker.add_argument("--fd", type=int, required=True)
     sub.add_parser("demo", help="load the demo school (if the directory is empty) and print tokens")
     p_token = sub.add_parser("token", help="mint an access token for a directory person")
     p_token.add_argument("email")
@@ -140,11 +190,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"configuration error: --port={changes['port']}: expected 0–65535", file=sys.stderr)
             return 2
         settings = settings.with_(**changes)
+        if args.workers < 1 or args.workers > 64:
+            print(f"configuration error: --workers={args.workers}: expected 1–64", file=sys.stderr)
+            return 2
+        if args.workers > 1 and not settings.redis_url:
+            print("configuration error: --workers above 1 needs REDIS_URL (fan-out between processes)",
+                  file=sys.stderr)
+            return 2
     _configure_logging(settings.log_level)
 
     async def run() -> int:
         if args.command == "serve":
-            await serve(settings, args.demo)
+            await serve(settings, args.demo, args.workers)
+            return 0
+        if args.command == "worker":
+            await _run_server(settings, socket.socket(fileno=args.fd))
             return 0
         engine = await _prepare(settings)
         try:

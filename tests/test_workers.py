@@ -124,3 +124,58 @@ async def test_a_killed_worker_loses_no_accepted_message_and_its_clients_resume_
     assert "Accepté avant la panne" in [e["message"]["text"] for e in history["events"] if e["kind"] == "message.new"]
     await marie.close()
     await nadia.close()
+
+
+def children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+async def test_serve_with_two_workers_shares_one_port_and_replaces_a_dead_worker(backend, settings, engine, service,
+                                                                              tmp_path):
+    """`serve --workers 2`: one address, two processes, fan-out through Redis; a
+    worker that dies is replaced and its clients resume on the same address."""
+    if backend != "real":
+        pytest.skip("several processes share PostgreSQL + Redis")
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+           "REDIS_PREFIX": settings.redis_prefix, "SECRET_KEY": SECRET, "LOG_LEVEL": "warning"}
+    supervisor = subprocess.Popen([sys.executable, "-m", "chat", "serve", "--port", "0", "--workers", "2"],
+                                  cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, supervisor.stdout.readline), 60)
+        address = Worker(supervisor, int(line.rsplit(":", 1)[1]))
+        for _ in range(200):
+            if len(children_of(supervisor.pid)) == 2:
+                break
+            await asyncio.sleep(0.05)
+        first = children_of(supervisor.pid)
+        assert len(first) == 2
+        clients = [await connect(service, address, email) for email in (MARIE, NADIA, MARIE, NADIA)]
+        nadia_id = (await person_by_email(service, NADIA)).id
+        created = await clients[0].request("conversation.create", child_id=await child_id(service, "Léa"),
+                                           participants=[nadia_id])
+        cid = created["conversation"]["id"]
+        ack = await clients[1].request("message.send", conversation_id=cid, client_id="w", text="Deux processus")
+        for client in clients:  # every connection, whichever worker holds it, gets it once
+            event = await client.event("message.new")
+            assert event["seq"] == ack["seq"]
+        os.kill(first[0], signal.SIGKILL)
+        for _ in range(200):
+            now = children_of(supervisor.pid)
+            if len(now) == 2 and first[0] not in now:
+                break
+            await asyncio.sleep(0.05)
+        assert len(children_of(supervisor.pid)) == 2 and first[0] not in children_of(supervisor.pid)
+        again = await connect(service, address, MARIE, {cid: ack["seq"] - 1})
+        assert (await again.event("message.new"))["message"]["text"] == "Deux processus"
+        for client in [*clients, again]:
+            try:
+                await client.close()
+            except Exception:
+                pass
+    finally:
+        supervisor.terminate()
+        try:
+            supervisor.wait(20)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()
