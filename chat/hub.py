@@ -193,6 +193,8 @@ class Hub:
         self.audiences: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.stats = {"delivered": 0, "slow_consumers": 0, "gap_fills": 0, "publish_failures": 0}
+        # Observes the duration of each local fan-out (the metrics histogram).
+        self.on_fanout: Callable[[float], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -416,6 +418,7 @@ class Hub:
                 if conn.person_id in members and conn.person_id != exclude and conversation_id in conn.positions:
                     conn.push(frame)
             return
+        started = time.perf_counter()
         slow: list[Connection] = []
         delivered = 0
         for conn in subs:
@@ -438,6 +441,8 @@ class Hub:
                 conn.pending[conversation_id] = seq
                 self._start_fill(conn, conversation_id)
         self.stats["delivered"] += delivered
+        if self.on_fanout is not None:
+            self.on_fanout(time.perf_counter() - started)
         for conn in slow:
             self._slow(conn)
 

@@ -116,6 +116,10 @@ class ChatService:
         self.announcements = Announcements(self)
         self.collective = CollectiveSends(self)
         self.notifier = Notifier(self, settings)
+        from chat.metrics import Metrics
+
+        self.metrics = Metrics(self.hub)
+        self.hub.on_fanout = self.metrics.fanout.observe
 
     async def start(self) -> None:
         self.store.ensure()

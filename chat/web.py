@@ -259,6 +259,20 @@ async def demo_people(request: Request) -> Response:
     return Response(dumps({"people": await service.demo_people()}), media_type="application/json")
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format for this process."""
+    service: ChatService = request.app.state.service
+    from sqlalchemy import func, select
+
+    from chat.storage.models import Notification
+
+    async with service.sessions() as session:
+        held = (await session.execute(select(func.count()).select_from(Notification).where(
+            Notification.delivered_at.is_(None)))).scalar_one()
+    service.metrics.held.set(held)
+    return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
 async def healthz(request: Request) -> Response:
     service: ChatService = request.app.state.service
     async with service.engine.connect() as conn:
@@ -538,7 +552,10 @@ class Session:
                 raise BadRequest("request.unknown_type", type=frame_type[:64])
             if not self.started:
                 await self.start({})
+            started = time.perf_counter()
             result = await handler(self.service, self.actor, fields)
+            if frame_type == "message.send":
+                self.service.metrics.send_to_ack.observe(time.perf_counter() - started)
             if result is not None or request_id is not None:
                 self.service.hub.send(self.conn, reply(request_id, **(result or {})))
         except ChatError as exc:
@@ -655,6 +672,7 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
 
     routes = [
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
         Route("/api/me", endpoint(http_me)),
         Route("/api/auth/signout", endpoint(http_signout), methods=["POST"]),
         Route("/api/contacts", endpoint(http_contacts)),

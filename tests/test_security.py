@@ -239,3 +239,24 @@ async def test_server_debug_trace_never_contains_message_text_or_tokens(server, 
     assert records, "uvicorn logged nothing: the test would prove nothing"
     signature = token.rsplit(".", 1)[1]
     assert not leaks(records, marker, token, signature), "\n".join(leaks(records, marker, token, signature))
+
+
+async def test_metrics_count_connections_deliveries_and_send_latency_without_message_text(server):
+    import httpx as _httpx
+
+    from tests.conftest import MARIE as _MARIE, NADIA as _NADIA, child_id as _child_id, person_by_email as _person
+
+    async with await server.connect(_MARIE) as marie, await server.connect(_NADIA) as nadia:
+        nadia_id = (await _person(server.service, _NADIA)).id
+        created = await marie.request("conversation.create", child_id=await _child_id(server.service, "Léa"),
+                                      participants=[nadia_id])
+        await marie.request("message.send", conversation_id=created["conversation"]["id"], client_id="m",
+                            text="secret-metrics-text")
+        await nadia.event("message.new")
+        async with _httpx.AsyncClient(base_url=server.url) as http:
+            body = (await http.get("/metrics")).text
+    assert "chat_connections 2.0" in body
+    delivered = next(float(line.split()[1]) for line in body.splitlines() if line.startswith("chat_deliveries_total"))
+    assert delivered >= 2
+    assert 'chat_send_ack_seconds_count 1.0' in body
+    assert "chat_held_notifications" in body and "secret-metrics-text" not in body
