@@ -20,7 +20,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 
 from chat.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from chat.frames import dumps, timestamp
@@ -99,66 +99,73 @@ class Announcements:
             school_orgs = dict((await session.execute(
                 select(School.id, School.organisation_id).where(School.id.in_(facts.school_ids or {-1})))).all())
             rules.check_announcer(facts, audience, group_schools, school_orgs)
+            # One query: every guardian of every student in the audience, with the school.
+            families = select(Guardianship.person_id, Student.id, Student.school_id).join(
+                Student, Student.id == Guardianship.student_id)
             if audience.groups:
                 schools = set(group_schools.values())
-                students = select(Student.id, Student.school_id).where(Student.group_id.in_(audience.groups))
+                families = families.where(Student.group_id.in_(audience.groups))
             elif audience.school is not None:
                 schools = {audience.school}
-                students = select(Student.id, Student.school_id).where(Student.school_id == audience.school)
+                families = families.where(Student.school_id == audience.school)
             else:
                 schools = set()
-                students = select(Student.id, Student.school_id).where(
-                    Student.organisation_id == audience.organisation)
+                families = families.where(Student.organisation_id == audience.organisation)
             for school_id in schools:
                 await self.service.require_feature(session, school_id, "announcements")
             school_id = min(schools) if schools else None
             organisation_id = (school_orgs.get(school_id) if school_id else audience.organisation) or (
                 await session.execute(select(School.organisation_id).where(School.id == school_id))).scalar_one()
-            student_rows = (await session.execute(students)).all()
+            rows = (await session.execute(families.order_by(Student.id))).all()
             if not schools:  # organisation-wide: skip schools that turned announcements off (R18)
-                allowed = {sid for sid in {s for _, s in student_rows}
+                allowed = {sid for sid in {s for _, _, s in rows}
                            if "announcements" in await self.service.school_features(session, sid)}
-                student_rows = [(st, s) for st, s in student_rows if s in allowed]
+                rows = [r for r in rows if r[2] in allowed]
+            children: dict[int, list[int]] = defaultdict(list)
+            for person_id, student_id, _ in rows:
+                children[person_id].append(student_id)
             announcement = Announcement(
                 organisation_id=organisation_id, school_id=school_id, author_id=actor.id, kind="announcement",
                 audience=dumps(audience.describe()), text=text, urgent=urgent)
-            recipients = await self._persist(session, announcement, [st for st, _ in student_rows])
+            recipients = await self._persist(session, announcement, children)
             author = await session.get(Person, actor.id)
-            await self._notify(session, announcement, "announcement", author.name)
+            await self._notify(session, announcement, children, "announcement", author.name)
             frame = self._frame(announcement, {"id": author.id, "name": author.name}, None)
         channel = school_channel(school_id) if school_id else organisation_channel(organisation_id)
         await self.service.hub.publish_audience(channel, [*recipients, actor.id], frame)
         return {"announcement": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}
 
-    async def _persist(self, session, announcement: Announcement, student_ids: Sequence[int]) -> list[int]:
-        """One announcement row and one recipient row per guardian (labelled with
-        each of their children in the audience: a family gets it once)."""
+    async def _guardians(self, session, student_ids: Sequence[int]) -> dict[int, list[int]]:
         children: dict[int, list[int]] = defaultdict(list)
-        if student_ids:
-            for person_id, student_id in (await session.execute(
-                select(Guardianship.person_id, Guardianship.student_id)
-                .where(Guardianship.student_id.in_(student_ids)).order_by(Guardianship.student_id))).all():
-                children[person_id].append(student_id)
+        for person_id, student_id in (await session.execute(
+            select(Guardianship.person_id, Guardianship.student_id)
+            .where(Guardianship.student_id.in_(student_ids)).order_by(Guardianship.student_id))).all():
+            children[person_id].append(student_id)
+        return children
+
+    async def _persist(self, session, announcement: Announcement, children: dict[int, list[int]]) -> list[int]:
+        """One announcement row and one recipient row per guardian (labelled with
+        each of their children in the audience: a family gets it once).  Core
+        executemany: thousands of rows cost one statement, not thousands of objects."""
         announcement.recipient_count = len(children)
         session.add(announcement)
         await session.flush()
         if children:
-            await session.execute(insert(AnnouncementRecipient), [
-                {"announcement_id": announcement.id, "person_id": pid, "child_ids": dumps(kids)}
+            await session.execute(AnnouncementRecipient.__table__.insert(), [
+                {"announcement_id": announcement.id, "person_id": pid, "child_ids": dumps(kids), "read_at": None}
                 for pid, kids in children.items()])
         return list(children)
 
-    async def _notify(self, session, announcement: Announcement, kind: str, sender: str) -> None:
+    async def _notify(self, session, announcement: Announcement, children: dict[int, list[int]], kind: str,
+                      sender: str) -> None:
         """One notification per recipient and child (the per-child feed, R16; R17 filters)."""
         from chat.notifications import Pending
 
-        rows = (await session.execute(select(AnnouncementRecipient.person_id, AnnouncementRecipient.child_ids).where(
-            AnnouncementRecipient.announcement_id == announcement.id))).all()
+        fields, link = {"sender": sender}, {"announcement_id": announcement.id}
         await self.service.notifier.add(session, [
-            Pending(person_id=pid, kind=kind, code=f"notify.{kind}", fields={"sender": sender},
-                    link={"announcement_id": announcement.id}, school_id=announcement.school_id,
-                    child_id=child, urgent=announcement.urgent)
-            for pid, children in rows for child in orjson.loads(children)])
+            Pending(person_id=pid, kind=kind, code=f"notify.{kind}", fields=fields, link=link,
+                    school_id=announcement.school_id, child_id=child, urgent=announcement.urgent)
+            for pid, kids in children.items() for child in kids])
 
     @staticmethod
     def _frame(announcement: Announcement, author: dict[str, Any] | None, source: str | None) -> str:
@@ -237,8 +244,9 @@ class Announcements:
             announcement = Announcement(
                 organisation_id=school.organisation_id, school_id=school.id, integration_key_id=key.id, kind=kind,
                 audience=dumps({"students": student_ids}), text=text)
-            recipients = await self._persist(session, announcement, student_ids)
-            await self._notify(session, announcement, kind, key.name)
+            children = await self._guardians(session, student_ids)
+            recipients = await self._persist(session, announcement, children)
+            await self._notify(session, announcement, children, kind, key.name)
             frame = self._frame(announcement, None, key.name)
         await self.service.hub.publish_audience(school_channel(school.id), recipients, frame)
         return {"notice": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}

@@ -36,7 +36,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import orjson
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from chat.config import Settings
 from chat.errors import BadRequest, NotFound
@@ -184,6 +184,7 @@ class Notifier:
                    NotificationPreference.enabled == False))).all()}  # noqa: E712
         calendars: dict[int, _Calendar] = {}
         rows = []
+        encoded: dict[int, str] = {}  # fields/link shared by many rows are encoded once
         for p in pending:
             if (p.person_id, p.child_id or 0, p.kind) in off:
                 continue  # R17: switched off: no feed entry, no e-mail
@@ -199,12 +200,14 @@ class Notifier:
                     deliver_at, held = release, True
             rows.append({
                 "person_id": p.person_id, "child_id": p.child_id, "kind": p.kind, "code": p.code,
-                "fields": dumps(p.fields), "link": dumps(p.link), "conversation_id": p.conversation_id,
+                "fields": encoded.get(id(p.fields)) or encoded.setdefault(id(p.fields), dumps(p.fields)),
+                "link": encoded.get(id(p.link)) or encoded.setdefault(id(p.link), dumps(p.link)),
+                "conversation_id": p.conversation_id,
                 "urgent": p.urgent, "created_at": now, "deliver_at": deliver_at, "held": held,
                 "delivered_at": None if held else now, "lease_owner": None, "lease_until": 0.0,
             })
         if rows:
-            await session.execute(insert(Notification), rows)
+            await session.execute(Notification.__table__.insert(), rows)  # Core executemany
         return len(rows)
 
     # -- releasing (background, exactly once per row) ------------------------------------------------
