@@ -131,7 +131,8 @@ class Announcements:
             author = await session.get(Person, actor.id)
             await self._notify(session, announcement, children, "announcement", author.name)
             frame = self._frame(announcement, {"id": author.id, "name": author.name}, None)
-        channel = school_channel(school_id) if school_id else organisation_channel(organisation_id)
+        # Groups of several schools (or the organisation): the organisation channel reaches them all.
+        channel = school_channel(school_id) if len(schools) == 1 else organisation_channel(organisation_id)
         await self.service.hub.publish_audience(channel, [*recipients, actor.id], frame)
         return {"announcement": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}
 

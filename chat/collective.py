@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sqlalchemy import func, or_, select, update
 
-from chat.errors import BadRequest, NotFound
+from chat.errors import BadRequest, ChatError, NotFound
 from chat.frames import dumps, timestamp
 from chat.policies import announcements as rules
 from chat.policies import messages
@@ -113,6 +113,7 @@ class CollectiveSends:
     # -- running -------------------------------------------------------------------------------------
     def _spawn(self, send_id: int) -> None:
         task = asyncio.create_task(self.run(send_id))
+        task.send_id = send_id  # type: ignore[attr-defined]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -121,9 +122,27 @@ class CollectiveSends:
         async with self.sessions() as session:
             ids = (await session.execute(select(CollectiveSend.id).where(
                 CollectiveSend.status == "running"))).scalars().all()
+        running = {getattr(t, "send_id", None) for t in self._tasks}
         for send_id in ids:
-            self._spawn(send_id)
+            if send_id not in running:
+                self._spawn(send_id)
         return len(ids)
+
+    def start(self) -> None:
+        """Resume running jobs now, and keep looking for jobs whose worker died."""
+        task = asyncio.create_task(self._watch())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.resume_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("looking for collective sends to resume failed")
+            await asyncio.sleep(LEASE_SECONDS)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -167,7 +186,13 @@ class CollectiveSends:
                 break
             if stop_after is not None and delivered >= stop_after:
                 return
-            conversation_id, message_id = await self.deliver_one(actor, job, target.student_id)
+            try:
+                conversation_id, message_id = await self.deliver_one(actor, job, target.student_id)
+            except ChatError as exc:
+                # e.g. direction locked that family's conversation (R10): record and go on,
+                # the job must not stall on one family.
+                log.info("collective send %s: family of student %s skipped (%s)", send_id, target.student_id, exc.code)
+                conversation_id, message_id = None, None
             async with self.sessions() as session, session.begin():
                 await session.execute(update(CollectiveTarget).where(
                     CollectiveTarget.send_id == send_id, CollectiveTarget.student_id == target.student_id)

@@ -290,6 +290,9 @@ SYSTEM: dict[str, tuple[str, str]] = {
     "system.left": ("{actor} a quitté la conversation.", "{actor} left the conversation."),
     "system.renamed": ("{actor} a renommé la conversation « {name} ».", "{actor} renamed the conversation '{name}'."),
     "system.retracted": ("Message retiré", "Message removed"),
+    "system.locked": ("{actor} (direction) a verrouillé la conversation.", "{actor} (principal) locked the conversation."),
+    "system.unlocked": ("{actor} (direction) a déverrouillé la conversation.",
+                        "{actor} (principal) unlocked the conversation."),
 }
 
 
@@ -298,6 +301,9 @@ NOTIFICATIONS: dict[str, tuple[str, str]] = {
     "notify.message": ("{sender} vous a écrit ({conversation}).", "{sender} wrote to you ({conversation})."),
     "notify.added": ("{sender} vous a ajouté à une conversation ({conversation}).",
                      "{sender} added you to a conversation ({conversation})."),
+    "notify.message_plain": ("{sender} vous a écrit.", "{sender} wrote to you."),
+    "notify.added_plain": ("{sender} vous a ajouté à une conversation.", "{sender} added you to a conversation."),
+    "notify.reaction_plain": ("{sender} a réagi {emoji} à votre message.", "{sender} reacted {emoji} to your message."),
     "notify.announcement": ("Annonce de {sender}.", "Announcement from {sender}."),
     "notify.reaction": ("{sender} a réagi {emoji} à votre message.", "{sender} reacted {emoji} to your message."),
     "notify.transport": ("Avis du transporteur scolaire ({sender}).", "Notice from the school bus company ({sender})."),

@@ -58,7 +58,9 @@ KINDS = ("message", "added", "announcement", "reaction", "transport", "observati
 EMAIL_AFTER_SECONDS = 600
 # The release pass runs this often; a held digest goes out within a minute of 08:00.
 RELEASE_INTERVAL_SECONDS = 30.0
-LEASE_SECONDS = 120.0
+# Longer than a whole pass can take (five retries of about 30 s per person, for
+# many people), so that no other worker claims rows still being released.
+LEASE_SECONDS = 900.0
 # One release pass handles at most this many rows (the rest in the next pass).
 RELEASE_BATCH = 5000
 PAGE_DEFAULT, PAGE_MAX = 30, 100
@@ -186,8 +188,8 @@ class Notifier:
         rows = []
         encoded: dict[int, str] = {}  # fields/link shared by many rows are encoded once
         for p in pending:
-            if (p.person_id, p.child_id or 0, p.kind) in off:
-                continue  # R17: switched off: no feed entry, no e-mail
+            if (p.person_id, p.child_id or 0, p.kind) in off or (p.person_id, 0, p.kind) in off:
+                continue  # R17: switched off (for this child, or for all): no feed entry, no e-mail
             role, personal = people.get(p.person_id, (None, None))
             deliver_at, held = now, False
             if role in STAFF_ROLES and p.school_id is not None:
@@ -243,7 +245,13 @@ class Notifier:
                 await session.execute(update(Notification).where(Notification.id.in_(ids)).values(delivered_at=now))
             for n in items:
                 n.delivered_at = now
-            rendered = [self.render(n, recipients[person_id].language) for n in items]
+            # Read meanwhile (the person opened the conversation): delivered, not announced again.
+            rendered = [self.render(n, recipients[person_id].language) for n in items if n.read_at is None]
+            if not rendered:
+                async with self.sessions() as session, session.begin():
+                    await session.execute(update(Notification).where(Notification.id.in_(ids)).values(
+                        lease_owner=None, lease_until=0.0))
+                continue
             await self.service.hub.publish_person(person_id, "frame", dumps(
                 {"type": "notification.digest", "notifications": rendered, "unread": await self.unread_count(person_id)}))
             # If the e-mail fails for good, the rows stay unread and un-e-mailed: the
@@ -286,11 +294,11 @@ class Notifier:
         return {p.id: Recipient(p.id, p.name, p.email, p.language) for p in people}
 
     async def _send(self, person: Recipient, items: list[dict[str, Any]], digest: bool) -> bool:
-        ok = True
-        for channel in self.channels:
-            ok &= await with_retries(lambda c=channel: c.deliver(person, items, digest),
-                                     f"{type(channel).__name__} to person {person.id}")
-        return ok
+        """Every channel gets it; the answer is the first (e-mail) channel's, so a
+        failing webhook does not make the e-mail go out again and again."""
+        results = [await with_retries(lambda c=channel: c.deliver(person, items, digest),
+                                      f"{type(channel).__name__} to person {person.id}") for channel in self.channels]
+        return results[0] if results else True
 
     # -- reading (R16) and preferences (R17) ---------------------------------------------------------
     @staticmethod

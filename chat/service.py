@@ -126,9 +126,7 @@ class ChatService:
         await self.hub.start()
         self._gc_task = asyncio.create_task(self._collect_uploads_forever())
         self.notifier.start()  # R15: held notifications that came due meanwhile go out now
-        resumed = await self.collective.resume_all()  # R14: jobs survive a restart
-        if resumed:
-            log.info("resuming %d collective sends", resumed)
+        self.collective.start()  # R14: jobs survive a restart, and a dead worker's jobs are taken up
 
     async def stop(self) -> None:
         await self.collective.stop()
@@ -284,7 +282,9 @@ class ChatService:
                     raise Conflict("conversation.not_locked")
                 conversation.locked_at, conversation.locked_by, conversation.lock_reason = None, None, None
             kind = "conversation.locked" if locked else "conversation.unlocked"
-            seq, frame = await self._append(session, conversation_id, kind, actor.id, reason=reason)
+            seq, frame = await self._append(
+                session, conversation_id, kind, actor.id, reason=reason,
+                system=system_text("system.locked" if locked else "system.unlocked", {"actor": actor.name}))
             self.audit(session, actor, conversation.school_id, kind, f"conversation:{conversation_id}", reason=reason)
             members = await self._member_ids(session, conversation_id)
         await self.hub.publish_event(conversation_id, seq, members, frame)
@@ -585,6 +585,8 @@ class ChatService:
                  link: dict[str, Any], **fields: Any) -> Any:
         from chat.notifications import Pending
 
+        if not conversation.name:
+            code += "_plain"  # no "(…)" after the sender when the conversation has no name
         return Pending(person_id=person_id, kind=kind, code=code,
                        fields={"sender": actor.name, "conversation": conversation.name or "", **fields},
                        link={"conversation_id": conversation.id, **link}, school_id=conversation.school_id,
@@ -935,12 +937,18 @@ class ChatService:
                 select(School.id, School.name).join(StaffSchool, StaffSchool.school_id == School.id)
                 .where(StaffSchool.person_id == actor.id)
             )).all()
+            groups = (await session.execute(
+                select(Group.id, Group.name, Group.school_id).join(TeacherGroup, TeacherGroup.group_id == Group.id)
+                .where(TeacherGroup.person_id == actor.id).order_by(Group.name)
+            )).all()
         return {
             "id": person.id, "name": person.name, "email": person.email, "role": person.role,
             "language": person.language,
             "children": [{"id": s.id, "name": f"{s.first_name} {s.last_name}", "school": school,
                           "group": group} for s, school, group in children],
             "schools": [{"id": sid, "name": name} for sid, name in schools],
+            # A teacher's groups: the audiences they may announce to (R13).
+            "groups": [{"id": gid, "name": name, "school_id": sid} for gid, name, sid in groups],
         }
 
     async def demo_people(self) -> list[dict[str, Any]]:

@@ -59,7 +59,13 @@ def check_announcer(
     unknown); ``school_orgs`` maps the actor's schools to their organisation.
     """
     def refuse() -> Forbidden:
-        return Forbidden("announcement.not_allowed", audience=str(audience.describe()))
+        if audience.groups:
+            label = "groups " + ", ".join(str(g) for g in audience.groups)
+        elif audience.school is not None:
+            label = f"school {audience.school}"
+        else:
+            label = f"organisation {audience.organisation}"
+        return Forbidden("announcement.not_allowed", audience=label)
 
     if actor.role in (Role.PARENT, Role.TRANSPORT):
         raise refuse()
