@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import deque
 from enum import Enum
 from typing import Awaitable, Callable, Iterable
@@ -78,7 +79,9 @@ class Connection:
         "_close",
         "_queue",
         "_limit",
-        "_wakeup",
+        "_ended",
+        "_scheduled",
+        "_inflight",
         "close_code",
         "issued_at",
         "expires_at",
@@ -109,31 +112,81 @@ class Connection:
         self._close = close
         self._queue: deque[str] = deque()
         self._limit = max_queue
-        self._wakeup = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._scheduled = False
+        # A send that could not finish at once (the socket's buffer is full): the
+        # rest of the outbox waits behind it.
+        self._inflight: asyncio.Future | None = None
         self.close_code: int | None = None
 
     def push(self, frame: str) -> bool:
+        """Queue a frame; the outbox is drained once per event-loop turn for every
+        connection that got frames (one callback for a whole fan-out, no task
+        wake-up per frame).  False when the outbox is full."""
         if self.state is not ConnectionState.OPEN:
             return True
         if len(self._queue) >= self._limit:
             return False
         self._queue.append(frame)
-        self._wakeup.set()
+        if not self._scheduled and self._inflight is None:
+            self._scheduled = True
+            _flusher().add(self)
         return True
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
-    async def run_writer(self) -> None:
-        """Drain the outbox in order until the connection closes."""
+    def drain(self) -> None:
+        """Send queued frames in order.  A send that completes without waiting (the
+        usual case) is run right here; one that must wait for the socket continues
+        in a task, and the rest of the outbox follows it."""
+        self._scheduled = False
         queue = self._queue
-        while self.state is ConnectionState.OPEN:
-            if not queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+        while queue and self._inflight is None and self.state is ConnectionState.OPEN:
+            coroutine = self._send(queue.popleft())
+            try:
+                waiting_on = coroutine.send(None)
+            except StopIteration:
                 continue
-            await self._send(queue.popleft())
+            except Exception as exc:
+                self._broken(exc)
+                return
+            self._inflight = asyncio.ensure_future(self._finish(coroutine, waiting_on))
+
+    async def _finish(self, coroutine, waiting_on) -> None:
+        """Drive a suspended send to its end, as a Task would, then drain the rest."""
+        try:
+            while True:
+                if isinstance(waiting_on, asyncio.Future):
+                    waiting_on._asyncio_future_blocking = False
+                    await asyncio.wait([waiting_on])  # never cancels the socket's own future
+                else:
+                    await asyncio.sleep(0)
+                try:
+                    waiting_on = coroutine.send(None)
+                except StopIteration:
+                    break
+        except asyncio.CancelledError:
+            coroutine.close()
+            raise
+        except Exception as exc:
+            self._inflight = None
+            self._broken(exc)
+            return
+        self._inflight = None
+        self.drain()
+
+    def _broken(self, exc: Exception) -> None:
+        """The socket refused a frame (peer gone): stop sending; the reader sees the close."""
+        log.debug("send failed for person %s: %s", self.person_id, type(exc).__name__)
+        self._queue.clear()
+        self.state = ConnectionState.CLOSED
+        self._ended.set()
+
+    async def run_writer(self) -> None:
+        """Wait until the connection has ended (frames are sent by :meth:`drain`)."""
+        await self._ended.wait()
 
     async def close(self, code: int, reason: str = "", flush: float = 0.0) -> None:
         """Close once; later calls do nothing.  With ``flush``, first give the
@@ -149,12 +202,43 @@ class Connection:
             return
         self.state = ConnectionState.CLOSING
         self.close_code = code
-        self._wakeup.set()
+        if self._inflight is not None:
+            self._inflight.cancel()
         try:
             await self._close(code, reason)
         except Exception:  # the peer may be gone already
             pass
         self.state = ConnectionState.CLOSED
+        self._ended.set()
+
+
+class _Flusher:
+    """Drains every connection that got frames, once per event-loop turn."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.dirty: list[Connection] = []
+
+    def add(self, conn: Connection) -> None:
+        if not self.dirty:
+            self.loop.call_soon(self.flush)
+        self.dirty.append(conn)
+
+    def flush(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.drain()
+
+
+_flushers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher]" = weakref.WeakKeyDictionary()
+
+
+def _flusher() -> _Flusher:
+    loop = asyncio.get_running_loop()
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
 
 
 def conversation_channel(conversation_id: int) -> str:
