@@ -35,6 +35,7 @@ from chat.i18n import normalise_language
 from chat.policies.ratelimit import Bucket, take
 from chat.service import HISTORY_DEFAULT, Actor, ChatService
 from chat.storage.db import create_engine, upgrade
+from chat.storage.models import Upload
 
 log = logging.getLogger("chat.web")
 logsafety.install()  # LOG_LEVEL=debug must not leak frames, SQL parameters or headers
@@ -159,20 +160,26 @@ async def http_upload(service: ChatService, actor: Actor, request: Request) -> A
 _INLINE = {"image/jpeg", "image/png"}
 
 
-async def http_attachment(service: ChatService, actor: Actor, request: Request) -> Any:
-    upload = await service.attachment_for_download(actor, request.path_params["upload_id"])
+def attachment_response(service: ChatService, upload: Upload, cache: str = "private, max-age=3600") -> FileResponse:
+    """A stored file served safely (R7): the detected type, nosniff, a sandbox CSP,
+    a sanitised name, ``attachment`` unless it is an image; Range requests work."""
     disposition = "inline" if upload.content_type in _INLINE else "attachment"
     ascii_name = upload.filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
     headers = {
         "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(upload.filename)}",
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Cache-Control": "private, max-age=3600",
+        "Cache-Control": cache,
     }
     path = service.store.path_for(upload.sha256)
     if not path.exists():
         raise NotFound("attachment.not_found", upload_id=upload.id)
     return FileResponse(path, media_type=upload.content_type, headers=headers)
+
+
+async def http_attachment(service: ChatService, actor: Actor, request: Request) -> Any:
+    upload = await service.attachment_for_download(actor, request.path_params["upload_id"])
+    return attachment_response(service, upload)
 
 
 async def http_announcements(service: ChatService, actor: Actor, request: Request) -> Any:

@@ -8,24 +8,21 @@ route that changes the audit log, on purpose.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from chat.archive import HTML_CSP, PAGE_DEFAULT, Archive
-from chat.errors import BadRequest, NotFound
+from chat.errors import BadRequest
 from chat.frames import dumps
 from chat.service import Actor, ChatService
-from chat.web import _query_int, endpoint
+from chat.web import _query_int, attachment_response, endpoint
 
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # Images may be shown inline; every other type is only ever downloaded (as in chat.web).
-_INLINE = {"image/jpeg", "image/png"}
 EXPORT_FORMATS = ("json", "html")
 
 
@@ -89,23 +86,10 @@ async def http_audit(service: ChatService, actor: Actor, request: Request) -> An
     return _json({"entries": entries, "limit": limit, "offset": offset})
 
 
-def _ascii_filename(name: str) -> str:
-    return re.sub(r'[^\x20-\x7e]|["\\]', "_", name)
-
-
 async def http_attachment(service: ChatService, actor: Actor, request: Request) -> Any:
-    """The same safe download as ``chat.web.http_attachment``, for the direction."""
+    """The same safe download as ``chat.web.http_attachment``, for the direction (audited)."""
     upload = await _archive(service).attachment(actor, request.path_params["upload_id"])
-    disposition = "inline" if upload.content_type in _INLINE else "attachment"
-    headers = NO_STORE | {
-        "Content-Disposition": f"{disposition}; filename=\"{_ascii_filename(upload.filename)}\"; "
-                               f"filename*=UTF-8''{quote(upload.filename)}",
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-    }
-    path = service.store.path_for(upload.sha256)
-    if not path.exists():
-        raise NotFound("attachment.not_found", upload_id=upload.id)
-    return FileResponse(path, media_type=upload.content_type, headers=headers)
+    return attachment_response(service, upload, cache="no-store")
 
 
 ROUTES = [
