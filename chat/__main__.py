@@ -80,7 +80,9 @@ async def load_demo(settings: Settings, engine, quiet: bool = False) -> None:
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets it knows are TCP,
+    # and without it a reply written right after an event waits for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -271,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
             await engine.dispose()
         return 0
 
+    if args.command in ("serve", "worker"):
+        try:
+            import uvloop  # comes with uvicorn[standard]: a faster event loop for the server
+
+            uvloop.install()
+        except ImportError:  # pragma: no cover - plain asyncio works too
+            pass
     try:
         return asyncio.run(run())
     except ChatError as exc:
