@@ -163,10 +163,13 @@ class Announcements:
         from chat.notifications import Pending
 
         fields, link = {"sender": sender}, {"announcement_id": announcement.id}
+        # Recipients are guardians (never held): look them up by the announcement, not by id lists.
+        audience = select(AnnouncementRecipient.person_id).where(
+            AnnouncementRecipient.announcement_id == announcement.id)
         await self.service.notifier.add(session, [
             Pending(person_id=pid, kind=kind, code=f"notify.{kind}", fields=fields, link=link,
                     school_id=announcement.school_id, child_id=child, urgent=announcement.urgent)
-            for pid, kids in children.items() for child in kids])
+            for pid, kids in children.items() for child in kids], audience=audience)
 
     @staticmethod
     def _frame(announcement: Announcement, author: dict[str, Any] | None, source: str | None) -> str:

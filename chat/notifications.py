@@ -123,6 +123,7 @@ class Notifier:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        self.holidays(self.clock().year)  # the holidays library loads its tables on first use (~0.5 s)
         self._task = asyncio.create_task(self._run_forever(), name="notification-release")
 
     async def stop(self) -> None:
@@ -171,18 +172,29 @@ class Notifier:
             log.warning("a school has no working hours at all; notifying staff at once")
             return now
 
-    async def add(self, session, pending: Sequence[Pending]) -> int:
-        """Create the notifications (R17 filters, R15 holds) in the caller's transaction."""
+    async def add(self, session, pending: Sequence[Pending], audience=None) -> int:
+        """Create the notifications (R17 filters, R15 holds) in the caller's transaction.
+
+        ``audience`` (a subquery of person ids) replaces the list of ids in the
+        look-ups when the recipients are many and known to be guardians — an
+        announcement to a whole school: thousands of bound parameters cost more
+        than the rows themselves, and guardians are never held (R15 is for staff).
+        """
         if not pending:
             return 0
         now = self.clock()
-        person_ids = {p.person_id for p in pending}
         kinds = {p.kind for p in pending}
-        people = {pid: (role, hours) for pid, role, hours in (await session.execute(
-            select(Person.id, Person.role, Person.working_hours).where(Person.id.in_(person_ids)))).all()}
+        if audience is None:
+            person_ids = {p.person_id for p in pending}
+            people = {pid: (role, hours) for pid, role, hours in (await session.execute(
+                select(Person.id, Person.role, Person.working_hours).where(Person.id.in_(person_ids)))).all()}
+            who = NotificationPreference.person_id.in_(person_ids)
+        else:
+            people = {}
+            who = NotificationPreference.person_id.in_(audience)
         off = {(pid, child, kind) for pid, child, kind in (await session.execute(
             select(NotificationPreference.person_id, NotificationPreference.child_id, NotificationPreference.kind)
-            .where(NotificationPreference.person_id.in_(person_ids), NotificationPreference.kind.in_(kinds),
+            .where(who, NotificationPreference.kind.in_(kinds),
                    NotificationPreference.enabled == False))).all()}  # noqa: E712
         calendars: dict[int, _Calendar] = {}
         rows = []

@@ -266,3 +266,17 @@ async def test_a_school_with_no_working_hours_notifies_at_once_instead_of_never(
     cid = await lea_conversation(service)
     await service.send_message(marie, cid, "x", "Bonsoir")
     assert (await service.notifier.feed(nadia))["unread"] == 1
+
+
+async def test_r17_an_announcement_switched_off_for_one_child_creates_no_notification(service):
+    from chat.storage.models import Group
+
+    clock = Clock(TUESDAY_8AM + timedelta(hours=2))
+    attach(service, clock)
+    marie, jean, nadia = [await actor_for(service, e) for e in (MARIE, JEAN, NADIA)]
+    await service.notifier.set_preference(marie, await child_id(service, "Léa"), "announcement", False)
+    async with service.sessions() as session:
+        group = (await session.execute(select(Group.id).where(Group.code == "ERA-301"))).scalar_one()
+    await service.announcements.post(nadia, {"groups": [group]}, "Sortie au musée")
+    assert await count(service, Notification.person_id == marie.id, Notification.kind == "announcement") == 0
+    assert await count(service, Notification.person_id == jean.id, Notification.kind == "announcement") == 1
