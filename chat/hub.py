@@ -559,9 +559,10 @@ class Hub:
         op = header["op"]
         for conn in list(conns):
             if op == "join":
-                self._spawn(self._join(conn, header["c"], header["s"], frame))
+                # Live from the event that added this person (it is committed already).
+                self._spawn(self.join(conn, header["c"], header["s"] - 1, frame, replay=True))
             elif op == "leave":
-                self._spawn(self._leave(conn, header["c"], frame))
+                self._spawn(self.leave(conn, header["c"], frame))
             elif op == "close":
                 if frame is not None:
                     conn.push(frame)
@@ -569,27 +570,18 @@ class Hub:
             elif frame is not None and not conn.push(frame):
                 self._slow(conn)
 
-    async def _join(self, conn: Connection, conversation_id: int, seq: int, frame: str | None) -> None:
+    async def join(self, conn: Connection, conversation_id: int, position: int, frame: str | None,
+                   replay: bool) -> None:
+        """Subscribe a connection to a conversation it now belongs to, show ``frame``,
+        and go live after ``position`` (replaying from there when ``replay``)."""
         if conversation_id in conn.positions or conversation_id in conn.filling:
             return
         await self._subscribe(conn, conversation_id)
         if frame is not None:
             conn.push(frame)
-        # Live from the event that added this person (it is committed already).
-        self.track(conn, conversation_id, seq - 1, replay=True)
-
-    async def join_live(self, conn: Connection, conversation_id: int, position: int, frame: str) -> None:
-        """Subscribe a connection to a conversation found during a refresh."""
-        if conversation_id in conn.positions or conversation_id in conn.filling:
-            return
-        await self._subscribe(conn, conversation_id)
-        conn.push(frame)
-        self.track(conn, conversation_id, position)
+        self.track(conn, conversation_id, position, replay=replay)
 
     async def leave(self, conn: Connection, conversation_id: int, frame: str | None) -> None:
-        await self._leave(conn, conversation_id, frame)
-
-    async def _leave(self, conn: Connection, conversation_id: int, frame: str | None) -> None:
         await self._unsubscribe(conn, conversation_id)
         if frame is not None:
             conn.push(frame)

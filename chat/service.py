@@ -918,8 +918,8 @@ class ChatService:
                     async with self.sessions() as session:
                         conversation = await session.get(Conversation, cid)
                         summary = await self._summary(session, conversation, pid)
-                    await hub.join_live(conn, cid, summary["last_seq"],
-                                        dumps({"type": "conversation.joined", "conversation": summary}))
+                    await hub.join(conn, cid, summary["last_seq"],
+                                   dumps({"type": "conversation.joined", "conversation": summary}), replay=False)
 
     # -- people -----------------------------------------------------------------------------------
     async def me(self, actor: Actor) -> dict[str, Any]:
