@@ -20,12 +20,18 @@ How an event flows (docs/architecture.md has the picture):
 Each connection has a bounded outbox (``Settings.send_queue_frames``).  A
 client that does not drain it is closed with code 4008 (``slow_consumer``);
 nothing is lost for it: it reconnects and resumes from its last seq.
+
+On uvicorn's sans-I/O WebSocket protocol (the server's default) frames skip
+the outbox: each event is framed once (:func:`text_frame`) and the same bytes
+are written to every recipient's transport, as ``websockets.broadcast()``
+does; the bound is then the transport's unsent bytes (about 1 KiB a frame).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 import weakref
 from collections import deque
@@ -54,6 +60,22 @@ REPLAY_BATCH = 500
 EXPIRY_SWEEP_SECONDS = 15.0
 
 
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as one server-to-client WebSocket text frame (RFC 6455 §5.2:
+    FIN, opcode 1, unmasked, no extension).  Built once per event, written to
+    every recipient."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+# A direct socket's unsent bytes may reach this many per outbox frame allowed.
+BYTES_PER_QUEUED_FRAME = 1024
+
+
 class ConnectionState(Enum):
     OPEN = "open"
     CLOSING = "closing"
@@ -63,9 +85,14 @@ class ConnectionState(Enum):
 class Connection:
     """One client socket as the hub sees it: who, where it is, and its outbox.
 
-    ``send`` and ``close`` are supplied by the web layer; the hub never touches
-    the socket itself.  ``push`` never blocks: it appends to the bounded outbox
-    drained by :meth:`run_writer`, and reports ``False`` when the outbox is full.
+    ``send`` and ``close`` are supplied by the web layer.  ``push`` never
+    blocks: it appends to the bounded outbox drained once per loop turn, and
+    reports ``False`` when the outbox is full.
+
+    With ``socket`` (uvicorn's sans-I/O protocol object: ``.transport`` and
+    ``.close_sent``, no compression negotiated) ``push`` writes the framed bytes
+    to the transport at once instead, and the bound is the transport's unsent
+    bytes.  Replies and fan-out both go that way, so their order is kept.
     """
 
     __slots__ = (
@@ -77,6 +104,8 @@ class Connection:
         "filling",
         "_send",
         "_close",
+        "_socket",
+        "_limit_bytes",
         "_queue",
         "_limit",
         "_ended",
@@ -96,6 +125,7 @@ class Connection:
         max_queue: int,
         issued_at: float = 0.0,
         expires_at: float = float("inf"),
+        socket=None,
     ) -> None:
         self.person_id = person_id
         # The access token's lifetime: the connection ends when the token does.
@@ -110,20 +140,36 @@ class Connection:
         self.filling: set[int] = set()
         self._send = send
         self._close = close
+        self._socket = socket
+        self._limit_bytes = max_queue * BYTES_PER_QUEUED_FRAME
         self._queue: deque[str] = deque()
         self._limit = max_queue
-        self._ended = asyncio.Event()
+        # Set when the connection ends; created only if someone waits for it.
+        self._ended: asyncio.Future | None = None
         self._scheduled = False
         # A send that could not finish at once (the socket's buffer is full): the
         # rest of the outbox waits behind it.
         self._inflight: asyncio.Future | None = None
         self.close_code: int | None = None
 
-    def push(self, frame: str) -> bool:
-        """Queue a frame; the outbox is drained once per event-loop turn for every
+    def push(self, frame: str, wire: bytes | None = None) -> bool:
+        """Send a frame (``wire``: the same, framed already by :func:`text_frame`).
+
+        On a direct socket the bytes are written now.  Otherwise the frame is
+        queued, and the outbox is drained once per event-loop turn for every
         connection that got frames (one callback for a whole fan-out, no task
-        wake-up per frame).  False when the outbox is full."""
+        wake-up per frame).  False when the outbox (or the socket's unsent
+        bytes) is full."""
         if self.state is not ConnectionState.OPEN:
+            return True
+        socket = self._socket
+        if socket is not None:
+            transport = socket.transport
+            if socket.close_sent or transport.is_closing():
+                return True  # the socket is closing: the reader loop sees the end
+            if transport.get_write_buffer_size() > self._limit_bytes:
+                return False
+            transport.write(wire if wire is not None else text_frame(frame.encode()))
             return True
         if len(self._queue) >= self._limit:
             return False
@@ -182,11 +228,19 @@ class Connection:
         log.debug("send failed for person %s: %s", self.person_id, type(exc).__name__)
         self._queue.clear()
         self.state = ConnectionState.CLOSED
-        self._ended.set()
+        self._set_ended()
+
+    def _set_ended(self) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
 
     async def run_writer(self) -> None:
         """Wait until the connection has ended (frames are sent by :meth:`drain`)."""
-        await self._ended.wait()
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._ended)
 
     async def close(self, code: int, reason: str = "", flush: float = 0.0) -> None:
         """Close once; later calls do nothing.  With ``flush``, first give the
@@ -209,7 +263,7 @@ class Connection:
         except Exception:  # the peer may be gone already
             pass
         self.state = ConnectionState.CLOSED
-        self._ended.set()
+        self._set_ended()
 
 
 class _Flusher:
@@ -484,11 +538,12 @@ class Hub:
         head, _, body = data.partition(b"\n")
         header = orjson.loads(head)
         frame = body.decode() if body else None
+        wire = text_frame(body) if body else None  # framed once for every recipient
         if "p" in header:
-            self._on_person(header, frame)
+            self._on_person(header, frame, wire)
             return
         if "r" in header:
-            self._on_audience(channel, header["r"], frame)
+            self._on_audience(channel, header["r"], frame, wire)
             return
         conversation_id = header["c"]
         subs = self.subscribers.get(conversation_id)
@@ -500,7 +555,7 @@ class Hub:
             exclude = header.get("x")
             for conn in subs:
                 if conn.person_id in members and conn.person_id != exclude and conversation_id in conn.positions:
-                    conn.push(frame)
+                    conn.push(frame, wire)
             return
         started = time.perf_counter()
         slow: list[Connection] = []
@@ -516,7 +571,7 @@ class Hub:
             if seq <= position:
                 continue  # duplicate
             if seq == position + 1:
-                if conn.push(frame):
+                if conn.push(frame, wire):
                     conn.positions[conversation_id] = seq
                     delivered += 1
                 else:
@@ -530,7 +585,7 @@ class Hub:
         for conn in slow:
             self._slow(conn)
 
-    def _on_audience(self, channel: str, recipients: list[int], frame: str) -> None:
+    def _on_audience(self, channel: str, recipients: list[int], frame: str, wire: bytes) -> None:
         subs = self.audiences.get(channel)
         if not subs:
             return
@@ -539,7 +594,7 @@ class Hub:
         slow = []
         for conn in subs:
             if conn.person_id in wanted:
-                if conn.push(frame):
+                if conn.push(frame, wire):
                     delivered += 1
                 else:
                     slow.append(conn)
@@ -552,7 +607,7 @@ class Hub:
         log.info("closing slow consumer (person %s, %d frames queued)", conn.person_id, conn.queued)
         self._spawn(conn.close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq"))
 
-    def _on_person(self, header: dict, frame: str | None) -> None:
+    def _on_person(self, header: dict, frame: str | None, wire: bytes | None) -> None:
         conns = self.by_person.get(header["p"])
         if not conns:
             return
@@ -565,9 +620,9 @@ class Hub:
                 self._spawn(self.leave(conn, header["c"], frame))
             elif op == "close":
                 if frame is not None:
-                    conn.push(frame)
+                    conn.push(frame, wire)
                 self._spawn(conn.close(CLOSE_UNAUTHENTICATED, "signed out", flush=1.0))
-            elif frame is not None and not conn.push(frame):
+            elif frame is not None and not conn.push(frame, wire):
                 self._slow(conn)
 
     async def join(self, conn: Connection, conversation_id: int, position: int, frame: str | None,

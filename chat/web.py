@@ -30,7 +30,7 @@ from chat.auth import bearer_from_headers
 from chat.config import Settings
 from chat.errors import BadRequest, ChatError, Forbidden, NotFound, RateLimited
 from chat.frames import Fields, dumps, error_frame, parse, reply
-from chat.hub import CLOSE_POLICY, CLOSE_UNAUTHENTICATED, Connection
+from chat.hub import CLOSE_POLICY, CLOSE_UNAUTHENTICATED, Connection, ConnectionState
 from chat.i18n import normalise_language
 from chat.policies.ratelimit import Bucket, take
 from chat.service import HISTORY_DEFAULT, Actor, ChatService
@@ -488,7 +488,8 @@ class Session:
         self.typing_bucket: Bucket | None = None
         self.started = False
         self.conn = Connection(actor.id, actor.language, websocket.send_text, self._close,
-                               settings.send_queue_frames, actor.issued_at, actor.expires_at)
+                               settings.send_queue_frames, actor.issued_at, actor.expires_at,
+                               socket=websocket.scope.get(SOCKET_KEY))
 
     async def _close(self, code: int, reason: str) -> None:
         await self.websocket.close(code, reason)
@@ -601,7 +602,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     session = Session(service, settings, websocket, actor)
     conn = session.conn
     await service.hub.register(conn, await service.active_conversation_ids(actor.id))
-    writer = asyncio.create_task(conn.run_writer())
     conn.push(dumps({"type": "hello", "protocol": 1, "person": {
         "id": actor.id, "name": actor.name, "role": actor.role, "language": actor.language}}))
     try:
@@ -613,17 +613,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 await session.handle(message["text"])
             else:
                 conn.push(error_frame(None, BadRequest("request.binary_unsupported").to_dict(actor.language)))
-            if writer.done():
-                break
+            if conn.state is ConnectionState.CLOSED:
+                break  # the socket refused a frame: the peer is gone
     except WebSocketDisconnect:
         pass
     finally:
         await service.hub.unregister(conn)
         if actor.id not in service.hub.by_person:
             app.state.person_buckets.pop(actor.id, None)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
         await conn.close(1000)
 
 
@@ -634,14 +631,38 @@ WIDGET_CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' b
               "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'")
 
 
+SOCKET_KEY = "chat.socket"
+
+
+def _direct_socket(send):
+    """uvicorn's sans-I/O WebSocket protocol behind an ASGI ``send``, when frames
+    may be written straight to its transport: no extension (compression) was
+    negotiated, so a text frame is the same bytes for every recipient."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:  # pragma: no cover - another server
+        return None
+    protocol = getattr(send, "__self__", None)
+    if isinstance(protocol, WebSocketsSansIOProtocol) and not protocol.conn.extensions:
+        return protocol
+    return None
+
+
 class SecurityHeaders:
-    """Pure ASGI middleware: safe defaults on every HTTP response that has none."""
+    """Pure ASGI middleware: safe defaults on every HTTP response that has none.
+
+    It is the outermost middleware (Starlette's error middleware passes
+    WebSocket scopes through untouched), so for a WebSocket it sees the
+    server's own ``send`` and notes its protocol object in the scope for the
+    hub's direct writes (see :class:`chat.hub.Connection`)."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                scope[SOCKET_KEY] = _direct_socket(send)
             await self.app(scope, receive, send)
             return
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from chat import service as service_module
-from chat.hub import CLOSE_SLOW_CONSUMER, Connection, Hub
+from chat.hub import CLOSE_SLOW_CONSUMER, Connection, Hub, text_frame
 from tests.client import WSClient
 from tests.conftest import JEAN, MARIE, NADIA, REDIS_URL, child_id, person_by_email
 
@@ -228,8 +228,11 @@ async def test_slow_consumer_is_closed_with_4008_and_others_keep_receiving(hub_l
 
 
 async def test_slow_websocket_client_is_disconnected_without_harming_others(server):
-    """End to end: Jean's socket stops draining; his outbox overflows, he is closed
-    with 4008 while Nadia receives everything, and Jean resumes without loss."""
+    """End to end: Jean's client stops reading; once the server holds more unsent
+    bytes for him than his bound, he is closed with 4008 while Nadia receives
+    everything, and Jean resumes without loss."""
+    import socket
+
     import websockets
 
     jean_id = (await person_by_email(server.service, JEAN)).id
@@ -238,15 +241,26 @@ async def test_slow_websocket_client_is_disconnected_without_harming_others(serv
         answer = await marie.request("conversation.create", child_id=await child_id(server.service, "Léa"),
                                      participants=[nadia_id, jean_id])
         cid = answer["conversation"]["id"]
-        jean = await server.connect(JEAN)
+        # A client that stops reading, with small kernel buffers on both sides:
+        # what it does not take piles up in the server's transport.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        host, port = server.ws_url.split("/")[2].split(":")
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        jean = await WSClient.open(server.ws_url, await server.token(JEAN), sock=sock, max_queue=1)
+        await jean.start({})
         (target,) = server.service.hub.by_person[jean_id]
-        stall = asyncio.Event()
-
-        async def stalled(frame: str) -> None:  # the socket no longer drains
-            await stall.wait()
-
-        target._send = stalled
-        target._limit = 3
+        assert target._socket is not None  # frames go straight to the transport
+        target._socket.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        target._limit_bytes = 64 * 1024
+        transport = target._socket.transport
+        filler = text_frame(b'{"type":"filler","pad":"' + b"x" * 8000 + b'"}')
+        for _ in range(400):  # up to 3.2 MB: far more than the socket buffers
+            if transport.get_write_buffer_size() > 4 * target._limit_bytes:
+                break
+            transport.write(filler)
+        assert target.push('{"type":"filler"}') is False  # past the bound: refused
         for i in range(8):
             await marie.request("message.send", conversation_id=cid, client_id=f"s{i}", text=f"m{i}")
         await wait_for(lambda: target.close_code is not None)
@@ -261,6 +275,34 @@ async def test_slow_websocket_client_is_disconnected_without_harming_others(serv
         await jean.start({cid: 1})
         texts = [e["message"]["text"] for e in await jean.events() if e["kind"] == "message.new"]
         assert texts == [f"m{i}" for i in range(8)]
+        await jean.close()
+
+
+async def test_outbox_path_closes_a_stalled_sender_with_4008(server):
+    """The queued path (a server without direct socket access): a send that never
+    completes lets the outbox fill to its bound, then the connection is closed."""
+    jean_id = (await person_by_email(server.service, JEAN)).id
+    nadia_id = (await person_by_email(server.service, NADIA)).id
+    async with await server.connect(MARIE) as marie:
+        answer = await marie.request("conversation.create", child_id=await child_id(server.service, "Léa"),
+                                     participants=[nadia_id, jean_id])
+        cid = answer["conversation"]["id"]
+        jean = await server.connect(JEAN)
+        (target,) = server.service.hub.by_person[jean_id]
+        stall = asyncio.Event()
+
+        async def stalled(frame: str) -> None:  # the socket no longer drains
+            await stall.wait()
+
+        target._socket = None
+        target._send = stalled
+        target._limit = 3
+        for i in range(8):
+            await marie.request("message.send", conversation_id=cid, client_id=f"s{i}", text=f"m{i}")
+        await wait_for(lambda: target.close_code is not None)
+        assert target.close_code == CLOSE_SLOW_CONSUMER
+        assert target.queued <= 3
+        stall.set()
         await jean.close()
 
 
@@ -324,3 +366,19 @@ async def test_a_connection_is_closed_when_its_token_expires(server):
     error = await marie.next("error")
     assert error["code"] == "auth.expired_token"
     assert await closed_code(marie) == 4401
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_text_frame_is_what_a_websocket_client_reads(size):
+    """The one framing the hub writes itself (RFC 6455 §5.2), read back by the
+    `websockets` client protocol at each length encoding's edges."""
+    from websockets.client import ClientProtocol
+    from websockets.frames import Opcode
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/ws"), max_size=None, state=State.OPEN)
+    payload = ("é" * size).encode()[:size] if size % 2 == 0 else b"a" * size
+    client.receive_data(text_frame(payload))
+    (event,) = client.events_received()
+    assert event.opcode is Opcode.TEXT and event.fin and bytes(event.data) == payload
