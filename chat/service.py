@@ -116,6 +116,9 @@ class ChatService:
         self.announcements = Announcements(self)
         self.collective = CollectiveSends(self)
         self.notifier = Notifier(self, settings)
+        from chat.sending import SendBatcher
+
+        self.sender = SendBatcher(self)
         from chat.metrics import Metrics
 
         self.metrics = Metrics(self.hub)
@@ -481,6 +484,15 @@ class ChatService:
         attachment_rules.check_count(len(attachment_ids))
         if text or not attachment_ids:
             messages.check_text(text)
+        if not attachment_ids:
+            return await self.sender.send(actor, conversation_id, client_id, text)  # group commit
+        return await self._send_one(actor, conversation_id, client_id, text, attachment_ids)
+
+    async def _send_one(
+        self, actor: Actor, conversation_id: int, client_id: str, text: str, attachment_ids: Sequence[str]
+    ) -> dict[str, Any]:
+        """One send in its own transaction (with attachments, or retried alone
+        after its batch was rolled back)."""
         try:
             async with self.sessions() as session, session.begin():
                 existing = await self._existing(session, actor.id, client_id, conversation_id)

@@ -1,0 +1,124 @@
+"""Group commit of ``message.send`` (chat/sending.py): sends that wait together
+share a transaction, yet each is checked, numbered and answered as if alone,
+and a refused one changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from chat.errors import ChatError
+from chat.service import ChatService
+from chat.storage.models import Event, Message
+from tests.conftest import DIRECTION, JEAN, MARIE, NADIA, actor_for, child_id, other_parent_email
+
+
+async def stored_seqs(service, cid: int) -> list[int]:
+    async with service.sessions() as session:
+        return list((await session.execute(
+            select(Event.seq).where(Event.conversation_id == cid).order_by(Event.seq))).scalars().all())
+
+
+async def message_count(service) -> int:
+    async with service.sessions() as session:
+        return (await session.execute(select(func.count()).select_from(Message))).scalar_one()
+
+
+async def outcome(coroutine):
+    try:
+        return await coroutine
+    except ChatError as exc:
+        return exc.code
+
+
+async def test_one_batch_numbers_each_conversation_and_refuses_only_the_bad_sends(service):
+    marie, nadia, jean, direction = [await actor_for(service, e) for e in (MARIE, NADIA, JEAN, DIRECTION)]
+    stranger = await actor_for(service, await other_parent_email(service))
+    lea = await child_id(service, "Léa")
+    first = (await service.create_conversation(marie, [nadia.id, jean.id], lea))["id"]
+    second = (await service.create_conversation(marie, [nadia.id], lea))["id"]
+    locked = (await service.create_conversation(jean, [nadia.id], lea))["id"]
+    await service.set_lock(direction, locked, True, "pause")
+    before = await message_count(service)
+    batches = service.sender.batches
+
+    sends = []
+    for i in range(6):
+        sends.append(service.send_message(marie, first, f"a{i}", f"premier {i}"))
+        sends.append(service.send_message(nadia, second, f"b{i}", f"second {i}"))
+    sends.append(service.send_message(stranger, first, "x", "intrus"))      # not a member (R1)
+    sends.append(service.send_message(jean, locked, "l", "verrouillée"))    # locked (R10)
+    sends.append(service.send_message(jean, 999_999, "u", "inconnue"))      # no such conversation
+    sends.append(service.send_message(jean, first, "j", "Jean aussi"))
+    results = await asyncio.gather(*(outcome(s) for s in sends))
+
+    assert results[12:15] == ["conversation.not_found", "conversation.locked", "conversation.not_found"]
+    acks = [r for r in results if isinstance(r, dict)]
+    assert len(acks) == 13 and not any(a["duplicate"] for a in acks)
+    # Sends submitted together went out in fewer transactions than sends.
+    assert service.sender.batches - batches < 13
+    # Gap-free per conversation, in submission order, nothing written for the refused.
+    assert [r["seq"] for r in results[0:12:2]] + [results[15]["seq"]] == list(range(2, 9))
+    assert [r["seq"] for r in results[1:12:2]] == list(range(2, 8))
+    assert await stored_seqs(service, first) == list(range(1, 9))
+    assert await stored_seqs(service, second) == list(range(1, 8))
+    assert await stored_seqs(service, locked) == [1, 2]  # created, then locked: no message
+    assert await message_count(service) == before + 13
+    # Each member's own message counts as read; the others' are unread.
+    listed = {c["id"]: c for c in await service.list_conversations(jean)}
+    assert listed[first]["unread"] == 0
+    listed = {c["id"]: c for c in await service.list_conversations(nadia)}
+    assert listed[first]["unread"] == 7
+
+
+async def test_a_repeated_client_id_in_one_batch_is_one_message(service):
+    marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
+    lea = await child_id(service, "Léa")
+    cid = (await service.create_conversation(marie, [nadia.id], lea))["id"]
+    other = (await service.create_conversation(marie, [nadia.id], lea, name="Autre"))["id"]
+    before = await message_count(service)
+    one, again, elsewhere = await asyncio.gather(
+        outcome(service.send_message(marie, cid, "same", "Bonjour")),
+        outcome(service.send_message(marie, cid, "same", "Bonjour")),
+        outcome(service.send_message(marie, other, "same", "Bonjour")),
+    )
+    assert one["message_id"] == again["message_id"] and one["seq"] == again["seq"] == 2
+    assert (one["duplicate"], again["duplicate"]) == (False, True)
+    assert elsewhere == "message.client_id_reused"
+    assert await message_count(service) == before + 1
+    # A later retry is answered from the database, as a duplicate.
+    retry = await service.send_message(marie, cid, "same", "Bonjour")
+    assert retry["message_id"] == one["message_id"] and retry["duplicate"] is True
+
+
+async def test_two_workers_racing_on_one_client_id_commit_one_message(service, settings, engine):
+    """Two services on one database (two workers) get the same retry at once:
+    one message, and both answers name it."""
+    other = ChatService(settings, engine)
+    await other.start()
+    try:
+        marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
+        cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+        before = await message_count(service)
+        for i in range(5):
+            a, b = await asyncio.gather(service.send_message(marie, cid, f"race{i}", "Bonjour"),
+                                        other.send_message(marie, cid, f"race{i}", "Bonjour"))
+            assert a["message_id"] == b["message_id"]
+            assert sorted([a["duplicate"], b["duplicate"]]) == [False, True]
+        assert await message_count(service) == before + 5
+        assert await stored_seqs(service, cid) == list(range(1, 7))
+    finally:
+        await other.stop()
+
+
+async def test_lone_and_batched_sends_interleave_gap_free(service):
+    """Sends with attachments take the lone path (``_send_one``); both paths share
+    the conversation's seq counter and its row lock."""
+    marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
+    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    sends = [service.send_message(marie if i % 2 else nadia, cid, f"i{i}", f"texte {i}") for i in range(20)]
+    sends += [service._send_one(marie, cid, f"lone{i}", f"seul {i}", ()) for i in range(5)]
+    acks = await asyncio.gather(*sends)
+    assert sorted(a["seq"] for a in acks) == list(range(2, 27))
+    assert await stored_seqs(service, cid) == list(range(1, 27))
