@@ -61,6 +61,8 @@ RELEASE_INTERVAL_SECONDS = 30.0
 # Longer than a whole pass can take (five retries of about 30 s per person, for
 # many people), so that no other worker claims rows still being released.
 LEASE_SECONDS = 900.0
+# Bound on the calendar and release caches (they are cleared when full).
+CACHE_ENTRIES = 10_000
 # One release pass handles at most this many rows (the rest in the next pass).
 RELEASE_BATCH = 5000
 PAGE_DEFAULT, PAGE_MAX = 30, 100
@@ -91,6 +93,7 @@ class _Calendar:
     schedule: working_hours.Schedule
     timezone: str
     closed: frozenset[date] = field(default_factory=frozenset)
+    key: tuple = ()  # the school's raw settings: equal keys, equal calendars
 
 
 def _closed_days(raw: str | None) -> frozenset[date]:
@@ -119,6 +122,10 @@ class Notifier:
                 channels.append(WebhookChannel(settings.notify_webhook_url))
         self.channels = list(channels)
         self._holidays: dict[int, frozenset[date]] = {}
+        # Parsed school calendars by their raw settings, and release answers by
+        # (calendar, personal hours) with the span of time they hold for.
+        self._calendars: dict[tuple, _Calendar] = {}
+        self._releases: dict[tuple, tuple[datetime, datetime, datetime | None]] = {}
         self._task: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -152,25 +159,50 @@ class Notifier:
         return self._holidays[year]
 
     async def _calendar(self, session, school_id: int) -> _Calendar:
-        school = await session.get(School, school_id)
-        return _Calendar(working_hours.parse_schedule(orjson.loads(school.working_hours or "{}")),
-                         school.timezone, _closed_days(school.closed_days))
+        hours, timezone, closed = (await session.execute(
+            select(School.working_hours, School.timezone, School.closed_days).where(School.id == school_id))).one()
+        key = (hours, timezone, closed)
+        calendar = self._calendars.get(key)
+        if calendar is None:
+            if len(self._calendars) > CACHE_ENTRIES:
+                self._calendars.clear()
+            calendar = self._calendars[key] = _Calendar(
+                working_hours.parse_schedule(orjson.loads(hours or "{}")), timezone, _closed_days(closed), key)
+        return calendar
 
     def _release(self, calendar: _Calendar, now: datetime, personal: str | None) -> datetime:
-        """When this staff member may be notified.  A schedule with no working time
+        """:meth:`_compute_release`, reused while its answer holds: every message to a
+        teacher needs it, and the answer only changes at the edges of working time."""
+        key = (calendar.key, personal)
+        cached = self._releases.get(key)
+        if cached is not None:
+            since, until, release = cached
+            if since <= now < until:
+                return now if release is None else release
+        release, until = self._compute_release(calendar, now, personal)
+        if len(self._releases) > CACHE_ENTRIES:
+            self._releases.clear()
+        if until > now:
+            self._releases[key] = (now, until, None if release == now else release)
+        return release
+
+    def _compute_release(self, calendar: _Calendar, now: datetime, personal: str | None) -> tuple[datetime, datetime]:
+        """When this staff member may be notified, and until when that answer holds
+        (:func:`working_hours.release_window`).  A schedule with no working time
         at all (a misconfiguration) cannot hold a notification forever: personal
         hours that never meet the school's fall back to the school's, and a school
         with no hours at all notifies at once — both logged."""
         holidays = self.holidays(now.year)
         own = working_hours.parse_schedule(orjson.loads(personal)) if personal else None
         try:
-            return working_hours.release_time(calendar.schedule, now, calendar.timezone, holidays, calendar.closed, own)
+            return working_hours.release_window(calendar.schedule, now, calendar.timezone, holidays,
+                                                calendar.closed, own)
         except ValueError:
             if own is not None:
                 log.warning("personal working hours never meet the school's; using the school's")
-                return self._release(calendar, now, None)
+                return self._compute_release(calendar, now, None)
             log.warning("a school has no working hours at all; notifying staff at once")
-            return now
+            return now, now
 
     async def add(self, session, pending: Sequence[Pending], audience=None) -> int:
         """Create the notifications (R17 filters, R15 holds) in the caller's transaction.

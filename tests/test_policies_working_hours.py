@@ -31,6 +31,7 @@ from chat.policies.working_hours import (
     parse_schedule,
     quebec_holidays,
     release_time,
+    release_window,
 )
 
 TORONTO = ZoneInfo("America/Toronto")
@@ -648,3 +649,21 @@ def test_property_around_dst_transitions_release_is_the_first_working_instant(sc
     assert released == first_open_by_oracle(sc)
     if released is not None:
         assert released >= sc.now and sc.is_working(released)
+
+
+@PROPERTY
+@given(scenarios(), st.floats(min_value=0.0, max_value=1.0))
+def test_property_the_release_window_holds_for_any_later_instant_before_its_end(sc: Scenario, fraction: float):
+    """The notifier reuses an answer until ``until`` (chat/notifications.py): any
+    instant in [now, until) must get the same kind of answer, computed afresh."""
+    try:
+        released, until = release_window(sc.parsed(sc.school), sc.now, **sc.args())
+    except ValueError:
+        return
+    assert released is sc.now or released == until
+    assert until >= sc.now
+    later = sc.now + (until - sc.now) * fraction
+    if later >= until:
+        return
+    again = release_time(sc.parsed(sc.school), later, **sc.args())
+    assert (again is later) if released is sc.now else (again == released)

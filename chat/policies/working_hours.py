@@ -255,6 +255,15 @@ _DAYS_BACK = 2
 def release_time(schedule: Schedule, now: datetime, tz: str | ZoneInfo = DEFAULT_TIMEZONE,
                  holidays: Collection[date] = (), closed_days: Collection[date] = (),
                  personal: Schedule | None = None) -> datetime:
+    """R15: when a notification produced at ``now`` may reach a staff member
+    (see :func:`release_window`, which also says how long the answer holds)."""
+    release, _until = release_window(schedule, now, tz, holidays, closed_days, personal)
+    return release
+
+
+def release_window(schedule: Schedule, now: datetime, tz: str | ZoneInfo = DEFAULT_TIMEZONE,
+                   holidays: Collection[date] = (), closed_days: Collection[date] = (),
+                   personal: Schedule | None = None) -> tuple[datetime, datetime]:
     """R15: when a notification produced at ``now`` may reach a staff member.
     Returns ``now`` itself when it is working time (the school's ``schedule``
     in zone ``tz``, minus ``holidays`` and ``closed_days``, within the
@@ -262,6 +271,11 @@ def release_time(schedule: Schedule, now: datetime, tz: str | ZoneInfo = DEFAULT
     which working time starts again.  Raises :class:`ValueError` for a naive
     ``now``, for an empty schedule, and when no working time exists within
     :data:`MAX_SEARCH_DAYS` days.
+
+    Returned with the release: the instant (UTC) until which the same kind of
+    answer holds for any later ``now`` — the end of the working interval
+    (inside it, "now" stays the answer), or the release itself (before it,
+    the release stays the answer).  Callers may reuse the answer until then.
     """
     instant = _utc(now)
     if schedule.is_empty or (personal is not None and personal.is_empty):
@@ -287,9 +301,9 @@ def release_time(schedule: Schedule, now: datetime, tz: str | ZoneInfo = DEFAULT
         for start, end in working:
             if end > instant:
                 if start <= instant:
-                    return now  # inside working time: deliver now
+                    return now, end  # inside working time: deliver now
                 if start < window_end:
-                    return start
+                    return start, start
                 break
     raise ValueError(f"no working time within {MAX_SEARCH_DAYS} days after {now.isoformat()}")
 
