@@ -94,7 +94,12 @@ class SendBatcher:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                await self._run(batch)
+                try:
+                    await self._run(batch)
+                except Exception as exc:  # never leave a sender waiting forever
+                    log.exception("a batch of sends failed after its commit")
+                    for item in batch:
+                        self._refuse(item, exc)
         finally:
             self._task = None
 
