@@ -45,9 +45,10 @@ class Settings:
     # Frames above this are cut by the WebSocket layer itself (close 1009): nothing
     # legitimate is that large, and the server never buffers more per frame.
     hard_frame_bytes: int = 1024 * 1024
-    # Frames waiting for one connection; a reader that lets more pile up is closed
-    # with 4008 and resumes later (see docs/protocol.md). 1,000 frames is minutes of
-    # a busy conversation and ~1 MiB at most per connection.
+    # What may wait for one connection: this many KiB of unsent bytes on its
+    # socket (frames in the fallback outbox); a reader that lets more pile up is
+    # closed with 4008 and resumes later (see docs/protocol.md). 1 MiB is minutes
+    # of a busy conversation.
     send_queue_frames: int = 1000
     # Per-connection token bucket: 20 actions per second sustained, bursts of 40 —
     # far above a person typing, low enough that a runaway client cannot flood
