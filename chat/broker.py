@@ -32,6 +32,7 @@ class Broker(Protocol):
     async def subscribe(self, channel: str) -> None: ...
     async def unsubscribe(self, channel: str) -> None: ...
     async def publish(self, channel: str, data: bytes) -> None: ...
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> None: ...
 
 
 class MemoryBroker:
@@ -56,6 +57,11 @@ class MemoryBroker:
     async def publish(self, channel: str, data: bytes) -> None:
         if channel in self._channels:
             self._on_message(channel, data)
+
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        for channel, data in items:
+            if channel in self._channels:
+                self._on_message(channel, data)
 
 
 class RedisBroker:
@@ -131,6 +137,13 @@ class RedisBroker:
 
     async def publish(self, channel: str, data: bytes) -> None:
         await self._client.publish(self._prefix + channel, data)
+
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        """One round trip for a batch (a group commit's events), in order."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for channel, data in items:
+                pipe.publish(self._prefix + channel, data)
+            await pipe.execute()
 
     async def _listen(self) -> None:
         strip = len(self._prefix)

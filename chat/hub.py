@@ -487,6 +487,18 @@ class Hub:
             _envelope({"c": conversation_id, "s": seq, "m": list(member_ids)}, frame),
         )
 
+    async def publish_events(self, events: Iterable[tuple[int, int, Iterable[int], str]]) -> None:
+        """:meth:`publish_event` for several committed events (conversation, seq,
+        member ids, frame) at once: one broker round trip, order kept."""
+        items = [(conversation_channel(cid), _envelope({"c": cid, "s": seq, "m": list(members)}, frame))
+                 for cid, seq, members, frame in events]
+        if not items:
+            return
+        try:
+            await self.broker.publish_many(items)
+        except Exception as exc:
+            self._publish_failed(items[0][0], exc)
+
     async def publish_ephemeral(
         self, conversation_id: int, member_ids: Iterable[int], frame: str, exclude_person: int
     ) -> None:
@@ -515,13 +527,16 @@ class Hub:
         try:
             await self.broker.publish(channel, data)
         except Exception as exc:
-            # The event is committed: local clients get it from the database by a
-            # resync; other workers resync when their own broker link recovers.
-            self.stats["publish_failures"] += 1
-            log.warning("publish to %s failed: %s", channel.split(":")[0], type(exc).__name__)
-            if not self._resync_scheduled:
-                self._resync_scheduled = True
-                self._spawn(self._resync_soon())
+            self._publish_failed(channel, exc)
+
+    def _publish_failed(self, channel: str, exc: Exception) -> None:
+        # The event is committed: local clients get it from the database by a
+        # resync; other workers resync when their own broker link recovers.
+        self.stats["publish_failures"] += 1
+        log.warning("publish to %s failed: %s", channel.split(":")[0], type(exc).__name__)
+        if not self._resync_scheduled:
+            self._resync_scheduled = True
+            self._spawn(self._resync_soon())
 
     async def _resync_soon(self) -> None:
         await asyncio.sleep(0.5)  # let a burst of failing publishes end first

@@ -115,8 +115,8 @@ class SendBatcher:
             return
         self.batches += 1
         self.sent += len(accepted)
-        for item in accepted:
-            await self.service.hub.publish_event(item.conversation_id, item.seq, item.members, item.frame)
+        await self.service.hub.publish_events(
+            (item.conversation_id, item.seq, item.members, item.frame) for item in accepted)
         for item in batch:
             if item.future.done():
                 continue

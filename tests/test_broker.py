@@ -46,6 +46,23 @@ async def test_create_broker_picks_the_backend_by_url():
     assert isinstance(create_broker(REDIS_URL, inbox), RedisBroker)
 
 
+async def test_publish_many_delivers_a_batch_in_order_to_subscribed_channels_only(broker_url):
+    """A group commit's events go out in one call (one Redis round trip), in order."""
+    inbox = Inbox()
+    broker = create_broker(broker_url, inbox, prefix=f"t-{uuid.uuid4().hex}")
+    await broker.connect()
+    try:
+        await broker.subscribe("conv:1")
+        await broker.subscribe("conv:2")
+        batch = [(f"conv:{1 + i % 3}", b"e%d" % i) for i in range(30)]  # conv:3 has no subscriber
+        await broker.publish_many(batch)
+        await inbox.wait(20)
+        await asyncio.sleep(0.1)  # nothing more (conv:3) arrives
+        assert inbox.messages == [(c, d) for c, d in batch if c != "conv:3"]
+    finally:
+        await broker.disconnect()
+
+
 async def test_subscribed_channel_receives_published_bytes_in_order(broker_url):
     inbox = Inbox()
     broker = create_broker(broker_url, inbox, prefix=f"t-{uuid.uuid4().hex}")
