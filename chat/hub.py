@@ -75,6 +75,11 @@ def text_frame(payload: bytes) -> bytes:
 # A direct socket's unsent bytes may reach this many per outbox frame allowed.
 BYTES_PER_QUEUED_FRAME = 1024
 
+# Shared by every connection with nothing of the kind: an idle connection owns
+# no empty set or deque (a few hundred bytes each, times the open sockets).
+NOT_FILLING: frozenset[int] = frozenset()
+NO_OUTBOX = ()
+
 
 class ConnectionState(Enum):
     OPEN = "open"
@@ -137,12 +142,14 @@ class Connection:
         self.positions: dict[int, int] = {}
         # conversation id -> highest seq seen while not ready to deliver (initialising or filling)
         self.pending: dict[int, int] = {}
-        self.filling: set[int] = set()
+        # conversations being filled from the database (a set of its own only while any is)
+        self.filling: set[int] | frozenset[int] = NOT_FILLING
         self._send = send
         self._close = close
         self._socket = socket
         self._limit_bytes = max_queue * BYTES_PER_QUEUED_FRAME
-        self._queue: deque[str] = deque()
+        # The outbox is created by the first frame queued (a direct socket never queues).
+        self._queue: deque[str] | tuple = NO_OUTBOX
         self._limit = max_queue
         # Set when the connection ends; created only if someone waits for it.
         self._ended: asyncio.Future | None = None
@@ -171,9 +178,12 @@ class Connection:
                 return False
             transport.write(wire if wire is not None else text_frame(frame.encode()))
             return True
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        if len(queue) >= self._limit:
             return False
-        self._queue.append(frame)
+        if queue is NO_OUTBOX:
+            queue = self._queue = deque()
+        queue.append(frame)
         if not self._scheduled and self._inflight is None:
             self._scheduled = True
             _flusher().add(self)
@@ -226,7 +236,7 @@ class Connection:
     def _broken(self, exc: Exception) -> None:
         """The socket refused a frame (peer gone): stop sending; the reader sees the close."""
         log.debug("send failed for person %s: %s", self.person_id, type(exc).__name__)
-        self._queue.clear()
+        self._queue = NO_OUTBOX
         self.state = ConnectionState.CLOSED
         self._set_ended()
 
@@ -324,7 +334,9 @@ class Hub:
         self._refresh = refresh
         self._resync_scheduled = False
         self.broker: Broker = create_broker(broker_url, self._on_message, self._resync, prefix=redis_prefix)
-        self.by_person: dict[int, set[Connection]] = {}
+        # person id -> their connections here: a tuple, as most people have one
+        # (an empty set alone is 216 bytes, times every person online)
+        self.by_person: dict[int, tuple[Connection, ...]] = {}
         self.subscribers: dict[int, set[Connection]] = {}
         # Audience channels (a school, an organisation) for announcements (R13):
         # one publish reaches every worker; the envelope names the recipients.
@@ -389,8 +401,9 @@ class Hub:
         for it are only noted (``pending``) so none can slip between the
         subscription and the position read from the database.
         """
-        conns = self.by_person.setdefault(conn.person_id, set())
-        conns.add(conn)
+        conns = self.by_person.get(conn.person_id, ())
+        if conn not in conns:
+            conns = self.by_person[conn.person_id] = (*conns, conn)
         if len(conns) == 1:
             await self.broker.subscribe(person_channel(conn.person_id))
         for conversation_id in conversation_ids:
@@ -399,8 +412,10 @@ class Hub:
     async def unregister(self, conn: Connection) -> None:
         conns = self.by_person.get(conn.person_id)
         if conns is not None:
-            conns.discard(conn)
-            if not conns:
+            conns = tuple(c for c in conns if c is not conn)
+            if conns:
+                self.by_person[conn.person_id] = conns
+            else:
                 del self.by_person[conn.person_id]
                 await self.broker.unsubscribe(person_channel(conn.person_id))
         for conversation_id in list(conn.positions) + list(conn.pending):
@@ -449,7 +464,10 @@ class Hub:
             self._start_fill(conn, conversation_id)
 
     def _start_fill(self, conn: Connection, conversation_id: int) -> None:
-        conn.filling.add(conversation_id)
+        if conn.filling is NOT_FILLING:
+            conn.filling = {conversation_id}
+        else:
+            conn.filling.add(conversation_id)
         self.stats["gap_fills"] += 1
         self._spawn(self._fill(conn, conversation_id))
 
@@ -477,7 +495,10 @@ class Hub:
             conn.positions.pop(conversation_id, None)
             conn.pending.pop(conversation_id, None)
         finally:
-            conn.filling.discard(conversation_id)
+            if conversation_id in conn.filling:
+                conn.filling.discard(conversation_id)
+                if not conn.filling:
+                    conn.filling = NOT_FILLING
 
     # -- publishing ----------------------------------------------------------------
     async def publish_event(self, conversation_id: int, seq: int, member_ids: Iterable[int], frame: str) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -470,14 +470,11 @@ def _origin_ok(settings: Settings, origin: str | None) -> bool:
     return "*" in allowed or origin.rstrip("/") in allowed
 
 
-def origin_allowed(settings: Settings, websocket: WebSocket) -> bool:
-    """Browsers always send Origin; a cross-site page must not reach the socket
-    with the user's credentials (cross-site WebSocket hijacking)."""
-    return _origin_ok(settings, websocket.headers.get("origin"))
-
-
 class Session:
     """One WebSocket session: the reader loop and the per-connection limits."""
+
+    # Thousands live at once, mostly idle: no per-instance __dict__.
+    __slots__ = ("service", "settings", "websocket", "actor", "bucket", "typing_bucket", "started", "conn")
 
     def __init__(self, service: ChatService, settings: Settings, websocket: WebSocket, actor: Actor) -> None:
         self.service = service
@@ -536,6 +533,20 @@ class Session:
         return {"resumed": resumed, "reset": reset,
                 "conversations": await self.service.list_conversations(self.actor)}
 
+    async def receive(self, message: dict[str, Any]) -> bool:
+        """Handle one ASGI message from the socket; False once the session is over.
+
+        The reader loop passes each message straight in, so nothing of the last
+        frame stays referenced while the socket waits for the next one."""
+        if message["type"] == "websocket.disconnect":
+            return False
+        text = message.get("text")
+        if text is not None:
+            await self.handle(text)
+        else:
+            self.conn.push(error_frame(None, BadRequest("request.binary_unsupported").to_dict(self.actor.language)))
+        return self.conn.state is not ConnectionState.CLOSED  # CLOSED: the socket refused a frame, the peer is gone
+
     async def handle(self, raw: str) -> None:
         request_id: Any = None
         try:
@@ -576,52 +587,75 @@ class Session:
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
+    session = await _open_session(websocket)
+    if session is None:
+        return
+    service, conn, person_id = session.service, session.conn, session.actor.id
+    try:
+        while await session.receive(await websocket.receive()):
+            pass
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await service.hub.unregister(conn)
+        if person_id not in service.hub.by_person:
+            websocket.app.state.person_buckets.pop(person_id, None)
+        await conn.close(1000)
+
+
+async def _open_session(websocket: WebSocket) -> Session | None:
+    """The handshake: origin, token, accept, sign-in, registration and ``hello``.
+
+    A separate coroutine from the reader loop, so that what only the handshake
+    needs (the token, the headers) is not kept alive by an idle socket's frame."""
     app = websocket.app
     service: ChatService = app.state.service
     settings: Settings = app.state.settings
-    if not origin_allowed(settings, websocket):
+    headers = Headers(scope=websocket.scope)
+    # Browsers always send Origin; a cross-site page must not reach the socket
+    # with the user's credentials (cross-site WebSocket hijacking).
+    if not _origin_ok(settings, headers.get("origin")):
         # Refused before the handshake completes: the browser sees HTTP 403.
         log.info("websocket refused: origin not allowed")
-        error = ChatError("origin.forbidden", origin=websocket.headers.get("origin", "")[:100])
-        language = normalise_language(websocket.headers.get("accept-language"))
+        error = ChatError("origin.forbidden", origin=headers.get("origin", "")[:100])
+        language = normalise_language(headers.get("accept-language"))
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
             await websocket.send_denial_response(JSONResponse({"error": error.to_dict(language)}, status_code=403))
         else:
             await websocket.close(CLOSE_POLICY)
-        return
+        return None
     offered = websocket.scope.get("subprotocols") or []
-    token = bearer_from_headers(websocket.headers.get("authorization"), offered)
+    token = bearer_from_headers(headers.get("authorization"), offered)
     await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
-    language = normalise_language(websocket.headers.get("accept-language"))
+    language = normalise_language(headers.get("accept-language"))
     try:
         actor = await service.authenticate(token)
     except ChatError as exc:
         await websocket.send_text(error_frame(None, exc.to_dict(language)))
         await websocket.close(CLOSE_UNAUTHENTICATED, exc.code)
-        return
+        return None
+    _release_handshake(websocket.scope)
     session = Session(service, settings, websocket, actor)
     conn = session.conn
     await service.hub.register(conn, await service.active_conversation_ids(actor.id))
     conn.push(dumps({"type": "hello", "protocol": 1, "person": {
         "id": actor.id, "name": actor.name, "role": actor.role, "language": actor.language}}))
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            if message.get("text") is not None:
-                await session.handle(message["text"])
-            else:
-                conn.push(error_frame(None, BadRequest("request.binary_unsupported").to_dict(actor.language)))
-            if conn.state is ConnectionState.CLOSED:
-                break  # the socket refused a frame: the peer is gone
-    except WebSocketDisconnect:
-        pass
-    finally:
-        await service.hub.unregister(conn)
-        if actor.id not in service.hub.by_person:
-            app.state.person_buckets.pop(actor.id, None)
-        await conn.close(1000)
+    return session
+
+
+def _release_handshake(scope) -> None:
+    """Drop what only the handshake needed, once it is done, so that an idle
+    socket does not keep it (about 5 KiB each): the request headers in the
+    scope, and uvicorn's parsed handshake request and response.  Nothing reads
+    them afterwards: the session has its person, the server its open socket."""
+    scope["headers"] = ()
+    protocol = scope.get(SOCKET_KEY)
+    if protocol is not None and protocol.handshake_complete:
+        # uvicorn reads .request and .response only until the handshake completes;
+        # websockets' parser keeps the request object to the end: empty its headers.
+        if protocol.request is not None:
+            protocol.request.headers.clear()
+        protocol.request = protocol.response = None
 
 
 # -- the application -------------------------------------------------------------------------------
@@ -632,6 +666,7 @@ WIDGET_CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' b
 
 
 SOCKET_KEY = "chat.socket"
+WS_PATH = "/ws"
 
 
 def _direct_socket(send):
@@ -648,21 +683,39 @@ def _direct_socket(send):
     return None
 
 
-class SecurityHeaders:
-    """Pure ASGI middleware: safe defaults on every HTTP response that has none.
+class WebSocketFastPath:
+    """Pure ASGI middleware, the outermost: the hub's way to the socket.
 
-    It is the outermost middleware (Starlette's error middleware passes
-    WebSocket scopes through untouched), so for a WebSocket it sees the
-    server's own ``send`` and notes its protocol object in the scope for the
-    hub's direct writes (see :class:`chat.hub.Connection`)."""
+    Starlette's error middleware passes WebSocket scopes through untouched, so
+    here ``send`` is still the server's own: its protocol object is noted in
+    the scope for the hub's direct writes (see :class:`chat.hub.Connection`).
+    And ``/ws`` is handed straight to :func:`websocket_endpoint` rather than
+    through the exception middleware and the router: their seven coroutine
+    frames would stay suspended under every open socket for its whole life
+    (about 4 KiB each).  Nothing there acts on it: the endpoint handles its own
+    errors, and an unexpected one reaches the server as it would through them.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            scope[SOCKET_KEY] = _direct_socket(send)
+            if scope["path"] == WS_PATH and not scope.get("root_path"):
+                await websocket_endpoint(WebSocket(scope, receive, send))
+                return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: safe defaults on every HTTP response that has none."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                scope[SOCKET_KEY] = _direct_socket(send)
             await self.app(scope, receive, send)
             return
 
@@ -719,7 +772,7 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         Route("/api/preferences", endpoint(http_preferences), methods=["GET", "PUT"]),
         Route("/api/collective/{send_id:int}", endpoint(http_collective)),
         Route("/api/attachments/{upload_id:str}", endpoint(http_attachment)),
-        WebSocketRoute("/ws", websocket_endpoint),
+        WebSocketRoute(WS_PATH, websocket_endpoint),  # reached directly by WebSocketFastPath
         Route("/api/demo/people", demo_people, methods=["GET", "POST"]),
     ]
     from chat.web_archive import ROUTES as ARCHIVE_ROUTES
@@ -732,7 +785,7 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
     # The web widget (issue 7): static files, outside /api and /ws, never attachments.
     routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True), name="static"))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: unexpected},
-                    middleware=[Middleware(SecurityHeaders)])
+                    middleware=[Middleware(WebSocketFastPath), Middleware(SecurityHeaders)])
     app.state.settings = settings
     app.state.service = service
     app.state.person_buckets = {}
