@@ -59,6 +59,14 @@ def organisation_channel(organisation_id: int) -> str:
     return f"org:{organisation_id}"
 
 
+# The recipient rows' INSERT in each supported driver's own (positional) parameter style:
+# aiosqlite's qmark and asyncpg's $n (chat.config accepts no other driver).
+_RECIPIENT_INSERT = {
+    style: f"INSERT INTO {AnnouncementRecipient.__table__.name} (announcement_id, person_id, child_ids) "
+           f"VALUES ({placeholders})"
+    for style, placeholders in (("qmark", "?, ?, ?"), ("numeric_dollar", "$1, $2, $3"))}
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -94,10 +102,18 @@ class Announcements:
             raise Forbidden("forbidden")  # only direction marks a closure urgent
         async with self.sessions() as session, session.begin():
             facts = (await self.service._people(session, [actor.id]))[0]
+            # (No round trip for a school or organisation audience: it names no group.)
             group_schools = dict((await session.execute(
-                select(Group.id, Group.school_id).where(Group.id.in_(audience.groups or [-1])))).all())
-            school_orgs = dict((await session.execute(
-                select(School.id, School.organisation_id).where(School.id.in_(facts.school_ids or {-1})))).all())
+                select(Group.id, Group.school_id).where(Group.id.in_(audience.groups))))
+                .all()) if audience.groups else {}
+            # The author's name (for the frame and the notifications) comes with the organisations
+            # of their schools: one row per school, or one row of NULLs for someone with none.
+            connection = await session.connection()
+            author = (await connection.execute(
+                select(Person.name, School.id, School.organisation_id).select_from(Person)
+                .outerjoin(School, School.id.in_(facts.school_ids or {-1})).where(Person.id == actor.id))).all()
+            author_name = author[0].name
+            school_orgs = {sid: org for _, sid, org in author if sid is not None}
             rules.check_announcer(facts, audience, group_schools, school_orgs)
             # One query: every guardian of every student in the audience, with the school.
             families = select(Guardianship.person_id, Student.id, Student.school_id).join(
@@ -116,7 +132,8 @@ class Announcements:
             school_id = min(schools) if schools else None
             organisation_id = (school_orgs.get(school_id) if school_id else audience.organisation) or (
                 await session.execute(select(School.organisation_id).where(School.id == school_id))).scalar_one()
-            rows = (await session.execute(families.order_by(Student.id))).all()
+            # Plain rows through the connection (no ORM result machinery for thousands of tuples).
+            rows = (await connection.execute(families.order_by(Student.id))).all()
             if not schools:  # organisation-wide: skip schools that turned announcements off (R18)
                 allowed = {sid for sid in {s for _, _, s in rows}
                            if "announcements" in await self.service.school_features(session, sid)}
@@ -128,13 +145,18 @@ class Announcements:
                 organisation_id=organisation_id, school_id=school_id, author_id=actor.id, kind="announcement",
                 audience=dumps(audience.describe()), text=text, urgent=urgent)
             recipients = await self._persist(session, announcement, children)
-            author = await session.get(Person, actor.id)
-            await self._notify(session, announcement, children, "announcement", author.name)
-            frame = self._frame(announcement, {"id": author.id, "name": author.name}, None)
+            pairs = families.with_only_columns(Guardianship.person_id, Student.id)
+            if not schools:
+                pairs = pairs.where(Student.school_id.in_(allowed))
+            await self.service.notifier.add_guardians(
+                session, pairs.order_by(Student.id), kind="announcement", code="notify.announcement",
+                fields={"sender": author_name}, link={"announcement_id": announcement.id}, urgent=urgent)
+            frame = self._frame(announcement, {"id": actor.id, "name": author_name}, None)
         # Groups of several schools (or the organisation): the organisation channel reaches them all.
         channel = school_channel(school_id) if len(schools) == 1 else organisation_channel(organisation_id)
-        await self.service.hub.publish_audience(channel, [*recipients, actor.id], frame)
-        return {"announcement": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}
+        recipients.append(actor.id)
+        await self.service.hub.publish_audience(channel, recipients, frame)
+        return {"announcement": orjson.loads(frame)["announcement"] | {"recipient_count": len(children)}}
 
     async def _guardians(self, session, student_ids: Sequence[int]) -> dict[int, list[int]]:
         children: dict[int, list[int]] = defaultdict(list)
@@ -146,14 +168,20 @@ class Announcements:
 
     async def _persist(self, session, announcement: Announcement, children: dict[int, list[int]]) -> list[int]:
         """One announcement row and one recipient row per guardian (labelled with
-        each of their children in the audience: a family gets it once).  Core
-        executemany: thousands of rows cost one statement, not thousands of objects."""
+        each of their children in the audience: a family gets it once).
+
+        The recipient rows go to the driver's ``executemany`` as plain tuples: the
+        values are ints and a JSON text, so SQLAlchemy's per-row parameter
+        processing (a dict per row, a bind processor per column) would cost more
+        than the rows themselves; ``read_at`` is left to its NULL default."""
         announcement.recipient_count = len(children)
         session.add(announcement)
         await session.flush()
         if children:
-            await session.execute(AnnouncementRecipient.__table__.insert(), [
-                {"announcement_id": announcement.id, "person_id": pid, "child_ids": dumps(kids), "read_at": None}
+            connection = await session.connection()
+            announcement_id = announcement.id
+            await connection.exec_driver_sql(_RECIPIENT_INSERT[connection.dialect.paramstyle], [
+                (announcement_id, pid, "[%d]" % kids[0] if len(kids) == 1 else dumps(kids))
                 for pid, kids in children.items()])
         return list(children)
 
@@ -166,9 +194,11 @@ class Announcements:
         # Recipients are guardians (never held): look them up by the announcement, not by id lists.
         audience = select(AnnouncementRecipient.person_id).where(
             AnnouncementRecipient.announcement_id == announcement.id)
+        # (The announcement's attributes are read once, not once per row: each read is an ORM descriptor.)
+        code, school_id, urgent = f"notify.{kind}", announcement.school_id, announcement.urgent
         await self.service.notifier.add(session, [
-            Pending(person_id=pid, kind=kind, code=f"notify.{kind}", fields=fields, link=link,
-                    school_id=announcement.school_id, child_id=child, urgent=announcement.urgent)
+            Pending(person_id=pid, kind=kind, code=code, fields=fields, link=link,
+                    school_id=school_id, child_id=child, urgent=urgent)
             for pid, kids in children.items() for child in kids], audience=audience)
 
     @staticmethod

@@ -36,7 +36,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import orjson
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Boolean, Float, Text, and_, exists, func, insert, literal, null, or_, select, update
 
 from chat.config import Settings
 from chat.errors import BadRequest, NotFound
@@ -255,6 +255,29 @@ class Notifier:
         if rows:
             await session.execute(Notification.__table__.insert(), rows)  # Core executemany
         return len(rows)
+
+    async def add_guardians(self, session, pairs, *, kind: str, code: str, fields: dict[str, Any],
+                            link: dict[str, Any], urgent: bool = False) -> None:
+        """One notification per (guardian, child) row of ``pairs`` (a SELECT of two
+        columns: person id, child id), as one ``INSERT … SELECT`` in the caller's
+        transaction — an announcement to a whole school.  The same rows as
+        :meth:`add` with ``audience=``: guardians are never held (R15 is for
+        staff); R17's switched-off (person, child, kind) and (person, 0, kind)
+        are left out in SQL."""
+        now = self.clock()
+        pairs = pairs.subquery()
+        person, child = pairs.c[0], pairs.c[1]
+        p, n = NotificationPreference.__table__, Notification.__table__.c
+        off = exists().where(p.c.person_id == person, p.c.child_id.in_([child, 0]), p.c.kind == kind,
+                             p.c.enabled == False)  # noqa: E712
+        body = select(
+            person, child, literal(kind, n.kind.type), literal(code, n.code.type), literal(dumps(fields), Text()),
+            literal(dumps(link), Text()), null(), literal(bool(urgent), Boolean()), literal(now, n.created_at.type),
+            literal(now, n.deliver_at.type), literal(False, Boolean()), literal(now, n.delivered_at.type), null(),
+            literal(0.0, Float())).where(~off)
+        await session.execute(insert(Notification.__table__).from_select(
+            ["person_id", "child_id", "kind", "code", "fields", "link", "conversation_id", "urgent", "created_at",
+             "deliver_at", "held", "delivered_at", "lease_owner", "lease_until"], body))
 
     # -- releasing (background, exactly once per row) ------------------------------------------------
     async def _claim(self, condition) -> list[Notification]:

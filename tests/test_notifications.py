@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from chat.notifications import EMAIL_AFTER_SECONDS, Notifier
 from chat.service import ChatService
-from chat.storage.models import Notification
-from tests.conftest import JEAN, MARIE, NADIA, actor_for, child_id
+from chat.storage.models import Notification, School
+from tests.conftest import DIRECTION, JEAN, MARIE, NADIA, actor_for, child_id
 
 MONTREAL = ZoneInfo("America/Toronto")
 FRIDAY_EVENING = datetime(2026, 10, 9, 21, 40, tzinfo=MONTREAL)  # Monday 12 is Thanksgiving (QC holiday)
@@ -280,3 +280,21 @@ async def test_r17_an_announcement_switched_off_for_one_child_creates_no_notific
     await service.announcements.post(nadia, {"groups": [group]}, "Sortie au musée")
     assert await count(service, Notification.person_id == marie.id, Notification.kind == "announcement") == 0
     assert await count(service, Notification.person_id == jean.id, Notification.kind == "announcement") == 1
+
+
+async def test_r17_an_announcement_switched_off_for_all_children_creates_none_for_any_child(service):
+    """Off for all children (child 0): no notification for Marie, while the
+    others (Jean, Léa's other guardian, too) still get theirs."""
+    clock = Clock(TUESDAY_8AM + timedelta(hours=2))
+    attach(service, clock)
+    marie, jean, direction = [await actor_for(service, e) for e in (MARIE, JEAN, DIRECTION)]
+    await service.notifier.set_preference(marie, None, "announcement", False)
+    async with service.sessions() as session:
+        school = (await session.execute(select(School.id).where(School.code == "ERABLES"))).scalar_one()
+    answer = await service.announcements.post(direction, {"school": school}, "Journée pédagogique")
+    recipients = answer["announcement"]["recipient_count"]
+    assert recipients > 2
+    assert await count(service, Notification.person_id == marie.id, Notification.kind == "announcement") == 0
+    assert await count(service, Notification.person_id == jean.id, Notification.kind == "announcement") == 1
+    # Everyone else got theirs (one per child in the school, so at least one each).
+    assert await count(service, Notification.kind == "announcement") >= recipients - 1
