@@ -145,7 +145,12 @@ class Announcements:
                 organisation_id=organisation_id, school_id=school_id, author_id=actor.id, kind="announcement",
                 audience=dumps(audience.describe()), text=text, urgent=urgent)
             recipients = await self._persist(session, announcement, children)
-            pairs = families.with_only_columns(Guardianship.person_id, Student.id)
+            # Notified: the (guardian, child) pairs of the same query, kept to the
+            # recipient rows just written (a directory change between the two
+            # statements must not notify someone who is not a recipient).
+            pairs = families.with_only_columns(Guardianship.person_id, Student.id).where(
+                Guardianship.person_id.in_(select(AnnouncementRecipient.person_id).where(
+                    AnnouncementRecipient.announcement_id == announcement.id)))
             if not schools:
                 pairs = pairs.where(Student.school_id.in_(allowed))
             await self.service.notifier.add_guardians(

@@ -189,6 +189,14 @@ class Connection:
             _flusher().add(self)
         return True
 
+    async def writable(self) -> None:
+        """Wait while a direct socket holds more than its high-water mark unsent
+        (uvicorn's flow control): a replay of hundreds of long messages must
+        follow the client's pace, not overrun the slow-consumer bound."""
+        socket = self._socket
+        if socket is not None and not socket.writable.is_set() and self.state is ConnectionState.OPEN:
+            await socket.writable.wait()
+
     @property
     def queued(self) -> int:
         return len(self._queue)
@@ -479,6 +487,7 @@ class Hub:
                     return
                 events = await self._replay(conn.person_id, conversation_id, position, REPLAY_BATCH)
                 for seq, frame in events:
+                    await conn.writable()
                     if seq > conn.positions.get(conversation_id, seq):
                         if not conn.push(frame):
                             self._slow(conn)

@@ -72,7 +72,8 @@ class Send:
     message_id: int = 0
     frame: str = ""
     members: list[int] = field(default_factory=list)
-    same_as: "Send | None" = None  # a repeat of an earlier send in the same batch
+    same_as: "Send | None" = None  # a repeat of an earlier, accepted send in the same batch
+    refused: ChatError | None = None
 
 
 class SendBatcher:
@@ -91,15 +92,25 @@ class SendBatcher:
         return await future
 
     async def _drain(self) -> None:
+        batch: list[Send] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                # A request cancelled before its batch (its socket closed) is not written.
+                batch = [item for item in batch if not item.future.done()]
+                if not batch:
+                    continue
                 try:
                     await self._run(batch)
                 except Exception as exc:  # never leave a sender waiting forever
                     log.exception("a batch of sends failed after its commit")
                     for item in batch:
                         self._refuse(item, exc)
+        except BaseException as exc:  # cancelled (shutdown): every sender still waiting is told
+            for item in [*batch, *self._waiting]:
+                self._refuse(item, exc if isinstance(exc, Exception) else ChatError("internal.error"))
+            self._waiting = []
+            raise
         finally:
             self._task = None
 
@@ -159,13 +170,14 @@ class SendBatcher:
                            _MESSAGES.c.conversation_id, _MESSAGES.c.seq, _MESSAGES.c.created_at)
                     .where(tuple_(_MESSAGES.c.author_id, _MESSAGES.c.client_id).in_(pairs))
                 )).all()}
-            # The conversations, locked in id order (PostgreSQL; SQLite's write
-            # transaction is exclusive already) so their seqs are ours to hand out.
+            # The conversations, locked in id order (PostgreSQL, FOR NO KEY UPDATE
+            # as an UPDATE takes; SQLite's write transaction is exclusive already)
+            # so their seqs are ours to hand out.
             conversations = {row.id: row for row in (await session.execute(
                 select(_CONVERSATIONS.c.id, _CONVERSATIONS.c.school_id, _CONVERSATIONS.c.child_id,
                        _CONVERSATIONS.c.name, _CONVERSATIONS.c.locked_at, _CONVERSATIONS.c.last_seq)
                 .where(_CONVERSATIONS.c.id.in_(conversation_ids))
-                .order_by(_CONVERSATIONS.c.id).with_for_update()
+                .order_by(_CONVERSATIONS.c.id).with_for_update(key_share=True)
             )).all()}
             members: dict[int, list[int]] = {}
             for cid, pid in (await session.execute(
@@ -193,15 +205,16 @@ class SendBatcher:
                 if earlier is not None:
                     if earlier.conversation_id != item.conversation_id:
                         self._refuse(item, Conflict("message.client_id_reused"))
-                    elif earlier.future.done() and not earlier.future.cancelled() and earlier.future.exception():
-                        self._refuse(item, earlier.future.exception())
+                    elif earlier.refused is not None:
+                        self._refuse(item, earlier.refused)  # the same send, refused the same way
                     else:
-                        item.same_as = earlier
+                        item.same_as = earlier  # accepted: the repeat names its message
                     continue
                 first_of[key] = item
                 try:
                     await self._check(session, item, conversations, members)
                 except ChatError as exc:
+                    item.refused = exc
                     self._refuse(item, exc)
                     continue
                 seq = last_seq[item.conversation_id] = last_seq[item.conversation_id] + 1

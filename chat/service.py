@@ -451,6 +451,9 @@ class ChatService:
         return await self._announce_departure(conversation_id, actor.id, member_ids, seq, frame, "member.left")
 
     async def _depart(self, session, conversation_id: int, actor: Actor, person_id: int, kind: str) -> tuple[int, str]:
+        # The conversation row first, then the participant: the lock order of a
+        # send (chat/sending.py), so a departure and a batch of sends cannot deadlock.
+        seq = await self._next_seq(session, conversation_id)
         row = await session.get(Participant, (conversation_id, person_id))
         row.active, row.left_at = False, utcnow()
         people = await self._names(session, [actor.id, person_id])
@@ -458,7 +461,7 @@ class ChatService:
             system = system_text("system.left", {"actor": actor.name})
         else:
             system = system_text("system.removed", {"actor": actor.name, "names": people[person_id].name})
-        return await self._append(session, conversation_id, kind, actor.id, person=person_id, system=system)
+        return await self._append(session, conversation_id, kind, actor.id, seq=seq, person=person_id, system=system)
 
     async def _announce_departure(
         self, conversation_id: int, person_id: int, member_ids: list[int], seq: int, frame: str, kind: str

@@ -540,6 +540,8 @@ class Session:
         frame stays referenced while the socket waits for the next one."""
         if message["type"] == "websocket.disconnect":
             return False
+        if self.conn.state is not ConnectionState.OPEN:
+            return True  # closing (signed out, expired, slow): read on until the socket ends, act on nothing
         text = message.get("text")
         if text is not None:
             await self.handle(text)

@@ -10,7 +10,7 @@ import pytest
 from chat import service as service_module
 from chat.hub import CLOSE_SLOW_CONSUMER, Connection, Hub, text_frame
 from tests.client import WSClient
-from tests.conftest import JEAN, MARIE, NADIA, REDIS_URL, child_id, person_by_email
+from tests.conftest import JEAN, MARIE, NADIA, REDIS_URL, actor_for, child_id, person_by_email
 
 
 async def conversation_with_nadia(server, marie) -> int:
@@ -276,6 +276,38 @@ async def test_slow_websocket_client_is_disconnected_without_harming_others(serv
         texts = [e["message"]["text"] for e in await jean.events() if e["kind"] == "message.new"]
         assert texts == [f"m{i}" for i in range(8)]
         await jean.close()
+
+
+async def test_a_long_replay_follows_the_clients_pace_instead_of_closing_it(server):
+    """Resuming over 1.5 MB of long messages (more than the 1 MiB bound, with
+    small socket buffers): the replay waits for the socket to drain, and the
+    client gets every message, in order, without a 4008."""
+    import socket
+
+    marie, jean_actor = await actor_for(server.service, MARIE), await actor_for(server.service, JEAN)
+    nadia_id = (await person_by_email(server.service, NADIA)).id
+    cid = (await server.service.create_conversation(
+        marie, [nadia_id, jean_actor.id], await child_id(server.service, "Léa")))["id"]
+    text = "é" * 3900  # ~7.8 KB of UTF-8 each
+    for i in range(200):
+        await server.service.send_message(marie, cid, f"long{i}", f"{i}:{text}")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    host, port = server.ws_url.split("/")[2].split(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    jean = await WSClient.open(server.ws_url, await server.token(JEAN), sock=sock, max_queue=1)
+    (target,) = server.service.hub.by_person[jean_actor.id]
+    target._socket.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    await jean.start({cid: 1})
+    seen = []
+    while len(seen) < 200:
+        event = await jean.next("event")
+        if event["kind"] == "message.new":
+            seen.append(int(event["message"]["text"].split(":")[0]))
+    assert seen == list(range(200))
+    assert target.close_code is None and server.service.hub.stats["slow_consumers"] == 0
+    await jean.close()
 
 
 async def test_outbox_path_closes_a_stalled_sender_with_4008(server):

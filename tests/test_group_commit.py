@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, select
 
 from chat.errors import ChatError
@@ -122,3 +123,36 @@ async def test_lone_and_batched_sends_interleave_gap_free(service):
     acks = await asyncio.gather(*sends)
     assert sorted(a["seq"] for a in acks) == list(range(2, 27))
     assert await stored_seqs(service, cid) == list(range(1, 27))
+
+
+async def test_a_repeat_of_a_refused_send_is_refused_even_when_the_first_was_cancelled(service):
+    """The first of two sends with one client_id was cancelled (its socket closed)
+    and is refused (locked, R10): the repeat gets the same refusal, never an
+    answer naming a message that does not exist."""
+    from chat.sending import Send
+
+    jean, nadia, direction = [await actor_for(service, e) for e in (JEAN, NADIA, DIRECTION)]
+    cid = (await service.create_conversation(jean, [nadia.id], await child_id(service, "Léa")))["id"]
+    await service.set_lock(direction, cid, True)
+    loop = asyncio.get_running_loop()
+    first = Send(jean, cid, "k", "texte", loop.create_future())
+    again = Send(jean, cid, "k", "texte", loop.create_future())
+    first.future.cancel()
+    await service.sender._run([first, again])
+    with pytest.raises(ChatError) as refused:
+        again.future.result()
+    assert refused.value.code == "conversation.locked"
+    assert await stored_seqs(service, cid) == [1, 2]  # created, locked: nothing more
+
+
+async def test_a_send_cancelled_before_its_batch_is_not_written(service):
+    marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
+    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    before = await message_count(service)
+    kept = asyncio.ensure_future(service.send_message(marie, cid, "kept", "reste"))
+    dropped = asyncio.ensure_future(service.send_message(marie, cid, "dropped", "annulé"))
+    await asyncio.sleep(0)  # both have joined the queue; the batch has not run yet
+    dropped.cancel()
+    assert (await kept)["seq"] == 2
+    assert await message_count(service) == before + 1
+    assert await stored_seqs(service, cid) == [1, 2]
