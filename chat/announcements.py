@@ -20,7 +20,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 
 from chat.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from chat.frames import dumps, timestamp
@@ -148,9 +148,11 @@ class Announcements:
             # Notified: the (guardian, child) pairs of the same query, kept to the
             # recipient rows just written (a directory change between the two
             # statements must not notify someone who is not a recipient).
-            pairs = families.with_only_columns(Guardianship.person_id, Student.id).where(
-                Guardianship.person_id.in_(select(AnnouncementRecipient.person_id).where(
-                    AnnouncementRecipient.announcement_id == announcement.id)))
+            # A join, not ``IN (SELECT …)``: SQLite would drive the guardianship
+            # index from that list for every student (quadratic in the audience).
+            pairs = families.with_only_columns(Guardianship.person_id, Student.id).join(
+                AnnouncementRecipient, and_(AnnouncementRecipient.announcement_id == announcement.id,
+                                            AnnouncementRecipient.person_id == Guardianship.person_id))
             if not schools:
                 pairs = pairs.where(Student.school_id.in_(allowed))
             await self.service.notifier.add_guardians(
