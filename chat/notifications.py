@@ -30,13 +30,14 @@ import asyncio
 import logging
 import os
 import uuid
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import orjson
-from sqlalchemy import Boolean, Float, Text, and_, exists, func, insert, literal, null, or_, select, update
+from sqlalchemy import Boolean, Float, Text, and_, bindparam, exists, func, insert, literal, null, or_, select, update
 
 from chat.config import Settings
 from chat.errors import BadRequest, NotFound
@@ -63,10 +64,24 @@ RELEASE_INTERVAL_SECONDS = 30.0
 LEASE_SECONDS = 900.0
 # Bound on the calendar and release caches (they are cleared when full).
 CACHE_ENTRIES = 10_000
+# A school's hours and closed days are re-read at most this often (as its
+# feature switches are): a directory reload applies within half a minute.
+CALENDAR_CACHE_SECONDS = 30.0
 # One release pass handles at most this many rows (the rest in the next pass).
 RELEASE_BATCH = 5000
 PAGE_DEFAULT, PAGE_MAX = 30, 100
 STAFF_ROLES = {r.value for r in SCHOOL_STAFF}
+
+# Built once: statement construction costs more than running these small look-ups.
+_PEOPLE = select(Person.id, Person.role, Person.working_hours).where(
+    Person.id.in_(bindparam("ids", expanding=True)))
+_SWITCHED_OFF = select(
+    NotificationPreference.person_id, NotificationPreference.child_id, NotificationPreference.kind).where(
+    NotificationPreference.person_id.in_(bindparam("ids", expanding=True)),
+    NotificationPreference.kind.in_(bindparam("kinds", expanding=True)),
+    NotificationPreference.enabled == False)  # noqa: E712
+_CALENDAR = select(School.working_hours, School.timezone, School.closed_days).where(
+    School.id == bindparam("school"))
 
 
 def utc_now() -> datetime:
@@ -125,6 +140,7 @@ class Notifier:
         # Parsed school calendars by their raw settings, and release answers by
         # (calendar, personal hours) with the span of time they hold for.
         self._calendars: dict[tuple, _Calendar] = {}
+        self._school_calendars: dict[int, tuple[float, _Calendar]] = {}
         self._releases: dict[tuple, tuple[datetime, datetime, datetime | None]] = {}
         self._task: asyncio.Task | None = None
 
@@ -159,8 +175,13 @@ class Notifier:
         return self._holidays[year]
 
     async def _calendar(self, session, school_id: int) -> _Calendar:
-        hours, timezone, closed = (await session.execute(
-            select(School.working_hours, School.timezone, School.closed_days).where(School.id == school_id))).one()
+        """The school's calendar, re-read at most every CALENDAR_CACHE_SECONDS (a
+        directory reload changing hours or closed days applies within that)."""
+        at = time.monotonic()
+        cached = self._school_calendars.get(school_id)
+        if cached is not None and at - cached[0] < CALENDAR_CACHE_SECONDS:
+            return cached[1]
+        hours, timezone, closed = (await session.execute(_CALENDAR, {"school": school_id})).one()
         key = (hours, timezone, closed)
         calendar = self._calendars.get(key)
         if calendar is None:
@@ -168,6 +189,7 @@ class Notifier:
                 self._calendars.clear()
             calendar = self._calendars[key] = _Calendar(
                 working_hours.parse_schedule(orjson.loads(hours or "{}")), timezone, _closed_days(closed), key)
+        self._school_calendars[school_id] = (at, calendar)
         return calendar
 
     def _release(self, calendar: _Calendar, now: datetime, personal: str | None) -> datetime:
@@ -204,30 +226,34 @@ class Notifier:
             log.warning("a school has no working hours at all; notifying staff at once")
             return now, now
 
-    async def add(self, session, pending: Sequence[Pending], audience=None) -> int:
+    async def add(self, session, pending: Sequence[Pending], audience=None,
+                  people: dict[int, tuple[str, str | None]] | None = None) -> int:
         """Create the notifications (R17 filters, R15 holds) in the caller's transaction.
 
         ``audience`` (a subquery of person ids) replaces the list of ids in the
         look-ups when the recipients are many and known to be guardians — an
         announcement to a whole school: thousands of bound parameters cost more
         than the rows themselves, and guardians are never held (R15 is for staff).
+        ``people`` (person id -> role, working hours), when the caller read them
+        already in its transaction, saves reading them again.
         """
         if not pending:
             return 0
         now = self.clock()
-        kinds = {p.kind for p in pending}
+        kinds = list({p.kind for p in pending})
         if audience is None:
-            person_ids = {p.person_id for p in pending}
-            people = {pid: (role, hours) for pid, role, hours in (await session.execute(
-                select(Person.id, Person.role, Person.working_hours).where(Person.id.in_(person_ids)))).all()}
-            who = NotificationPreference.person_id.in_(person_ids)
+            person_ids = list({p.person_id for p in pending})
+            if people is None:
+                people = {pid: (role, hours) for pid, role, hours in (await session.execute(
+                    _PEOPLE, {"ids": person_ids})).all()}
+            rows = (await session.execute(_SWITCHED_OFF, {"ids": person_ids, "kinds": kinds})).all()
         else:
             people = {}
-            who = NotificationPreference.person_id.in_(audience)
-        off = {(pid, child, kind) for pid, child, kind in (await session.execute(
-            select(NotificationPreference.person_id, NotificationPreference.child_id, NotificationPreference.kind)
-            .where(who, NotificationPreference.kind.in_(kinds),
-                   NotificationPreference.enabled == False))).all()}  # noqa: E712
+            rows = (await session.execute(
+                select(NotificationPreference.person_id, NotificationPreference.child_id, NotificationPreference.kind)
+                .where(NotificationPreference.person_id.in_(audience), NotificationPreference.kind.in_(kinds),
+                       NotificationPreference.enabled == False))).all()  # noqa: E712
+        off = {(pid, child, kind) for pid, child, kind in rows}
         calendars: dict[int, _Calendar] = {}
         rows = []
         encoded: dict[int, str] = {}  # fields/link shared by many rows are encoded once

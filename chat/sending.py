@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, insert, select, tuple_, update
 from chat.errors import ChatError, Conflict, NotFound
 from chat.frames import event_frame, timestamp
 from chat.policies import features
-from chat.storage.models import Conversation, Event, Message, Participant, utcnow
+from chat.storage.models import Conversation, Event, Message, Participant, Person, utcnow
 
 if TYPE_CHECKING:
     from chat.service import Actor, ChatService
@@ -45,6 +45,26 @@ _MESSAGES = Message.__table__
 _EVENTS = Event.__table__
 _PARTICIPANTS = Participant.__table__
 _CONVERSATIONS = Conversation.__table__
+
+_PEOPLE = Person.__table__
+# Built once (statement construction costs more than these small look-ups).
+_EXISTING = select(_MESSAGES.c.id, _MESSAGES.c.author_id, _MESSAGES.c.client_id, _MESSAGES.c.conversation_id,
+                   _MESSAGES.c.seq, _MESSAGES.c.created_at).where(
+    tuple_(_MESSAGES.c.author_id, _MESSAGES.c.client_id).in_(bindparam("pairs", expanding=True)))
+# The conversations, locked in id order (PostgreSQL, FOR NO KEY UPDATE as an
+# UPDATE takes; SQLite's write transaction is exclusive already) so their seqs
+# are ours to hand out.
+_CONVERSATIONS_LOCKED = select(
+    _CONVERSATIONS.c.id, _CONVERSATIONS.c.school_id, _CONVERSATIONS.c.child_id, _CONVERSATIONS.c.name,
+    _CONVERSATIONS.c.locked_at, _CONVERSATIONS.c.last_seq).where(
+    _CONVERSATIONS.c.id.in_(bindparam("ids", expanding=True))).order_by(_CONVERSATIONS.c.id).with_for_update(
+    key_share=True)
+# Active members with what the notifier needs of them (R15: role, own hours).
+_MEMBERS = select(_PARTICIPANTS.c.conversation_id, _PARTICIPANTS.c.person_id, _PEOPLE.c.role,
+                  _PEOPLE.c.working_hours).join(_PEOPLE, _PEOPLE.c.id == _PARTICIPANTS.c.person_id).where(
+    _PARTICIPANTS.c.conversation_id.in_(bindparam("ids", expanding=True)), _PARTICIPANTS.c.active == True)  # noqa: E712
+_INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+_INSERT_EVENTS = insert(_EVENTS)
 
 _SET_LAST_SEQ = (
     update(_CONVERSATIONS)
@@ -163,28 +183,16 @@ class SendBatcher:
         conversation_ids = sorted({item.conversation_id for item in batch})
         async with service.sessions() as session, session.begin():
             # Retries of sends already committed (a lost acknowledgement).
-            pairs = {(item.actor.id, item.client_id) for item in batch}
+            pairs = list({(item.actor.id, item.client_id) for item in batch})
             existing = {(author, client): (mid, cid, seq, created) for mid, author, client, cid, seq, created in (
-                await session.execute(
-                    select(_MESSAGES.c.id, _MESSAGES.c.author_id, _MESSAGES.c.client_id,
-                           _MESSAGES.c.conversation_id, _MESSAGES.c.seq, _MESSAGES.c.created_at)
-                    .where(tuple_(_MESSAGES.c.author_id, _MESSAGES.c.client_id).in_(pairs))
-                )).all()}
-            # The conversations, locked in id order (PostgreSQL, FOR NO KEY UPDATE
-            # as an UPDATE takes; SQLite's write transaction is exclusive already)
-            # so their seqs are ours to hand out.
-            conversations = {row.id: row for row in (await session.execute(
-                select(_CONVERSATIONS.c.id, _CONVERSATIONS.c.school_id, _CONVERSATIONS.c.child_id,
-                       _CONVERSATIONS.c.name, _CONVERSATIONS.c.locked_at, _CONVERSATIONS.c.last_seq)
-                .where(_CONVERSATIONS.c.id.in_(conversation_ids))
-                .order_by(_CONVERSATIONS.c.id).with_for_update(key_share=True)
-            )).all()}
+                await session.execute(_EXISTING, {"pairs": pairs})).all()}
+            conversations = {row.id: row for row in (
+                await session.execute(_CONVERSATIONS_LOCKED, {"ids": conversation_ids})).all()}
             members: dict[int, list[int]] = {}
-            for cid, pid in (await session.execute(
-                select(_PARTICIPANTS.c.conversation_id, _PARTICIPANTS.c.person_id)
-                .where(_PARTICIPANTS.c.conversation_id.in_(conversation_ids), _PARTICIPANTS.c.active == True)  # noqa: E712
-            )).all():
+            people: dict[int, tuple[str, str | None]] = {}
+            for cid, pid, role, hours in (await session.execute(_MEMBERS, {"ids": conversation_ids})).all():
                 members.setdefault(cid, []).append(pid)
+                people[pid] = (role, hours)
             now = utcnow()
             last_seq = {cid: row.last_seq for cid, row in conversations.items()}
             accepted: list[Send] = []
@@ -227,7 +235,7 @@ class SendBatcher:
                 {"cid": cid, "seq": seq, "at": now} for cid, seq in last_seq.items()
                 if seq != conversations[cid].last_seq])
             ids = (await session.execute(
-                insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True),
+                _INSERT_MESSAGES,
                 [{"conversation_id": item.conversation_id, "seq": item.seq, "author_id": item.actor.id,
                   "client_id": item.client_id, "text": item.text, "version": 1, "created_at": now}
                  for item in accepted])).scalars().all()
@@ -242,14 +250,14 @@ class SendBatcher:
                 events.append({"conversation_id": item.conversation_id, "seq": item.seq, "kind": "message.new",
                                "actor_id": item.actor.id, "message_id": message_id, "frame": item.frame,
                                "created_at": now})
-            await session.execute(insert(_EVENTS), events)
+            await session.execute(_INSERT_EVENTS, events)
             # One's own message is read (the latest of one's sends per conversation).
             read = {(item.conversation_id, item.actor.id): item.seq for item in accepted}
             await session.execute(_SET_READ, [{"cid": cid, "pid": pid, "seq": seq} for (cid, pid), seq in read.items()])
             await service.notifier.add(session, [
                 service._pending(conversations[item.conversation_id], pid, "message", "notify.message", item.actor,
                                  {"message_id": item.message_id})
-                for item in accepted for pid in item.members if pid != item.actor.id])
+                for item in accepted for pid in item.members if pid != item.actor.id], people=people)
         return accepted, now
 
     async def _check(self, session, item: Send, conversations: dict, members: dict[int, list[int]]) -> None:

@@ -9,11 +9,14 @@ the process (not a power cut); use PostgreSQL in production.
 
 from __future__ import annotations
 
+import sqlite3
+from functools import partial
 from pathlib import Path
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -24,14 +27,62 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+class InlineSQLiteConnection(aiosqlite.Connection):
+    """aiosqlite's interface, run on the event loop's own thread.
+
+    aiosqlite hands every call (execute, fetch, commit) to a thread of its own
+    and back: on the hub's profile that hop cost 150–250 µs of CPU per
+    statement, more than SQLite itself, and a batch of sends is a dozen
+    statements.  SQLite calls on an indexed database take microseconds, so
+    here they run inline.  This is safe because each hub process has one
+    engine with one pooled connection, and a transaction never waits on
+    anything else while it is open: no other task of the process can hold
+    SQLite's lock meanwhile.  Another *process* writing (a directory load)
+    makes ``BEGIN IMMEDIATE`` wait on the busy timeout, which then pauses this
+    process's loop for as long (docs/operations.md).
+    """
+
+    def __await__(self):
+        return self._connect().__await__()
+
+    async def _connect(self) -> "InlineSQLiteConnection":
+        if self._connection is None:
+            self._connection = self._connector()
+        return self
+
+    async def _execute(self, fn, *args, **kwargs):
+        if not self._running or self._connection is None:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+    def stop(self) -> None:
+        self._running = False
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        return None
+
+
+def _inline_creator(database: str):
+    async def connect(*_args, **_kwargs) -> InlineSQLiteConnection:
+        # Only this thread uses it; SQLAlchemy's dialect may set attributes from another frame.
+        return await InlineSQLiteConnection(
+            partial(sqlite3.connect, database, isolation_level=None, check_same_thread=False), 64)
+
+    return connect
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url`` with the settings that make it safe to share."""
     if is_sqlite(url):
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+        database = make_url(url).database or ":memory:"
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60,
+                                     async_creator=_inline_creator(database))
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_connection, _record) -> None:  # pragma: no cover - driver hook
-            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+            # isolation_level=None (we emit BEGIN ourselves) is set by _inline_creator:
+            # the adapter's setter would queue to aiosqlite's thread, which is not used.
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
