@@ -5,7 +5,11 @@ Why: one send alone costs a dozen statements and a commit; on SQLite every
 statement is a hop to the driver's thread.  While one batch is being written,
 the sends that arrive meanwhile queue up, and the next batch takes them all
 (up to :data:`MAX_BATCH`).  Under light load a batch is a single send, so
-latency does not grow; under heavy load the cost per message falls.
+latency does not grow; under heavy load the cost per message falls.  In
+between — sends arriving steadily, each batch small — a batch that follows
+another within :data:`BUSY_WINDOW` first lingers :data:`LINGER` for company:
+a transaction's fixed cost is most of a lone send's, so a few milliseconds
+of waiting keep the worker from saturating on one-message transactions.
 
 Each send in a batch is checked exactly as a lone send would be (the same
 errors in the same order: idempotent retry, membership, conversation found,
@@ -40,6 +44,11 @@ log = logging.getLogger("chat.sending")
 # At most this many sends share a transaction: enough to amortise the commit,
 # small enough that the first of them is not kept waiting long.
 MAX_BATCH = 128
+# A batch that starts within BUSY_WINDOW of the previous one's end waits LINGER
+# first (unless LINGER_ENOUGH sends are already waiting).
+BUSY_WINDOW = 0.010
+LINGER = 0.002
+LINGER_ENOUGH = 16
 
 _MESSAGES = Message.__table__
 _EVENTS = Event.__table__
@@ -103,6 +112,7 @@ class SendBatcher:
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.sent = 0
+        self._last_end = float("-inf")  # loop time the previous batch ended
 
     async def send(self, actor: "Actor", conversation_id: int, client_id: str, text: str) -> dict[str, Any]:
         future = asyncio.get_running_loop().create_future()
@@ -114,7 +124,10 @@ class SendBatcher:
     async def _drain(self) -> None:
         batch: list[Send] = []
         try:
+            loop = asyncio.get_running_loop()
             while self._waiting:
+                if len(self._waiting) < LINGER_ENOUGH and loop.time() - self._last_end < BUSY_WINDOW:
+                    await asyncio.sleep(LINGER)
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 # A request cancelled before its batch (its socket closed) is not written.
                 batch = [item for item in batch if not item.future.done()]
@@ -126,6 +139,7 @@ class SendBatcher:
                     log.exception("a batch of sends failed after its commit")
                     for item in batch:
                         self._refuse(item, exc)
+                self._last_end = loop.time()
         except BaseException as exc:  # cancelled (shutdown): every sender still waiting is told
             for item in [*batch, *self._waiting]:
                 self._refuse(item, exc if isinstance(exc, Exception) else ChatError("internal.error"))
