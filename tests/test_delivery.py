@@ -227,12 +227,27 @@ async def test_slow_consumer_is_closed_with_4008_and_others_keep_receiving(hub_l
         task.cancel()
 
 
+async def small_buffer_client(server, email: str, person_id: int):
+    """A client with small kernel buffers on both sides (4 KiB) that reads only
+    when asked (``max_queue=1``), and the hub's connection for it."""
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    host, port = server.ws_url.split("/")[2].split(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    client = await WSClient.open(server.ws_url, await server.token(email), sock=sock, max_queue=1)
+    (conn,) = server.service.hub.by_person[person_id]
+    assert conn._socket is not None  # frames go straight to the transport
+    conn._socket.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return client, conn
+
+
 async def test_slow_websocket_client_is_disconnected_without_harming_others(server):
     """End to end: Jean's client stops reading; once the server holds more unsent
     bytes for him than his bound, he is closed with 4008 while Nadia receives
     everything, and Jean resumes without loss."""
-    import socket
-
     import websockets
 
     jean_id = (await person_by_email(server.service, JEAN)).id
@@ -241,18 +256,9 @@ async def test_slow_websocket_client_is_disconnected_without_harming_others(serv
         answer = await marie.request("conversation.create", child_id=await child_id(server.service, "Léa"),
                                      participants=[nadia_id, jean_id])
         cid = answer["conversation"]["id"]
-        # A client that stops reading, with small kernel buffers on both sides:
-        # what it does not take piles up in the server's transport.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        host, port = server.ws_url.split("/")[2].split(":")
-        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        jean = await WSClient.open(server.ws_url, await server.token(JEAN), sock=sock, max_queue=1)
+        # A client that stops reading: what it does not take piles up in the server's transport.
+        jean, target = await small_buffer_client(server, JEAN, jean_id)
         await jean.start({})
-        (target,) = server.service.hub.by_person[jean_id]
-        assert target._socket is not None  # frames go straight to the transport
-        target._socket.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         target._limit_bytes = 64 * 1024
         transport = target._socket.transport
         filler = text_frame(b'{"type":"filler","pad":"' + b"x" * 8000 + b'"}')
@@ -282,8 +288,6 @@ async def test_a_long_replay_follows_the_clients_pace_instead_of_closing_it(serv
     """Resuming over 1.5 MB of long messages (more than the 1 MiB bound, with
     small socket buffers): the replay waits for the socket to drain, and the
     client gets every message, in order, without a 4008."""
-    import socket
-
     marie, jean_actor = await actor_for(server.service, MARIE), await actor_for(server.service, JEAN)
     nadia_id = (await person_by_email(server.service, NADIA)).id
     cid = (await server.service.create_conversation(
@@ -291,14 +295,7 @@ async def test_a_long_replay_follows_the_clients_pace_instead_of_closing_it(serv
     text = "é" * 3900  # ~7.8 KB of UTF-8 each
     for i in range(200):
         await server.service.send_message(marie, cid, f"long{i}", f"{i}:{text}")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    host, port = server.ws_url.split("/")[2].split(":")
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    jean = await WSClient.open(server.ws_url, await server.token(JEAN), sock=sock, max_queue=1)
-    (target,) = server.service.hub.by_person[jean_actor.id]
-    target._socket.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    jean, target = await small_buffer_client(server, JEAN, jean_actor.id)
     await jean.start({cid: 1})
     seen = []
     while len(seen) < 200:
