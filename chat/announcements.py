@@ -145,19 +145,10 @@ class Announcements:
                 organisation_id=organisation_id, school_id=school_id, author_id=actor.id, kind="announcement",
                 audience=dumps(audience.describe()), text=text, urgent=urgent)
             recipients = await self._persist(session, announcement, children)
-            # Notified: the (guardian, child) pairs of the same query, kept to the
-            # recipient rows just written (a directory change between the two
-            # statements must not notify someone who is not a recipient).
-            # A join, not ``IN (SELECT …)``: SQLite would drive the guardianship
-            # index from that list for every student (quadratic in the audience).
-            pairs = families.with_only_columns(Guardianship.person_id, Student.id).join(
-                AnnouncementRecipient, and_(AnnouncementRecipient.announcement_id == announcement.id,
-                                            AnnouncementRecipient.person_id == Guardianship.person_id))
+            pairs = families.with_only_columns(Guardianship.person_id, Student.id)
             if not schools:
                 pairs = pairs.where(Student.school_id.in_(allowed))
-            await self.service.notifier.add_guardians(
-                session, pairs.order_by(Student.id), kind="announcement", code="notify.announcement",
-                fields={"sender": author_name}, link={"announcement_id": announcement.id}, urgent=urgent)
+            await self._notify(session, announcement, pairs, "announcement", author_name)
             frame = self._frame(announcement, {"id": actor.id, "name": author_name}, None)
         # Groups of several schools (or the organisation): the organisation channel reaches them all.
         channel = school_channel(school_id) if len(schools) == 1 else organisation_channel(organisation_id)
@@ -188,25 +179,24 @@ class Announcements:
             connection = await session.connection()
             announcement_id = announcement.id
             await connection.exec_driver_sql(_RECIPIENT_INSERT[connection.dialect.paramstyle], [
-                (announcement_id, pid, "[%d]" % kids[0] if len(kids) == 1 else dumps(kids))
+                (announcement_id, pid, dumps(kids))
                 for pid, kids in children.items()])
         return list(children)
 
-    async def _notify(self, session, announcement: Announcement, children: dict[int, list[int]], kind: str,
-                      sender: str) -> None:
-        """One notification per recipient and child (the per-child feed, R16; R17 filters)."""
-        from chat.notifications import Pending
-
-        fields, link = {"sender": sender}, {"announcement_id": announcement.id}
-        # Recipients are guardians (never held): look them up by the announcement, not by id lists.
-        audience = select(AnnouncementRecipient.person_id).where(
-            AnnouncementRecipient.announcement_id == announcement.id)
-        # (The announcement's attributes are read once, not once per row: each read is an ORM descriptor.)
-        code, school_id, urgent = f"notify.{kind}", announcement.school_id, announcement.urgent
-        await self.service.notifier.add(session, [
-            Pending(person_id=pid, kind=kind, code=code, fields=fields, link=link,
-                    school_id=school_id, child_id=child, urgent=urgent)
-            for pid, kids in children.items() for child in kids], audience=audience)
+    async def _notify(self, session, announcement: Announcement, pairs, kind: str, sender: str) -> None:
+        """One notification per recipient and child (the per-child feed, R16; R17
+        filters), from ``pairs`` — a SELECT of (guardian id, student id) — kept to
+        the recipient rows just written: a directory change between the two
+        statements must not notify someone who is not a recipient.  A join, not
+        ``IN (SELECT …)``: SQLite would drive the guardianship index from that
+        list for every student (quadratic in the audience)."""
+        child = pairs.selected_columns[1]
+        pairs = pairs.join(AnnouncementRecipient, and_(
+            AnnouncementRecipient.announcement_id == announcement.id,
+            AnnouncementRecipient.person_id == Guardianship.person_id)).order_by(child)
+        await self.service.notifier.add_guardians(
+            session, pairs, kind=kind, code=f"notify.{kind}", fields={"sender": sender},
+            link={"announcement_id": announcement.id}, urgent=announcement.urgent)
 
     @staticmethod
     def _frame(announcement: Announcement, author: dict[str, Any] | None, source: str | None) -> str:
@@ -287,7 +277,8 @@ class Announcements:
                 audience=dumps({"students": student_ids}), text=text)
             children = await self._guardians(session, student_ids)
             recipients = await self._persist(session, announcement, children)
-            await self._notify(session, announcement, children, kind, key.name)
+            await self._notify(session, announcement, select(Guardianship.person_id, Guardianship.student_id).where(
+                Guardianship.student_id.in_(student_ids)), kind, key.name)
             frame = self._frame(announcement, None, key.name)
         await self.service.hub.publish_audience(school_channel(school.id), recipients, frame)
         return {"notice": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}

@@ -62,7 +62,7 @@ RELEASE_INTERVAL_SECONDS = 30.0
 # Longer than a whole pass can take (five retries of about 30 s per person, for
 # many people), so that no other worker claims rows still being released.
 LEASE_SECONDS = 900.0
-# Bound on the calendar and release caches (they are cleared when full).
+# Bound on the release cache (it is cleared when full).
 CACHE_ENTRIES = 10_000
 # A school's hours and closed days are re-read at most this often (as its
 # feature switches are): a directory reload applies within half a minute.
@@ -137,10 +137,9 @@ class Notifier:
                 channels.append(WebhookChannel(settings.notify_webhook_url))
         self.channels = list(channels)
         self._holidays: dict[int, frozenset[date]] = {}
-        # Parsed school calendars by their raw settings, and release answers by
-        # (calendar, personal hours) with the span of time they hold for.
-        self._calendars: dict[tuple, _Calendar] = {}
-        self._school_calendars: dict[int, tuple[float, _Calendar]] = {}
+        # Parsed school calendars (school id -> read at, calendar), and release
+        # answers by (calendar, personal hours) with the span of time they hold for.
+        self._calendars: dict[int, tuple[float, _Calendar]] = {}
         self._releases: dict[tuple, tuple[datetime, datetime, datetime | None]] = {}
         self._task: asyncio.Task | None = None
 
@@ -178,18 +177,17 @@ class Notifier:
         """The school's calendar, re-read at most every CALENDAR_CACHE_SECONDS (a
         directory reload changing hours or closed days applies within that)."""
         at = time.monotonic()
-        cached = self._school_calendars.get(school_id)
+        cached = self._calendars.get(school_id)
         if cached is not None and at - cached[0] < CALENDAR_CACHE_SECONDS:
             return cached[1]
         hours, timezone, closed = (await session.execute(_CALENDAR, {"school": school_id})).one()
         key = (hours, timezone, closed)
-        calendar = self._calendars.get(key)
-        if calendar is None:
-            if len(self._calendars) > CACHE_ENTRIES:
-                self._calendars.clear()
-            calendar = self._calendars[key] = _Calendar(
-                working_hours.parse_schedule(orjson.loads(hours or "{}")), timezone, _closed_days(closed), key)
-        self._school_calendars[school_id] = (at, calendar)
+        if cached is not None and cached[1].key == key:
+            calendar = cached[1]  # unchanged: keep the parsed one (and the release answers keyed by it)
+        else:
+            calendar = _Calendar(working_hours.parse_schedule(orjson.loads(hours or "{}")), timezone,
+                                 _closed_days(closed), key)
+        self._calendars[school_id] = (at, calendar)
         return calendar
 
     def _release(self, calendar: _Calendar, now: datetime, personal: str | None) -> datetime:
@@ -226,35 +224,23 @@ class Notifier:
             log.warning("a school has no working hours at all; notifying staff at once")
             return now, now
 
-    async def add(self, session, pending: Sequence[Pending], audience=None,
+    async def add(self, session, pending: Sequence[Pending],
                   people: dict[int, tuple[str, str | None]] | None = None) -> int:
         """Create the notifications (R17 filters, R15 holds) in the caller's transaction.
 
-        ``audience`` (a subquery of person ids) replaces the list of ids in the
-        look-ups when the recipients are many and known to be guardians — an
-        announcement to a whole school: thousands of bound parameters cost more
-        than the rows themselves, and guardians are never held (R15 is for staff).
         ``people`` (person id -> role, working hours), when the caller read them
-        already in its transaction, saves reading them again.
+        already in its transaction, saves reading them again.  Many guardians at
+        once (an announcement) go through :meth:`add_guardians` instead.
         """
         if not pending:
             return 0
         now = self.clock()
-        kinds = list({p.kind for p in pending})
-        if audience is None:
-            person_ids = list({p.person_id for p in pending})
-            if people is None:
-                people = {pid: (role, hours) for pid, role, hours in (await session.execute(
-                    _PEOPLE, {"ids": person_ids})).all()}
-            rows = (await session.execute(_SWITCHED_OFF, {"ids": person_ids, "kinds": kinds})).all()
-        else:
-            people = {}
-            rows = (await session.execute(
-                select(NotificationPreference.person_id, NotificationPreference.child_id, NotificationPreference.kind)
-                .where(NotificationPreference.person_id.in_(audience), NotificationPreference.kind.in_(kinds),
-                       NotificationPreference.enabled == False))).all()  # noqa: E712
-        off = {(pid, child, kind) for pid, child, kind in rows}
-        calendars: dict[int, _Calendar] = {}
+        person_ids = list({p.person_id for p in pending})
+        if people is None:
+            people = {pid: (role, hours) for pid, role, hours in (await session.execute(
+                _PEOPLE, {"ids": person_ids})).all()}
+        off = {(pid, child, kind) for pid, child, kind in (await session.execute(
+            _SWITCHED_OFF, {"ids": person_ids, "kinds": list({p.kind for p in pending})})).all()}
         rows = []
         encoded: dict[int, str] = {}  # fields/link shared by many rows are encoded once
         for p in pending:
@@ -264,10 +250,7 @@ class Notifier:
             deliver_at, held = now, False
             if role in STAFF_ROLES and p.school_id is not None:
                 # R15: staff are never notified outside their working hours, urgent or not.
-                if p.school_id not in calendars:
-                    calendars[p.school_id] = await self._calendar(session, p.school_id)
-                calendar = calendars[p.school_id]
-                release = self._release(calendar, now, personal)
+                release = self._release(await self._calendar(session, p.school_id), now, personal)
                 if release > now:
                     deliver_at, held = release, True
             rows.append({
@@ -286,10 +269,9 @@ class Notifier:
                             link: dict[str, Any], urgent: bool = False) -> None:
         """One notification per (guardian, child) row of ``pairs`` (a SELECT of two
         columns: person id, child id), as one ``INSERT … SELECT`` in the caller's
-        transaction — an announcement to a whole school.  The same rows as
-        :meth:`add` with ``audience=``: guardians are never held (R15 is for
-        staff); R17's switched-off (person, child, kind) and (person, 0, kind)
-        are left out in SQL."""
+        transaction — an announcement to a whole school.  The rows :meth:`add`
+        would make for guardians, who are never held (R15 is for staff); R17's
+        switched-off (person, child, kind) and (person, 0, kind) are left out in SQL."""
         now = self.clock()
         pairs = pairs.subquery()
         person, child = pairs.c[0], pairs.c[1]

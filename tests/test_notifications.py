@@ -9,6 +9,7 @@ import socket
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
@@ -280,6 +281,27 @@ async def test_r17_an_announcement_switched_off_for_one_child_creates_no_notific
     await service.announcements.post(nadia, {"groups": [group]}, "Sortie au musée")
     assert await count(service, Notification.person_id == marie.id, Notification.kind == "announcement") == 0
     assert await count(service, Notification.person_id == jean.id, Notification.kind == "announcement") == 1
+
+
+async def test_an_integration_notice_notifies_each_guardian_once_for_the_child_unless_switched_off(service):
+    """R12 notices go to the feed like announcements (R16, labelled with the
+    child), and R17's per-kind switch stops them; guardians are never held."""
+    from chat.storage.models import Student
+
+    clock = Clock(TUESDAY_8AM - timedelta(hours=10))  # night: staff would be held, guardians are not
+    attach(service, clock)
+    marie, jean = await actor_for(service, MARIE), await actor_for(service, JEAN)
+    lea = await child_id(service, "Léa")
+    await service.notifier.set_preference(jean, lea, "transport", False)
+    async with service.sessions() as session:
+        fiche = (await session.execute(select(Student.fiche).where(Student.id == lea))).scalar_one()
+    _key_id, raw = await service.announcements.create_key("ERABLES", "Autobus", ["transport"])
+    key = await service.announcements.authenticate_key(raw)
+    answer = await service.announcements.notice(key, "transport", "Autobus 12 en retard", [fiche])
+    async with service.sessions() as session:
+        rows = (await session.execute(select(Notification).where(Notification.kind == "transport"))).scalars().all()
+    assert [(n.person_id, n.child_id, n.held) for n in rows] == [(marie.id, lea, False)]
+    assert orjson.loads(rows[0].link) == {"announcement_id": answer["notice"]["id"]}
 
 
 async def test_r17_an_announcement_switched_off_for_all_children_creates_none_for_any_child(service):
