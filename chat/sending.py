@@ -1,9 +1,9 @@
 """Group commit for ``message.send``: the sends waiting at one moment share one
 transaction and a handful of set-based statements.
 
-Why: one send alone costs a dozen statements and a commit; on SQLite every
-statement is a hop to the driver's thread.  While one batch is being written,
-the sends that arrive meanwhile queue up, and the next batch takes them all
+Why: one send alone costs a dozen statements and a commit, and each statement
+costs more in SQLAlchemy than in the database.  While one batch is being
+written, the sends that arrive meanwhile queue up, and the next batch takes them all
 (up to :data:`MAX_BATCH`).  Under light load a batch is a single send, so
 latency does not grow; under heavy load the cost per message falls.  In
 between — sends arriving steadily, each batch small — a batch that follows
@@ -27,17 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, tuple_, update
 
 from chat.errors import ChatError, Conflict, NotFound
 from chat.frames import event_frame, timestamp
 from chat.policies import features
+from chat.service import Actor, ChatService, retry_reply, sent_reply
 from chat.storage.models import Conversation, Event, Message, Participant, Person, utcnow
-
-if TYPE_CHECKING:
-    from chat.service import Actor, ChatService
 
 log = logging.getLogger("chat.sending")
 
@@ -91,7 +89,7 @@ _SET_READ = (
 class Send:
     """One ``message.send`` waiting for its batch."""
 
-    actor: "Actor"
+    actor: Actor
     conversation_id: int
     client_id: str
     text: str
@@ -106,7 +104,7 @@ class Send:
 
 
 class SendBatcher:
-    def __init__(self, service: "ChatService") -> None:
+    def __init__(self, service: ChatService) -> None:
         self.service = service
         self._waiting: list[Send] = []
         self._task: asyncio.Task | None = None
@@ -114,7 +112,7 @@ class SendBatcher:
         self.sent = 0
         self._last_end = float("-inf")  # loop time the previous batch ended
 
-    async def send(self, actor: "Actor", conversation_id: int, client_id: str, text: str) -> dict[str, Any]:
+    async def send(self, actor: Actor, conversation_id: int, client_id: str, text: str) -> dict[str, Any]:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(Send(actor, conversation_id, client_id, text, future))
         if self._task is None:
@@ -165,11 +163,9 @@ class SendBatcher:
         for item in batch:
             if item.future.done():
                 continue
-            if item.same_as is not None:
-                first = item.same_as
-                item.future.set_result(self._answer(first, now, duplicate=True))
-            else:
-                item.future.set_result(self._answer(item, now, duplicate=False))
+            first = item.same_as or item
+            item.future.set_result(sent_reply(first.conversation_id, first.message_id, first.seq, first.client_id,
+                                              now, duplicate=item.same_as is not None))
 
     async def _alone(self, item: Send) -> None:
         try:
@@ -180,11 +176,6 @@ class SendBatcher:
             return
         if not item.future.done():
             item.future.set_result(result)
-
-    @staticmethod
-    def _answer(item: Send, now, duplicate: bool) -> dict[str, Any]:
-        return {"conversation_id": item.conversation_id, "message_id": item.message_id, "seq": item.seq,
-                "client_id": item.client_id, "created_at": timestamp(now), "duplicate": duplicate}
 
     @staticmethod
     def _refuse(item: Send, exc: Exception) -> None:
@@ -215,13 +206,13 @@ class SendBatcher:
                 key = (item.actor.id, item.client_id)
                 done = existing.get(key)
                 if done is not None:
-                    mid, cid, seq, created = done
-                    if cid != item.conversation_id:
-                        self._refuse(item, Conflict("message.client_id_reused"))
-                    elif not item.future.done():
-                        item.future.set_result({
-                            "conversation_id": cid, "message_id": mid, "seq": seq, "client_id": item.client_id,
-                            "created_at": timestamp(created), "duplicate": True})
+                    try:
+                        answer = retry_reply(item.conversation_id, item.client_id, *done)
+                    except ChatError as exc:
+                        self._refuse(item, exc)
+                    else:
+                        if not item.future.done():
+                            item.future.set_result(answer)
                     continue
                 earlier = first_of.get(key)
                 if earlier is not None:

@@ -73,6 +73,22 @@ UPLOAD_GC_INTERVAL_SECONDS = 3600
 FEATURES_CACHE_SECONDS = 30.0
 
 
+def sent_reply(conversation_id: int, message_id: int, seq: int, client_id: str, created_at: datetime,
+               duplicate: bool) -> dict[str, Any]:
+    """The answer to ``message.send`` (docs/protocol.md): a fresh send's, or a retry's."""
+    return {"conversation_id": conversation_id, "message_id": message_id, "seq": seq, "client_id": client_id,
+            "created_at": timestamp(created_at), "duplicate": duplicate}
+
+
+def retry_reply(conversation_id: int, client_id: str, message_id: int, message_conversation_id: int, seq: int,
+                created_at: datetime) -> dict[str, Any]:
+    """A send whose (author, client_id) is committed already: the same answer
+    again, or ``message.client_id_reused`` when it named another conversation."""
+    if message_conversation_id != conversation_id:
+        raise Conflict("message.client_id_reused")
+    return sent_reply(conversation_id, message_id, seq, client_id, created_at, duplicate=True)
+
+
 @dataclass(frozen=True)
 class Actor:
     """The signed-in person a request acts for."""
@@ -531,8 +547,7 @@ class ChatService:
                 raise
             return existing
         await self.hub.publish_event(conversation_id, seq, members, frame)
-        return {"conversation_id": conversation_id, "message_id": message.id, "seq": seq,
-                "client_id": client_id, "created_at": timestamp(message.created_at), "duplicate": False}
+        return sent_reply(conversation_id, message.id, seq, client_id, message.created_at, duplicate=False)
 
     async def _own_uploads(self, session, actor: Actor, upload_ids: Sequence[str]) -> list[Upload]:
         """R7: only the sender's own uploads, each attached once."""
@@ -613,10 +628,8 @@ class ChatService:
         )).scalar_one_or_none()
         if message is None:
             return None
-        if message.conversation_id != conversation_id:
-            raise Conflict("message.client_id_reused")
-        return {"conversation_id": conversation_id, "message_id": message.id, "seq": message.seq,
-                "client_id": client_id, "created_at": timestamp(message.created_at), "duplicate": True}
+        return retry_reply(conversation_id, client_id, message.id, message.conversation_id, message.seq,
+                           message.created_at)
 
     async def _own_message(self, session, actor: Actor, message_id: int) -> Message:
         message = await session.get(Message, message_id)
