@@ -110,10 +110,8 @@ class Connection:
         "_send",
         "_close",
         "_socket",
-        "_limit_bytes",
         "_queue",
         "_limit",
-        "_ended",
         "_scheduled",
         "_inflight",
         "close_code",
@@ -147,12 +145,9 @@ class Connection:
         self._send = send
         self._close = close
         self._socket = socket
-        self._limit_bytes = max_queue * BYTES_PER_QUEUED_FRAME
         # The outbox is created by the first frame queued (a direct socket never queues).
         self._queue: deque[str] | tuple = NO_OUTBOX
         self._limit = max_queue
-        # Set when the connection ends; created only if someone waits for it.
-        self._ended: asyncio.Future | None = None
         self._scheduled = False
         # A send that could not finish at once (the socket's buffer is full): the
         # rest of the outbox waits behind it.
@@ -174,7 +169,7 @@ class Connection:
             transport = socket.transport
             if socket.close_sent or transport.is_closing():
                 return True  # the socket is closing: the reader loop sees the end
-            if transport.get_write_buffer_size() > self._limit_bytes:
+            if transport.get_write_buffer_size() > self._limit * BYTES_PER_QUEUED_FRAME:
                 return False
             transport.write(wire if wire is not None else text_frame(frame.encode()))
             return True
@@ -246,19 +241,6 @@ class Connection:
         log.debug("send failed for person %s: %s", self.person_id, type(exc).__name__)
         self._queue = NO_OUTBOX
         self.state = ConnectionState.CLOSED
-        self._set_ended()
-
-    def _set_ended(self) -> None:
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(None)
-
-    async def run_writer(self) -> None:
-        """Wait until the connection has ended (frames are sent by :meth:`drain`)."""
-        if self.state is ConnectionState.CLOSED:
-            return
-        if self._ended is None:
-            self._ended = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._ended)
 
     async def close(self, code: int, reason: str = "", flush: float = 0.0) -> None:
         """Close once; later calls do nothing.  With ``flush``, first give the
@@ -281,7 +263,6 @@ class Connection:
         except Exception:  # the peer may be gone already
             pass
         self.state = ConnectionState.CLOSED
-        self._set_ended()
 
 
 class _Flusher:
@@ -324,6 +305,12 @@ def person_channel(person_id: int) -> str:
 def _envelope(header: dict, frame: str | None) -> bytes:
     head = orjson.dumps(header)
     return head + b"\n" + frame.encode() if frame is not None else head + b"\n"
+
+
+def _event_message(conversation_id: int, seq: int, member_ids: Iterable[int], frame: str) -> tuple[str, bytes]:
+    """A committed conversation event as published: its channel and envelope."""
+    return conversation_channel(conversation_id), _envelope(
+        {"c": conversation_id, "s": seq, "m": list(member_ids)}, frame)
 
 
 class Hub:
@@ -512,16 +499,12 @@ class Hub:
     # -- publishing ----------------------------------------------------------------
     async def publish_event(self, conversation_id: int, seq: int, member_ids: Iterable[int], frame: str) -> None:
         """Fan out a committed conversation event to the members at commit time."""
-        await self._publish(
-            conversation_channel(conversation_id),
-            _envelope({"c": conversation_id, "s": seq, "m": list(member_ids)}, frame),
-        )
+        await self._publish(*_event_message(conversation_id, seq, member_ids, frame))
 
     async def publish_events(self, events: Iterable[tuple[int, int, Iterable[int], str]]) -> None:
         """:meth:`publish_event` for several committed events (conversation, seq,
         member ids, frame) at once: one broker round trip, order kept."""
-        items = [(conversation_channel(cid), _envelope({"c": cid, "s": seq, "m": list(members)}, frame))
-                 for cid, seq, members, frame in events]
+        items = [_event_message(*event) for event in events]
         if not items:
             return
         try:

@@ -146,7 +146,6 @@ async def wait_for(predicate, timeout: float = 5.0) -> None:
 async def test_hub_fills_a_gap_from_the_log_and_drops_duplicates(hub_log):
     hub, log = hub_log
     conn, sent = recording_connection(7)
-    writer = asyncio.create_task(conn.run_writer())
     await hub.register(conn, [1])
     hub.track(conn, 1, 0)
     for seq in (1, 2, 3):
@@ -161,13 +160,11 @@ async def test_hub_fills_a_gap_from_the_log_and_drops_duplicates(hub_log):
     await wait_for(lambda: len(sent) >= 4)
     await asyncio.sleep(0.1)
     assert sent == ["frame-1", "frame-2", "frame-3", "frame-4"]
-    writer.cancel()
 
 
 async def test_hub_resync_after_a_broker_outage_fetches_what_was_never_delivered(hub_log):
     hub, log = hub_log
     conn, sent = recording_connection(3)
-    writer = asyncio.create_task(conn.run_writer())
     await hub.register(conn, [2])
     hub.track(conn, 2, 0)
     for seq in (1, 2, 3):  # committed while the broker was down: never published
@@ -175,14 +172,12 @@ async def test_hub_resync_after_a_broker_outage_fetches_what_was_never_delivered
     await hub._resync()
     await wait_for(lambda: len(sent) == 3)
     assert sent == ["lost-1", "lost-2", "lost-3"]
-    writer.cancel()
 
 
 async def test_hub_delivers_only_to_the_members_named_by_the_event(hub_log):
     hub, log = hub_log
     member, to_member = recording_connection(1)
     removed, to_removed = recording_connection(2)
-    tasks = [asyncio.create_task(c.run_writer()) for c in (member, removed)]
     for conn in (member, removed):
         await hub.register(conn, [5])
         hub.track(conn, 5, 0)
@@ -194,8 +189,6 @@ async def test_hub_delivers_only_to_the_members_named_by_the_event(hub_log):
     await wait_for(lambda: len(to_member) == 2)
     await asyncio.sleep(0.1)
     assert to_member == ["e1", "e2"] and to_removed == ["e1"]
-    for task in tasks:
-        task.cancel()
 
 
 async def test_slow_consumer_is_closed_with_4008_and_others_keep_receiving(hub_log):
@@ -211,7 +204,6 @@ async def test_slow_consumer_is_closed_with_4008_and_others_keep_receiving(hub_l
 
     slow = Connection(1, "fr", stuck_send, record_close, max_queue=5)
     fast, received = recording_connection(2)
-    tasks = [asyncio.create_task(c.run_writer()) for c in (slow, fast)]
     for conn in (slow, fast):
         await hub.register(conn, [9])
         hub.track(conn, 9, 0)
@@ -223,8 +215,6 @@ async def test_slow_consumer_is_closed_with_4008_and_others_keep_receiving(hub_l
     assert slow.queued <= 5  # the outbox never grew past its bound
     assert received == [f"f{seq}" for seq in range(1, 21)]
     assert hub.stats["slow_consumers"] == 1
-    for task in tasks:
-        task.cancel()
 
 
 async def small_buffer_client(server, email: str, person_id: int):
@@ -259,11 +249,11 @@ async def test_slow_websocket_client_is_disconnected_without_harming_others(serv
         # A client that stops reading: what it does not take piles up in the server's transport.
         jean, target = await small_buffer_client(server, JEAN, jean_id)
         await jean.start({})
-        target._limit_bytes = 64 * 1024
+        target._limit = 64  # KiB of unsent bytes (SEND_QUEUE_FRAMES × 1 KiB)
         transport = target._socket.transport
         filler = text_frame(b'{"type":"filler","pad":"' + b"x" * 8000 + b'"}')
         for _ in range(400):  # up to 3.2 MB: far more than the socket buffers
-            if transport.get_write_buffer_size() > 4 * target._limit_bytes:
+            if transport.get_write_buffer_size() > 4 * 64 * 1024:
                 break
             transport.write(filler)
         assert target.push('{"type":"filler"}') is False  # past the bound: refused

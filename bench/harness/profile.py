@@ -48,7 +48,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 # report shows, so that "what limits it" names the hub's own functions.
 HOT_PATHS = (
     "Announcements.post", "Announcements._persist", "Announcements._notify", "Notifier.add",
-    "_literal_execute_expanding_parameter", "Connection.run_writer", "WebSocket.send_text",
+    "_literal_execute_expanding_parameter", "SendBatcher._write", "Connection.push",
     "WebSocketsSansIOProtocol.send", "Hub._on_audience", "Hub._on_message", "ChatService.send_message",
     "ChatService._existing", "ChatService._next_seq", "ChatService._member_ids", "ChatService._participant",
     "ChatService._writable", "ChatService.create_conversation", "ChatService.authenticate", "Session.start",
