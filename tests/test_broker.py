@@ -39,6 +39,16 @@ def broker_url(request) -> str:
     return "memory://" if request.param == "memory" else REDIS_URL
 
 
+@pytest.fixture
+async def connected(broker_url):
+    """A connected broker of each backend, with the inbox it delivers to."""
+    inbox = Inbox()
+    broker = create_broker(broker_url, inbox, prefix=f"t-{uuid.uuid4().hex}")
+    await broker.connect()
+    yield broker, inbox
+    await broker.disconnect()
+
+
 async def test_create_broker_picks_the_backend_by_url():
     inbox = Inbox()
     assert isinstance(create_broker("memory://", inbox), MemoryBroker)
@@ -46,53 +56,38 @@ async def test_create_broker_picks_the_backend_by_url():
     assert isinstance(create_broker(REDIS_URL, inbox), RedisBroker)
 
 
-async def test_publish_many_delivers_a_batch_in_order_to_subscribed_channels_only(broker_url):
+async def test_publish_many_delivers_a_batch_in_order_to_subscribed_channels_only(connected):
     """A group commit's events go out in one call (one Redis round trip), in order."""
-    inbox = Inbox()
-    broker = create_broker(broker_url, inbox, prefix=f"t-{uuid.uuid4().hex}")
-    await broker.connect()
-    try:
-        await broker.subscribe("conv:1")
-        await broker.subscribe("conv:2")
-        batch = [(f"conv:{1 + i % 3}", b"e%d" % i) for i in range(30)]  # conv:3 has no subscriber
-        await broker.publish_many(batch)
-        await inbox.wait(20)
-        await asyncio.sleep(0.1)  # nothing more (conv:3) arrives
-        assert inbox.messages == [(c, d) for c, d in batch if c != "conv:3"]
-    finally:
-        await broker.disconnect()
+    broker, inbox = connected
+    await broker.subscribe("conv:1")
+    await broker.subscribe("conv:2")
+    batch = [(f"conv:{1 + i % 3}", b"e%d" % i) for i in range(30)]  # conv:3 has no subscriber
+    await broker.publish_many(batch)
+    await inbox.wait(20)
+    await asyncio.sleep(0.1)  # nothing more (conv:3) arrives
+    assert inbox.messages == [(c, d) for c, d in batch if c != "conv:3"]
 
 
-async def test_subscribed_channel_receives_published_bytes_in_order(broker_url):
-    inbox = Inbox()
-    broker = create_broker(broker_url, inbox, prefix=f"t-{uuid.uuid4().hex}")
-    await broker.connect()
-    try:
-        await broker.subscribe("conv:1")
-        for i in range(20):
-            await broker.publish("conv:1", b"m%d" % i)
-        await inbox.wait(20)
-        assert inbox.messages == [("conv:1", b"m%d" % i) for i in range(20)]
-    finally:
-        await broker.disconnect()
+async def test_subscribed_channel_receives_published_bytes_in_order(connected):
+    broker, inbox = connected
+    await broker.subscribe("conv:1")
+    for i in range(20):
+        await broker.publish("conv:1", b"m%d" % i)
+    await inbox.wait(20)
+    assert inbox.messages == [("conv:1", b"m%d" % i) for i in range(20)]
 
 
-async def test_unsubscribed_and_other_channels_receive_nothing(broker_url):
-    inbox = Inbox()
-    broker = create_broker(broker_url, inbox, prefix=f"t-{uuid.uuid4().hex}")
-    await broker.connect()
-    try:
-        await broker.subscribe("conv:1")
-        await broker.subscribe("conv:2")
-        await broker.unsubscribe("conv:2")
-        await broker.publish("conv:2", b"not for us")
-        await broker.publish("conv:3", b"never subscribed")
-        await broker.publish("conv:1", b"marker")
-        await inbox.wait(1)
-        await asyncio.sleep(0.1)
-        assert inbox.messages == [("conv:1", b"marker")]
-    finally:
-        await broker.disconnect()
+async def test_unsubscribed_and_other_channels_receive_nothing(connected):
+    broker, inbox = connected
+    await broker.subscribe("conv:1")
+    await broker.subscribe("conv:2")
+    await broker.unsubscribe("conv:2")
+    await broker.publish("conv:2", b"not for us")
+    await broker.publish("conv:3", b"never subscribed")
+    await broker.publish("conv:1", b"marker")
+    await inbox.wait(1)
+    await asyncio.sleep(0.1)
+    assert inbox.messages == [("conv:1", b"marker")]
 
 
 async def test_redis_delivers_between_two_brokers_like_two_workers():
