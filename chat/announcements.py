@@ -20,8 +20,9 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 
+from chat import notifications
 from chat.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from chat.frames import dumps, timestamp
 from chat.policies import announcements as rules
@@ -67,6 +68,46 @@ _RECIPIENT_INSERT = {
     for style, placeholders in (("qmark", "?, ?, ?"), ("numeric_dollar", "$1, $2, $3"))}
 
 
+# Built once (statement construction cost more than running them for a class).
+# The families an audience reaches: (guardian, student, school), by student.
+def _families(where):
+    return select(Guardianship.person_id, Student.id, Student.school_id).join(
+        Student, Student.id == Guardianship.student_id).where(where).order_by(Student.id)
+
+
+def _notified(where):
+    """The (guardian, child) pairs to notify, kept to the recipient rows just written:
+    a directory change between the two statements must not notify someone who is
+    not a recipient.  A join, not ``IN (SELECT …)``: SQLite would drive the
+    guardianship index from that list for every student (quadratic in the audience)."""
+    return notifications.guardians_insert(
+        select(Guardianship.person_id, Guardianship.student_id).join(
+            Student, Student.id == Guardianship.student_id).join(AnnouncementRecipient, and_(
+                AnnouncementRecipient.announcement_id == bindparam("announcement"),
+                AnnouncementRecipient.person_id == Guardianship.person_id)).where(where)
+        .order_by(Guardianship.student_id))
+
+
+_IN_GROUPS = Student.group_id.in_(bindparam("groups", expanding=True))
+_IN_SCHOOL = Student.school_id == bindparam("school")
+_IN_ORGANISATION = Student.organisation_id == bindparam("organisation")
+_IN_SCHOOLS = Student.school_id.in_(bindparam("schools", expanding=True))
+_OF_STUDENTS = Guardianship.student_id.in_(bindparam("students", expanding=True))
+_FAMILIES = {"groups": _families(_IN_GROUPS), "school": _families(_IN_SCHOOL),
+             "organisation": _families(_IN_ORGANISATION)}
+# The organisation-wide one is kept to the schools with announcements on (R18).
+_NOTIFIED = {"groups": _notified(_IN_GROUPS), "school": _notified(_IN_SCHOOL),
+             "organisation": _notified(and_(_IN_ORGANISATION, _IN_SCHOOLS)), "students": _notified(_OF_STUDENTS)}
+_GROUP_SCHOOLS = select(Group.id, Group.school_id).where(Group.id.in_(bindparam("groups", expanding=True)))
+# The author's name with the organisation of each of their schools: one row per
+# school, or one row of NULLs for someone with none.
+_AUTHOR = select(Person.name, School.id, School.organisation_id).select_from(Person).outerjoin(
+    School, School.id.in_(bindparam("schools", expanding=True))).where(Person.id == bindparam("person"))
+_ANNOUNCEMENT_COLUMNS = [c.name for c in Announcement.__table__.columns if c.name != "id"]
+_ANNOUNCEMENT_INSERT = insert(Announcement.__table__).returning(Announcement.__table__.c.id)
+_ORGANISATION_OF = select(School.organisation_id).where(School.id == bindparam("school"))
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -102,42 +143,34 @@ class Announcements:
             raise Forbidden("forbidden")  # only direction marks a closure urgent
         async with self.sessions() as session, session.begin():
             facts = (await self.service._people(session, [actor.id]))[0]
-            # (No round trip for a school or organisation audience: it names no group.)
-            group_schools = dict((await session.execute(
-                select(Group.id, Group.school_id).where(Group.id.in_(audience.groups))))
-                .all()) if audience.groups else {}
-            # The author's name (for the frame and the notifications) comes with the organisations
-            # of their schools: one row per school, or one row of NULLs for someone with none.
             connection = await session.connection()
+            # (No round trip for a school or organisation audience: it names no group.)
+            group_schools = dict((await connection.execute(_GROUP_SCHOOLS, {"groups": sorted(audience.groups)}))
+                                 .all()) if audience.groups else {}
             author = (await connection.execute(
-                select(Person.name, School.id, School.organisation_id).select_from(Person)
-                .outerjoin(School, School.id.in_(facts.school_ids or {-1})).where(Person.id == actor.id))).all()
+                _AUTHOR, {"person": actor.id, "schools": sorted(facts.school_ids) or [-1]})).all()
             author_name = author[0].name
             school_orgs = {sid: org for _, sid, org in author if sid is not None}
             rules.check_announcer(facts, audience, group_schools, school_orgs)
             # One query: every guardian of every student in the audience, with the school.
-            families = select(Guardianship.person_id, Student.id, Student.school_id).join(
-                Student, Student.id == Guardianship.student_id)
             if audience.groups:
-                schools = set(group_schools.values())
-                families = families.where(Student.group_id.in_(audience.groups))
+                shape, schools, params = "groups", set(group_schools.values()), {"groups": sorted(audience.groups)}
             elif audience.school is not None:
-                schools = {audience.school}
-                families = families.where(Student.school_id == audience.school)
+                shape, schools, params = "school", {audience.school}, {"school": audience.school}
             else:
-                schools = set()
-                families = families.where(Student.organisation_id == audience.organisation)
+                shape, schools, params = "organisation", set(), {"organisation": audience.organisation}
             for school_id in schools:
                 await self.service.require_feature(session, school_id, "announcements")
             school_id = min(schools) if schools else None
             organisation_id = (school_orgs.get(school_id) if school_id else audience.organisation) or (
-                await session.execute(select(School.organisation_id).where(School.id == school_id))).scalar_one()
+                await connection.execute(_ORGANISATION_OF, {"school": school_id})).scalar_one()
             # Plain rows through the connection (no ORM result machinery for thousands of tuples).
-            rows = (await connection.execute(families.order_by(Student.id))).all()
+            rows = (await connection.execute(_FAMILIES[shape], params)).all()
             if not schools:  # organisation-wide: skip schools that turned announcements off (R18)
                 allowed = {sid for sid in {s for _, _, s in rows}
                            if "announcements" in await self.service.school_features(session, sid)}
                 rows = [r for r in rows if r[2] in allowed]
+                params["schools"] = sorted(allowed) or [-1]
             children: dict[int, list[int]] = defaultdict(list)
             for person_id, student_id, _ in rows:
                 children[person_id].append(student_id)
@@ -145,10 +178,7 @@ class Announcements:
                 organisation_id=organisation_id, school_id=school_id, author_id=actor.id, kind="announcement",
                 audience=dumps(audience.describe()), text=text, urgent=urgent)
             recipients = await self._persist(session, announcement, children)
-            pairs = families.with_only_columns(Guardianship.person_id, Student.id)
-            if not schools:
-                pairs = pairs.where(Student.school_id.in_(allowed))
-            await self._notify(session, announcement, pairs, "announcement", author_name)
+            await self._notify(session, announcement, shape, params, "announcement", author_name)
             frame = self._frame(announcement, {"id": actor.id, "name": author_name}, None)
         # Groups of several schools (or the organisation): the organisation channel reaches them all.
         channel = school_channel(school_id) if len(schools) == 1 else organisation_channel(organisation_id)
@@ -168,35 +198,29 @@ class Announcements:
         """One announcement row and one recipient row per guardian (labelled with
         each of their children in the audience: a family gets it once).
 
-        The recipient rows go to the driver's ``executemany`` as plain tuples: the
+        The announcement row is a prebuilt Core INSERT (the object stays out of
+        the ORM session: nothing to flush).  The recipient rows go to the driver's ``executemany`` as plain tuples: the
         values are ints and a JSON text, so SQLAlchemy's per-row parameter
         processing (a dict per row, a bind processor per column) would cost more
         than the rows themselves; ``read_at`` is left to its NULL default."""
         announcement.recipient_count = len(children)
-        session.add(announcement)
-        await session.flush()
+        connection = await session.connection()
+        announcement.id = announcement_id = (await connection.execute(_ANNOUNCEMENT_INSERT, {
+            column: getattr(announcement, column) for column in _ANNOUNCEMENT_COLUMNS})).scalar_one()
         if children:
-            connection = await session.connection()
-            announcement_id = announcement.id
             await connection.exec_driver_sql(_RECIPIENT_INSERT[connection.dialect.paramstyle], [
                 (announcement_id, pid, dumps(kids))
                 for pid, kids in children.items()])
         return list(children)
 
-    async def _notify(self, session, announcement: Announcement, pairs, kind: str, sender: str) -> None:
+    async def _notify(self, session, announcement: Announcement, shape: str, params: dict[str, Any], kind: str,
+                      sender: str) -> None:
         """One notification per recipient and child (the per-child feed, R16; R17
-        filters), from ``pairs`` — a SELECT of (guardian id, student id) — kept to
-        the recipient rows just written: a directory change between the two
-        statements must not notify someone who is not a recipient.  A join, not
-        ``IN (SELECT …)``: SQLite would drive the guardianship index from that
-        list for every student (quadratic in the audience)."""
-        child = pairs.selected_columns[1]
-        pairs = pairs.join(AnnouncementRecipient, and_(
-            AnnouncementRecipient.announcement_id == announcement.id,
-            AnnouncementRecipient.person_id == Guardianship.person_id)).order_by(child)
+        filters), for the audience ``shape`` (a key of ``_NOTIFIED``) with its ``params``."""
         await self.service.notifier.add_guardians(
-            session, pairs, kind=kind, code=f"notify.{kind}", fields={"sender": sender},
-            link={"announcement_id": announcement.id}, urgent=announcement.urgent)
+            session, _NOTIFIED[shape], {**params, "announcement": announcement.id}, kind=kind,
+            code=f"notify.{kind}", fields={"sender": sender}, link={"announcement_id": announcement.id},
+            urgent=announcement.urgent)
 
     @staticmethod
     def _frame(announcement: Announcement, author: dict[str, Any] | None, source: str | None) -> str:
@@ -277,8 +301,7 @@ class Announcements:
                 audience=dumps({"students": student_ids}), text=text)
             children = await self._guardians(session, student_ids)
             recipients = await self._persist(session, announcement, children)
-            await self._notify(session, announcement, select(Guardianship.person_id, Guardianship.student_id).where(
-                Guardianship.student_id.in_(student_ids)), kind, key.name)
+            await self._notify(session, announcement, "students", {"students": student_ids}, kind, key.name)
             frame = self._frame(announcement, None, key.name)
         await self.service.hub.publish_audience(school_channel(school.id), recipients, frame)
         return {"notice": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}

@@ -84,6 +84,28 @@ _CALENDAR = select(School.working_hours, School.timezone, School.closed_days).wh
     School.id == bindparam("school"))
 
 
+def guardians_insert(pairs):
+    """The ``INSERT … SELECT`` :meth:`Notifier.add_guardians` runs, for ``pairs`` —
+    a SELECT of (guardian id, child id) whose values are bound parameters — built
+    once by the caller (building it costs more than running it for a class).
+    The notification's own values are the parameters ``n_kind``, ``n_code``,
+    ``n_fields``, ``n_link``, ``n_urgent`` and ``n_now``."""
+    pairs = pairs.subquery()
+    person, child = pairs.c[0], pairs.c[1]
+    p, n = NotificationPreference.__table__, Notification.__table__.c
+    kind = bindparam("n_kind", type_=n.kind.type)
+    off = exists().where(p.c.person_id == person, p.c.child_id.in_([child, 0]), p.c.kind == kind,
+                         p.c.enabled == False)  # noqa: E712
+    now = bindparam("n_now", type_=n.created_at.type)
+    body = select(
+        person, child, kind, bindparam("n_code", type_=n.code.type), bindparam("n_fields", type_=Text()),
+        bindparam("n_link", type_=Text()), null(), bindparam("n_urgent", type_=Boolean()), now, now,
+        literal(False, Boolean()), now, null(), literal(0.0, Float())).where(~off)
+    return insert(Notification.__table__).from_select(
+        ["person_id", "child_id", "kind", "code", "fields", "link", "conversation_id", "urgent", "created_at",
+         "deliver_at", "held", "delivered_at", "lease_owner", "lease_until"], body)
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -265,27 +287,17 @@ class Notifier:
             await session.execute(Notification.__table__.insert(), rows)  # Core executemany
         return len(rows)
 
-    async def add_guardians(self, session, pairs, *, kind: str, code: str, fields: dict[str, Any],
-                            link: dict[str, Any], urgent: bool = False) -> None:
-        """One notification per (guardian, child) row of ``pairs`` (a SELECT of two
-        columns: person id, child id), as one ``INSERT … SELECT`` in the caller's
-        transaction — an announcement to a whole school.  The rows :meth:`add`
-        would make for guardians, who are never held (R15 is for staff); R17's
-        switched-off (person, child, kind) and (person, 0, kind) are left out in SQL."""
+    async def add_guardians(self, session, statement, params: dict[str, Any], *, kind: str, code: str,
+                            fields: dict[str, Any], link: dict[str, Any], urgent: bool = False) -> None:
+        """One notification per (guardian, child) row of the pairs ``statement`` was
+        built from (:func:`guardians_insert`), as one ``INSERT … SELECT`` in the
+        caller's transaction — an announcement to a whole school.  ``params`` are
+        the pairs' own parameters.  The rows :meth:`add` would make for guardians,
+        who are never held (R15 is for staff); R17's switched-off (person, child,
+        kind) and (person, 0, kind) are left out in SQL."""
         now = self.clock()
-        pairs = pairs.subquery()
-        person, child = pairs.c[0], pairs.c[1]
-        p, n = NotificationPreference.__table__, Notification.__table__.c
-        off = exists().where(p.c.person_id == person, p.c.child_id.in_([child, 0]), p.c.kind == kind,
-                             p.c.enabled == False)  # noqa: E712
-        body = select(
-            person, child, literal(kind, n.kind.type), literal(code, n.code.type), literal(dumps(fields), Text()),
-            literal(dumps(link), Text()), null(), literal(bool(urgent), Boolean()), literal(now, n.created_at.type),
-            literal(now, n.deliver_at.type), literal(False, Boolean()), literal(now, n.delivered_at.type), null(),
-            literal(0.0, Float())).where(~off)
-        await session.execute(insert(Notification.__table__).from_select(
-            ["person_id", "child_id", "kind", "code", "fields", "link", "conversation_id", "urgent", "created_at",
-             "deliver_at", "held", "delivered_at", "lease_owner", "lease_until"], body))
+        await session.execute(statement, {**params, "n_kind": kind, "n_code": code, "n_fields": dumps(fields),
+                                          "n_link": dumps(link), "n_urgent": bool(urgent), "n_now": now})
 
     # -- releasing (background, exactly once per row) ------------------------------------------------
     async def _claim(self, condition) -> list[Notification]:

@@ -29,7 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, text, update
 
 from chat.errors import ChatError, Conflict, NotFound
 from chat.frames import event_frame, timestamp
@@ -55,9 +55,26 @@ _CONVERSATIONS = Conversation.__table__
 
 _PEOPLE = Person.__table__
 # Built once (statement construction costs more than these small look-ups).
-_EXISTING = select(_MESSAGES.c.id, _MESSAGES.c.author_id, _MESSAGES.c.client_id, _MESSAGES.c.conversation_id,
-                   _MESSAGES.c.seq, _MESSAGES.c.created_at).where(
-    tuple_(_MESSAGES.c.author_id, _MESSAGES.c.client_id).in_(bindparam("pairs", expanding=True)))
+_EXISTING_BY_SIZE: dict[int, Any] = {}
+
+
+def _existing(size: int):
+    """The messages already committed for ``size`` (author, client_id) pairs —
+    the parameters ``a0, c0, a1, c1, …`` — built once per size.  The pairs are a
+    VALUES list joined to the message table: SQLite answers a row-value
+    ``(author_id, client_id) IN (VALUES …)`` by scanning the whole unique index
+    (a batch then cost time in proportion to every message ever sent), while
+    the join looks each pair up in it.  The casts give PostgreSQL the columns' types."""
+    statement = _EXISTING_BY_SIZE.get(size)
+    if statement is None:
+        m = _MESSAGES.c
+        pairs = ", ".join(f"(CAST(:a{i} AS INTEGER), CAST(:c{i} AS VARCHAR(64)))" for i in range(size))
+        statement = _EXISTING_BY_SIZE[size] = text(
+            f"WITH sent (author_id, client_id) AS (VALUES {pairs}) "
+            f"SELECT m.id, m.author_id, m.client_id, m.conversation_id, m.seq, m.created_at "
+            f"FROM sent JOIN {_MESSAGES.name} AS m ON m.author_id = sent.author_id AND m.client_id = sent.client_id"
+        ).columns(m.id, m.author_id, m.client_id, m.conversation_id, m.seq, m.created_at)
+    return statement
 # The conversations, locked in id order (PostgreSQL, FOR NO KEY UPDATE as an
 # UPDATE takes; SQLite's write transaction is exclusive already) so their seqs
 # are ours to hand out.
@@ -111,9 +128,14 @@ class SendBatcher:
         self.batches = 0
         self.sent = 0
         self._last_end = float("-inf")  # loop time the previous batch ended
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def send(self, actor: Actor, conversation_id: int, client_id: str, text: str) -> dict[str, Any]:
-        future = asyncio.get_running_loop().create_future()
+        # The loop is looked up once: on Python 3.11 every get_running_loop() is a getpid() system call.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiting.append(Send(actor, conversation_id, client_id, text, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
@@ -189,8 +211,11 @@ class SendBatcher:
         async with service.sessions() as session, session.begin():
             # Retries of sends already committed (a lost acknowledgement).
             pairs = list({(item.actor.id, item.client_id) for item in batch})
+            values = {}
+            for i, (author, client) in enumerate(pairs):
+                values[f"a{i}"], values[f"c{i}"] = author, client
             existing = {(author, client): (mid, cid, seq, created) for mid, author, client, cid, seq, created in (
-                await session.execute(_EXISTING, {"pairs": pairs})).all()}
+                await session.execute(_existing(len(pairs)), values)).all()}
             conversations = {row.id: row for row in (
                 await session.execute(_CONVERSATIONS_LOCKED, {"ids": conversation_ids})).all()}
             members: dict[int, list[int]] = {}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import orjson
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Integer, String, and_, bindparam, cast, func, literal, null, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -71,6 +71,28 @@ UPLOAD_GC_INTERVAL_SECONDS = 3600
 # A school's feature switches are re-read at most this often (R18); a change
 # made by reloading the directory applies within half a minute.
 FEATURES_CACHE_SECONDS = 30.0
+
+# A person's facts for the rules (role, schools, groups, children) in one round trip:
+# one row per fact, tagged with where it comes from.  Built once (no per-call
+# statement construction); the id list is an expanding parameter.
+_SCHOOL, _GROUP, _CHILD, _ROLE = 0, 1, 2, 3
+
+
+def _facts_statement():
+    ids = bindparam("ids", expanding=True)
+
+    def tagged(tag: int, person, value, role=None):
+        return select(literal(tag).label("source"), person.label("person_id"), value.label("value"),
+                      (cast(null(), String) if role is None else role).label("role"))
+
+    return union_all(
+        tagged(_ROLE, Person.id, cast(null(), Integer), Person.role).where(Person.id.in_(ids)),
+        tagged(_SCHOOL, StaffSchool.person_id, StaffSchool.school_id).where(StaffSchool.person_id.in_(ids)),
+        tagged(_GROUP, TeacherGroup.person_id, TeacherGroup.group_id).where(TeacherGroup.person_id.in_(ids)),
+        tagged(_CHILD, Guardianship.person_id, Guardianship.student_id).where(Guardianship.person_id.in_(ids)))
+
+
+_FACTS = _facts_statement()
 
 
 def sent_reply(conversation_id: int, message_id: int, seq: int, client_id: str, created_at: datetime,
@@ -196,31 +218,23 @@ class ChatService:
         ids = set(person_ids)
         if not ids:
             return {}
-        people = (await session.execute(select(Person.id, Person.role).where(Person.id.in_(ids)))).all()
-        schools: dict[int, set[int]] = {}
-        for pid, sid in (await session.execute(
-            select(StaffSchool.person_id, StaffSchool.school_id).where(StaffSchool.person_id.in_(ids))
-        )).all():
-            schools.setdefault(pid, set()).add(sid)
-        groups: dict[int, set[int]] = {}
-        for pid, gid in (await session.execute(
-            select(TeacherGroup.person_id, TeacherGroup.group_id).where(TeacherGroup.person_id.in_(ids))
-        )).all():
-            groups.setdefault(pid, set()).add(gid)
-        children: dict[int, set[int]] = {}
-        for pid, sid in (await session.execute(
-            select(Guardianship.person_id, Guardianship.student_id).where(Guardianship.person_id.in_(ids))
-        )).all():
-            children.setdefault(pid, set()).add(sid)
+        roles: dict[int, str] = {}
+        related: dict[int, tuple[set[int], set[int], set[int]]] = {}
+        for source, pid, value, role in (await session.execute(_FACTS, {"ids": list(ids)})).all():
+            if source == _ROLE:
+                roles[pid] = role
+            else:
+                related.setdefault(pid, (set(), set(), set()))[source].add(value)
+        empty = ((), (), ())
         return {
             pid: PersonFacts(
                 id=pid,
                 role=Role(role),
-                school_ids=frozenset(schools.get(pid, ())),
-                group_ids=frozenset(groups.get(pid, ())),
-                child_ids=frozenset(children.get(pid, ())),
+                school_ids=frozenset(related.get(pid, empty)[_SCHOOL]),
+                group_ids=frozenset(related.get(pid, empty)[_GROUP]),
+                child_ids=frozenset(related.get(pid, empty)[_CHILD]),
             )
-            for pid, role in people
+            for pid, role in roles.items()
         }
 
     async def _child(self, session, child_id: int | None) -> ChildFacts | None:

@@ -21,6 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# SQLite's page cache (2 MiB by default) is smaller than a busy hub's working set
+# (the newest messages and events, their indexes, the notification feed): the
+# pages of a batch's transaction were spilled to the WAL mid-statement and read
+# back with pread().  64 MiB is a ceiling, not an allocation.
+SQLITE_CACHE_KIB = 64 * 1024
 
 
 def is_sqlite(url: str) -> bool:
@@ -88,6 +93,7 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")

@@ -13,11 +13,34 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 
 def utcnow() -> datetime:
     """Aware UTC; SQLModel stores it as UTC on SQLite and PostgreSQL alike."""
     return datetime.now(timezone.utc)
+
+
+class Moment(UTCDateTime):
+    """SQLModel's aware-UTC datetime, for the columns a batch of sends writes many
+    times over with one timestamp (messages, events, notifications): the value
+    the driver gets for that timestamp is worked out once, not once per row and
+    column (on SQLite, a time-zone conversion and a formatted string each)."""
+
+    cache_ok = True
+
+    def bind_processor(self, dialect):
+        process = super().bind_processor(dialect)
+        if process is None:
+            return None
+        last: list = [None, None]  # (value, processed): holding the value keeps its id from being reused
+
+        def remembered(value):
+            if value is None or value is not last[0]:
+                last[0], last[1] = value, process(value)
+            return last[1]
+
+        return remembered
 
 
 class Organisation(SQLModel, table=True):
@@ -103,7 +126,7 @@ class Conversation(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     # The last sequence number handed out; events are numbered 1, 2, 3… without gaps.
     last_seq: int = Field(default=0)
-    last_message_at: datetime | None = Field(default=None)
+    last_message_at: datetime | None = Field(default=None, sa_type=Moment)
     # R10: direction's lock; nobody posts, reacts, edits or adds people while set.
     locked_at: datetime | None = Field(default=None)
     locked_by: int | None = Field(default=None, foreign_key="person.id")
@@ -137,7 +160,7 @@ class Event(SQLModel, table=True):
     actor_id: int | None = Field(default=None, foreign_key="person.id")
     message_id: int | None = Field(default=None, index=True)
     frame: str = Field(sa_column=Column(Text, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
 
 
 class Message(SQLModel, table=True):
@@ -153,7 +176,7 @@ class Message(SQLModel, table=True):
     client_id: str | None = Field(default=None, max_length=64)
     text: str = Field(sa_column=Column(Text, nullable=False))
     version: int = Field(default=1)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
     edited_at: datetime | None = None
     retracted_at: datetime | None = None
 
@@ -296,10 +319,10 @@ class Notification(SQLModel, table=True):
     # Reading a conversation reads its notifications too.
     conversation_id: int | None = Field(default=None, index=True)
     urgent: bool = Field(default=False)
-    created_at: datetime = Field(default_factory=utcnow)
-    deliver_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
+    deliver_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
     held: bool = Field(default=False)  # True when deliver_at was pushed to working time
-    delivered_at: datetime | None = None
+    delivered_at: datetime | None = Field(default=None, sa_type=Moment)
     emailed_at: datetime | None = None
     read_at: datetime | None = None
     # A lease in the database: with several workers each notification is released once.
