@@ -156,3 +156,31 @@ async def test_a_send_cancelled_before_its_batch_is_not_written(service):
     assert (await kept)["seq"] == 2
     assert await message_count(service) == before + 1
     assert await stored_seqs(service, cid) == [1, 2]
+
+
+async def test_the_retry_lookup_finds_each_pair_in_the_unique_index_without_scanning_the_messages(
+        service, backend):
+    """A batch first looks up its (author, client_id) pairs among the committed
+    messages.  Written as a row-value ``IN (VALUES …)``, SQLite scanned the whole
+    unique index for it — a batch then cost time in proportion to every message
+    ever sent.  The lookup joins the pairs instead; SQLite's plan searches the
+    index once per pair.  (PostgreSQL's plan depends on its statistics: a tiny
+    test table is scanned whatever the query, so only the answer is checked there.)"""
+    from chat.sending import _existing
+
+    marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
+    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    sent = await service.send_message(marie, cid, "c-1", "Bonjour")
+    statement = _existing(2)
+    params = {"a0": marie.id, "c0": "c-1", "a1": nadia.id, "c1": "absent"}
+    async with service.sessions() as session:
+        found = (await session.execute(statement, params)).all()
+        if backend == "embedded":
+            compiled = statement.compile(dialect=session.bind.dialect)
+            connection = await session.connection()
+            plan = [row[-1] for row in (await connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {compiled}", tuple(params[name] for name in compiled.positiontup))).all()]
+    assert [(row.id, row.author_id, row.client_id) for row in found] == [(sent["message_id"], marie.id, "c-1")]
+    if backend == "embedded":
+        assert any(step.startswith("SEARCH m USING") and "author_id=? AND client_id=?" in step for step in plan), plan
+        assert not any(step.startswith("SCAN m") for step in plan), plan
