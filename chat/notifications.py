@@ -300,13 +300,13 @@ class Notifier:
                                           "n_link": dumps(link), "n_urgent": bool(urgent), "n_now": now})
 
     # -- releasing (background, exactly once per row) ------------------------------------------------
-    async def _claim(self, condition) -> list[Notification]:
+    async def _claim(self, condition, order=(Notification.id,)) -> list[Notification]:
         now = self.clock()
         epoch = now.timestamp()
         async with self.sessions() as session, session.begin():
             ids = (await session.execute(
                 select(Notification.id).where(condition, Notification.lease_until < epoch)
-                .order_by(Notification.id).limit(RELEASE_BATCH))).scalars().all()
+                .order_by(*order).limit(RELEASE_BATCH))).scalars().all()
             if not ids:
                 return []
             await session.execute(
@@ -321,7 +321,10 @@ class Notifier:
         """R15: release held notifications whose working time has come, as one digest
         per person (a live frame and an e-mail).  Returns how many were released."""
         now = self.clock()
-        claimed = await self._claim(and_(Notification.delivered_at.is_(None), Notification.deliver_at <= now))
+        # Earliest due first, in the order of the partial index of held rows (by id,
+        # SQLite would rather walk the whole table in id order).
+        claimed = await self._claim(and_(Notification.delivered_at.is_(None), Notification.deliver_at <= now),
+                                    order=(Notification.deliver_at, Notification.id))
         if not claimed:
             return 0
         by_person = self._group(claimed)
@@ -353,9 +356,12 @@ class Notifier:
         """E-mail what stayed unread (urgent ones at once), one digest per person."""
         now = self.clock()
         cutoff = now - timedelta(seconds=EMAIL_AFTER_SECONDS)
+        # Oldest first, in the order of the partial index of unread, un-e-mailed rows
+        # (by id, SQLite would rather walk the whole table in id order).
         claimed = await self._claim(and_(
             Notification.delivered_at.is_not(None), Notification.read_at.is_(None), Notification.emailed_at.is_(None),
-            or_(Notification.delivered_at <= cutoff, Notification.urgent == True)))  # noqa: E712
+            or_(Notification.delivered_at <= cutoff, Notification.urgent == True)),  # noqa: E712
+            order=(Notification.delivered_at, Notification.id))
         if not claimed:
             return 0
         by_person = self._group(claimed)

@@ -320,3 +320,39 @@ async def test_r17_an_announcement_switched_off_for_all_children_creates_none_fo
     assert await count(service, Notification.person_id == jean.id, Notification.kind == "announcement") == 1
     # Everyone else got theirs (one per child in the school, so at least one each).
     assert await count(service, Notification.kind == "announcement") >= recipients - 1
+
+
+async def test_the_release_and_e_mail_passes_look_rows_up_in_their_partial_indexes(service, backend):
+    """Each pass claims its rows through a partial index (migration 0005) that
+    holds only the rows it can want — held ones for R15's release, unread and
+    un-e-mailed ones for the e-mail pass — rather than walking the whole
+    table, which holds every notification ever made.  Checked on SQLite's own
+    query plan for the statements the passes really run.  (PostgreSQL's plan
+    depends on statistics: it scans a test-sized table whatever the query.)"""
+    if backend != "embedded":
+        pytest.skip("query plans are checked on SQLite")
+    from sqlalchemy import event
+
+    statements: dict[str, tuple] = {}  # the service's own background passes may run them too
+
+    def record(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        if statement.lstrip().startswith("SELECT notification.id") and "ORDER BY" in statement:
+            statements[statement] = tuple(parameters)
+
+    engine = service.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await service.notifier.release_due()
+        await service.notifier.email_unread()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(statements) == 2, statements
+    plans = []
+    async with service.engine.connect() as connection:
+        for statement, parameters in statements.items():
+            plans.append([row[-1] for row in (await connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters)).all()])
+    release, e_mail = sorted(plans, key=lambda plan: "unmailed" in str(plan))
+    assert any("USING INDEX ix_notification_due" in step for step in release), release
+    assert any("USING INDEX ix_notification_unmailed" in step for step in e_mail), e_mail
+    assert not any(step.startswith("SCAN notification") for plan in plans for step in plan), plans

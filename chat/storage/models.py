@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 from sqlmodel.sql.sqltypes import UTCDateTime
 
@@ -19,6 +19,11 @@ from sqlmodel.sql.sqltypes import UTCDateTime
 def utcnow() -> datetime:
     """Aware UTC; SQLModel stores it as UTC on SQLite and PostgreSQL alike."""
     return datetime.now(timezone.utc)
+
+
+def _where(condition: str) -> dict:
+    """A partial index's condition, for both databases."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
 
 
 class Moment(UTCDateTime):
@@ -302,9 +307,16 @@ class Notification(SQLModel, table=True):
     """Something that should ping a person (R15–R17).  Created at once; delivered
     when ``deliver_at`` comes (now, or the start of a staff member's working time)."""
 
+    # Partial indexes: each row is in only the ones it can be looked up by, so an
+    # announcement's thousands of rows (delivered at once, no conversation) skip two.
     __table_args__ = (
         Index("ix_notification_feed", "person_id", "delivered_at", "id"),
-        Index("ix_notification_due", "delivered_at", "deliver_at"),
+        # R15's release pass: held rows by due time.
+        Index("ix_notification_due", "deliver_at", **_where("delivered_at IS NULL")),
+        # The e-mail pass: rows neither read nor e-mailed yet.
+        Index("ix_notification_unmailed", "delivered_at", **_where("read_at IS NULL AND emailed_at IS NULL")),
+        # Reading a conversation reads its notifications.
+        Index("ix_notification_conversation_id", "conversation_id", **_where("conversation_id IS NOT NULL")),
     )
     id: int | None = Field(default=None, primary_key=True)
     person_id: int = Field(foreign_key="person.id")
@@ -317,7 +329,7 @@ class Notification(SQLModel, table=True):
     # JSON link to the source: {"conversation_id":…, "message_id":…} or {"announcement_id":…}
     link: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     # Reading a conversation reads its notifications too.
-    conversation_id: int | None = Field(default=None, index=True)
+    conversation_id: int | None = Field(default=None)
     urgent: bool = Field(default=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
     deliver_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
