@@ -356,3 +356,43 @@ async def test_the_release_and_e_mail_passes_look_rows_up_in_their_partial_index
     assert any("USING INDEX ix_notification_due" in step for step in release), release
     assert any("USING INDEX ix_notification_unmailed" in step for step in e_mail), e_mail
     assert not any(step.startswith("SCAN notification") for plan in plans for step in plan), plans
+
+
+async def test_the_fan_out_tables_name_only_existing_people_children_and_announcements(service):
+    """Recipient and notification rows carry no foreign keys (migration 0006):
+    they are derived, in the event's own transaction, from rows that have them.
+    After an announcement to a school, a notice about a child and a message,
+    every row still names a person, a child and an announcement that exist —
+    and there are rows to check."""
+    from sqlalchemy import and_, or_
+
+    from chat.storage.models import Announcement, AnnouncementRecipient, Person, Student
+
+    marie, nadia, direction = [await actor_for(service, e) for e in (MARIE, NADIA, DIRECTION)]
+    async with service.sessions() as session:
+        school, fiche = (await session.execute(
+            select(School.id, Student.fiche).join(Student, Student.school_id == School.id)
+            .where(School.code == "ERABLES").limit(1))).one()
+    await service.announcements.post(direction, {"school": school}, "Journée pédagogique")
+    _key_id, raw = await service.announcements.create_key("ERABLES", "Autobus", ["transport"])
+    await service.announcements.notice(await service.announcements.authenticate_key(raw), "transport",
+                                       "Autobus 12 en retard", [fiche])
+    cid = await lea_conversation(service)
+    await service.send_message(marie, cid, "c-1", "Bonjour")
+    await service.send_message(nadia, cid, "c-2", "Bonjour Marie")
+
+    async with service.sessions() as session:
+        async def orphans(model, condition) -> int:
+            return (await session.execute(select(func.count()).select_from(model).where(condition))).scalar_one()
+
+        people, students = select(Person.id), select(Student.id)
+        assert await count(service, Notification.kind == "announcement") > 0
+        assert await count(service, Notification.kind == "transport") > 0
+        assert await count(service, Notification.kind == "message") > 0
+        assert (await session.execute(select(func.count()).select_from(AnnouncementRecipient))).scalar_one() > 0
+        assert await orphans(Notification, Notification.person_id.not_in(people)) == 0
+        assert await orphans(Notification, and_(Notification.child_id.is_not(None),
+                                                Notification.child_id.not_in(students))) == 0
+        assert await orphans(AnnouncementRecipient, or_(
+            AnnouncementRecipient.person_id.not_in(people),
+            AnnouncementRecipient.announcement_id.not_in(select(Announcement.id)))) == 0

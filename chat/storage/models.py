@@ -237,9 +237,17 @@ class Announcement(SQLModel, table=True):
 
 
 class AnnouncementRecipient(SQLModel, table=True):
+    """One row per family an announcement reaches (R13 read receipts, the per-child label).
+
+    No foreign keys (migration 0006), like :class:`Notification`: an announcement
+    writes thousands of these at once, and PostgreSQL checks a foreign key with
+    a query per row — two thirds of the time of posting to a school.  The rows
+    are made in the announcement's own transaction from that announcement and
+    from guardianship rows, which have the keys; people are never deleted (R9)."""
+
     __table_args__ = (Index("ix_announcementrecipient_person", "person_id", "announcement_id"),)
-    announcement_id: int = Field(foreign_key="announcement.id", primary_key=True)
-    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    announcement_id: int = Field(primary_key=True)  # announcement.id
+    person_id: int = Field(primary_key=True)  # person.id
     # JSON list of the recipient's children the announcement concerns (the label).
     child_ids: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     read_at: datetime | None = None
@@ -319,8 +327,11 @@ class Notification(SQLModel, table=True):
         Index("ix_notification_conversation_id", "conversation_id", **_where("conversation_id IS NOT NULL")),
     )
     id: int | None = Field(default=None, primary_key=True)
-    person_id: int = Field(foreign_key="person.id")
-    child_id: int | None = Field(default=None, foreign_key="student.id")
+    # No foreign keys (migration 0006; see AnnouncementRecipient): the rows come, in
+    # the event's own transaction, from participant and guardianship rows, which
+    # have them; people and students are never deleted (R9).
+    person_id: int  # person.id
+    child_id: int | None = None  # student.id
     # message | added | announcement | reaction | transport | observation | absence
     kind: str = Field(max_length=32)
     # The text is rendered per reader language from a code and its fields (R22).
