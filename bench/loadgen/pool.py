@@ -66,7 +66,6 @@ class Pool:
         # Called with the sender's key when one of its message.send is answered (closed loop).
         self.on_ack = None
         self.reset()
-        self.closes: Counter = Counter()
 
     # -- recording ------------------------------------------------------------------------
     def reset(self, mode: str = "idle", window_start: int = 0) -> None:
@@ -88,6 +87,7 @@ class Pool:
         self.pending: dict[int, int] = {}
         self.errors: Counter = Counter()
         self.other = 0
+        self.closes: Counter = Counter()  # close codes of connections that ended during this recording
 
     def snapshot(self) -> dict[str, Any]:
         return {"arrivals": self.arrivals, "deliveries": self.deliveries, "latencies": self.latencies,

@@ -190,6 +190,7 @@ class WSClient(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         self._write(frame(OP_CLOSE, code.to_bytes(2, "big")))
+        self.close_code = code  # closed from this side: counted as such, not as 1006 (lost)
         # Do not wait for the server's close frame: the transport goes now.
         self.transport.close()
 
