@@ -47,6 +47,8 @@ MAX_BATCH = 128
 BUSY_WINDOW = 0.010
 LINGER = 0.002
 LINGER_ENOUGH = 16
+# Batches written at once on PostgreSQL (SQLite: one, its single connection).
+PIPELINE = 4
 
 _MESSAGES = Message.__table__
 _EVENTS = Event.__table__
@@ -121,12 +123,23 @@ class Send:
 
 
 class SendBatcher:
-    def __init__(self, service: ChatService) -> None:
+    """Gathers waiting sends into batches.  On PostgreSQL up to
+    :data:`PIPELINE` batches are written at once, each on its own connection:
+    while one waits for its commit to reach the disk the next is already
+    being checked and written.  Two batches touching one conversation still
+    take its seqs in order (the second waits on the first's row lock, then
+    reads the seq it committed).  SQLite's single connection writes one batch
+    at a time."""
+
+    def __init__(self, service: ChatService, pipeline: int = 1) -> None:
         self.service = service
+        self.pipeline = pipeline
         self._waiting: list[Send] = []
         self._task: asyncio.Task | None = None
+        self._arrived: asyncio.Event | None = None  # set by a send while the drain waits on batches
         self.batches = 0
         self.sent = 0
+        self.writing_peak = 0  # the most batches ever written at once
         self._last_end = float("-inf")  # loop time the previous batch ended
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -139,34 +152,60 @@ class SendBatcher:
         self._waiting.append(Send(actor, conversation_id, client_id, text, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
+        elif self._arrived is not None:
+            self._arrived.set()
         return await future
 
     async def _drain(self) -> None:
-        batch: list[Send] = []
+        writing: set[asyncio.Task] = set()
         try:
             loop = asyncio.get_running_loop()
-            while self._waiting:
+            while self._waiting or writing:
+                if not self._waiting or len(writing) >= self.pipeline:
+                    # Wait for a batch to end — or, with room for another, for a send to arrive.
+                    wake = None
+                    if len(writing) < self.pipeline:
+                        self._arrived = asyncio.Event()
+                        wake = asyncio.ensure_future(self._arrived.wait())
+                    try:
+                        await asyncio.wait(writing | ({wake} if wake else set()), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        self._arrived = None
+                        if wake is not None:
+                            wake.cancel()
+                    writing = {task for task in writing if not task.done()}
+                    continue
                 if len(self._waiting) < LINGER_ENOUGH and loop.time() - self._last_end < BUSY_WINDOW:
                     await asyncio.sleep(LINGER)
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 # A request cancelled before its batch (its socket closed) is not written.
                 batch = [item for item in batch if not item.future.done()]
-                if not batch:
-                    continue
-                try:
-                    await self._run(batch)
-                except Exception as exc:  # never leave a sender waiting forever
-                    log.exception("a batch of sends failed after its commit")
-                    for item in batch:
-                        self._refuse(item, exc)
-                self._last_end = loop.time()
+                if batch:
+                    writing.add(asyncio.ensure_future(self._batch(batch)))
+                    self.writing_peak = max(self.writing_peak, len(writing))
         except BaseException as exc:  # cancelled (shutdown): every sender still waiting is told
-            for item in [*batch, *self._waiting]:
+            for task in writing:
+                task.cancel()
+            for item in self._waiting:
                 self._refuse(item, exc if isinstance(exc, Exception) else ChatError("internal.error"))
             self._waiting = []
             raise
         finally:
             self._task = None
+
+    async def _batch(self, batch: list[Send]) -> None:
+        try:
+            await self._run(batch)
+        except Exception as exc:  # never leave a sender waiting forever
+            log.exception("a batch of sends failed after its commit")
+            for item in batch:
+                self._refuse(item, exc)
+        except BaseException:
+            for item in batch:
+                self._refuse(item, ChatError("internal.error"))
+            raise
+        finally:
+            self._last_end = asyncio.get_running_loop().time()
 
     async def _run(self, batch: list[Send]) -> None:
         try:

@@ -36,7 +36,7 @@ from chat.attachments import AttachmentStore, StoredFile
 from chat.policies import attachments as attachment_rules
 from chat.policies import features, membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
-from chat.storage.db import session_factory
+from chat.storage.db import is_sqlite, session_factory
 from chat.storage.models import (
     AuditEntry,
     Conversation,
@@ -154,9 +154,9 @@ class ChatService:
         self.announcements = Announcements(self)
         self.collective = CollectiveSends(self)
         self.notifier = Notifier(self, settings)
-        from chat.sending import SendBatcher
+        from chat.sending import PIPELINE, SendBatcher
 
-        self.sender = SendBatcher(self)
+        self.sender = SendBatcher(self, pipeline=1 if is_sqlite(settings.database_url) else PIPELINE)
         from chat.metrics import Metrics
 
         self.metrics = Metrics(self.hub)
