@@ -122,6 +122,27 @@ class Send:
     refused: ChatError | None = None
 
 
+@dataclass(eq=False)
+class _Turn:
+    """A batch's place in line for its conversation locks.  Batches written at
+    once must lock in the order they were taken, or a later batch could take a
+    conversation's next seqs before an earlier one (a parent's two quick
+    messages swapped): each asks for its locks only once the batch before it
+    holds its own (or has given up), then may wait in the database for them."""
+
+    after: "_Turn | None"
+    done: asyncio.Future
+
+    async def wait(self) -> None:
+        if self.after is not None and not self.after.done.done():
+            await asyncio.shield(self.after.done)
+        self.after = None  # let the chain of finished turns be collected
+
+    def take(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 class SendBatcher:
     """Gathers waiting sends into batches.  On PostgreSQL up to
     :data:`PIPELINE` batches are written at once, each on its own connection:
@@ -141,6 +162,7 @@ class SendBatcher:
         self.sent = 0
         self.writing_peak = 0  # the most batches ever written at once
         self._last_end = float("-inf")  # loop time the previous batch ended
+        self._last_turn: _Turn | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def send(self, actor: Actor, conversation_id: int, client_id: str, text: str) -> dict[str, Any]:
@@ -181,7 +203,10 @@ class SendBatcher:
                 # A request cancelled before its batch (its socket closed) is not written.
                 batch = [item for item in batch if not item.future.done()]
                 if batch:
-                    writing.add(asyncio.ensure_future(self._batch(batch)))
+                    # Batches lock their conversations in the order they were taken (below).
+                    turn = _Turn(after=self._last_turn, done=loop.create_future())
+                    self._last_turn = turn
+                    writing.add(asyncio.ensure_future(self._batch(batch, turn)))
                     self.writing_peak = max(self.writing_peak, len(writing))
         except BaseException as exc:  # cancelled (shutdown): every sender still waiting is told
             for task in writing:
@@ -193,9 +218,9 @@ class SendBatcher:
         finally:
             self._task = None
 
-    async def _batch(self, batch: list[Send]) -> None:
+    async def _batch(self, batch: list[Send], turn: "_Turn") -> None:
         try:
-            await self._run(batch)
+            await self._run(batch, turn)
         except Exception as exc:  # never leave a sender waiting forever
             log.exception("a batch of sends failed after its commit")
             for item in batch:
@@ -205,11 +230,12 @@ class SendBatcher:
                 self._refuse(item, ChatError("internal.error"))
             raise
         finally:
+            turn.take()  # a batch that failed before locking must not hold the next one up
             self._last_end = asyncio.get_running_loop().time()
 
-    async def _run(self, batch: list[Send]) -> None:
+    async def _run(self, batch: list[Send], turn: "_Turn | None" = None) -> None:
         try:
-            accepted, now = await self._write(batch)
+            accepted, now = await self._write(batch, turn)
         except Exception as exc:
             # Nothing of this batch was committed: each send goes again alone,
             # where a lost race on a client_id becomes a duplicate answer.
@@ -243,11 +269,11 @@ class SendBatcher:
         if not item.future.done():
             item.future.set_exception(exc)
 
-    async def _write(self, batch: list[Send]) -> tuple[list[Send], Any]:
+    async def _write(self, batch: list[Send], turn: "_Turn | None" = None) -> tuple[list[Send], Any]:
         """One transaction for the batch; returns the sends it accepted."""
         service = self.service
         conversation_ids = sorted({item.conversation_id for item in batch})
-        async with service.sessions() as session, session.begin():
+        async with service.engine.begin() as session:  # Core: no ORM session machinery per statement
             # Retries of sends already committed (a lost acknowledgement).
             pairs = list({(item.actor.id, item.client_id) for item in batch})
             values = {}
@@ -255,8 +281,12 @@ class SendBatcher:
                 values[f"a{i}"], values[f"c{i}"] = author, client
             existing = {(author, client): (mid, cid, seq, created) for mid, author, client, cid, seq, created in (
                 await session.execute(_existing(len(pairs)), values)).all()}
+            if turn is not None:
+                await turn.wait()
             conversations = {row.id: row for row in (
                 await session.execute(_CONVERSATIONS_LOCKED, {"ids": conversation_ids})).all()}
+            if turn is not None:
+                turn.take()
             members: dict[int, list[int]] = {}
             people: dict[int, tuple[str, str | None]] = {}
             for cid, pid, role, hours in (await session.execute(_MEMBERS, {"ids": conversation_ids})).all():

@@ -191,20 +191,22 @@ async def test_batches_written_at_once_keep_each_conversation_in_arrival_order(s
     each on its own connection; on SQLite one at a time.  Waves of sends to one
     conversation, each wave arriving while the previous ones are still being
     written: every send gets its own seq, the seqs have no gap, and a later
-    wave's are all after an earlier wave's."""
+    wave's are all after an earlier wave's — batches lock the conversation in
+    the order they were taken (chat.sending._Turn); without that, a batch that
+    got its connection sooner took the seqs first (seen here about every run)."""
     from chat.sending import PIPELINE
 
     marie, nadia, jean = [await actor_for(service, e) for e in (MARIE, NADIA, JEAN)]
     cid = (await service.create_conversation(marie, [nadia.id, jean.id], await child_id(service, "Léa")))["id"]
     waves = []
-    for w in range(6):
+    for w in range(12):
         waves.append([asyncio.ensure_future(service.send_message(
             (marie, nadia, jean)[k % 3], cid, f"w{w}-{k}", f"vague {w}, message {k}")) for k in range(5)])
         await asyncio.sleep(0)  # the drain takes this wave as a batch before the next one arrives
     answers = [[await sent for sent in wave] for wave in waves]
     seqs = [[a["seq"] for a in wave] for wave in answers]
     flat = sorted(seq for wave in seqs for seq in wave)
-    assert flat == list(range(flat[0], flat[0] + 30))  # one seq each, no gap
+    assert flat == list(range(flat[0], flat[0] + 60))  # one seq each, no gap
     for earlier, later in zip(seqs, seqs[1:]):
         assert max(earlier) < min(later), seqs
     assert await stored_seqs(service, cid) == list(range(1, flat[-1] + 1))
