@@ -36,7 +36,7 @@ from chat.attachments import AttachmentStore, StoredFile
 from chat.policies import attachments as attachment_rules
 from chat.policies import features, membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
-from chat.storage.db import is_sqlite, session_factory
+from chat.storage.db import is_sqlite, session_factory, sqlite_checkpointer
 from chat.storage.models import (
     AuditEntry,
     Conversation,
@@ -145,6 +145,8 @@ class ChatService:
         self.hub = Hub(settings.broker_url, self.replay, settings.redis_prefix, refresh=self.refresh_connections)
         self.store = AttachmentStore(settings.attachments_dir)
         self._gc_task: asyncio.Task | None = None
+        self._checkpoint_task: asyncio.Task | None = None
+        self.checkpointer = None
         self._features: dict[int, tuple[float, frozenset[str]]] = {}
         from chat.announcements import Announcements
         from chat.collective import CollectiveSends
@@ -166,16 +168,20 @@ class ChatService:
         self.store.ensure()
         await self.hub.start()
         self._gc_task = asyncio.create_task(self._collect_uploads_forever())
+        self.checkpointer = sqlite_checkpointer(self.settings.database_url)
+        if self.checkpointer is not None:  # SQLite: the WAL is checkpointed off the event loop
+            self._checkpoint_task = asyncio.create_task(self.checkpointer.run())
         self.notifier.start()  # R15: held notifications that came due meanwhile go out now
         self.collective.start()  # R14: jobs survive a restart, and a dead worker's jobs are taken up
 
     async def stop(self) -> None:
         await self.collective.stop()
         await self.notifier.stop()
-        if self._gc_task is not None:
-            self._gc_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc_task
+        for task in (self._gc_task, self._checkpoint_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.hub.stop()
 
     async def _collect_uploads_forever(self) -> None:

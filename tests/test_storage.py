@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
@@ -40,3 +41,35 @@ async def test_concurrent_writers_get_gap_free_unique_sequence_numbers(service):
     async with service.sessions() as session:
         stored = (await session.execute(select(Event.seq).where(Event.conversation_id == cid).order_by(Event.seq))).scalars().all()
     assert stored == list(range(1, 32))
+
+
+async def test_sqlite_s_wal_is_copied_into_the_database_file_by_the_checkpoint_thread(service, backend, tmp_path):
+    """SQLite: committed pages sit in the WAL until a checkpoint copies them into
+    the database file.  The hub does that from a thread of its own
+    (chat.storage.db.Checkpointer), not inline on the event loop.  The file read
+    alone (``immutable=1`` ignores the WAL) lacks a new message before the
+    checkpoint and has it after."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    if backend != "embedded":
+        pytest.skip("PostgreSQL has no WAL file to checkpoint from the hub")
+    assert service.checkpointer is not None and service._checkpoint_task is not None
+    service._checkpoint_task.cancel()  # this test runs the passes itself
+    path = make_url(service.settings.database_url).database
+    await asyncio.to_thread(service.checkpointer.checkpoint)  # whatever start-up wrote
+
+    def in_file(client_id: str) -> int:
+        connection = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return connection.execute("SELECT count(*) FROM message WHERE client_id = ?", (client_id,)).fetchone()[0]
+        finally:
+            connection.close()
+
+    marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
+    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    await service.send_message(marie, cid, "wal-1", "Bonjour")
+    assert in_file("wal-1") == 0
+    await asyncio.to_thread(service.checkpointer.checkpoint)
+    assert in_file("wal-1") == 1

@@ -9,6 +9,8 @@ the process (not a power cut); use PostgreSQL in production.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from functools import partial
 from pathlib import Path
@@ -21,17 +23,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger("chat.storage")
 # SQLite's page cache (2 MiB by default) is smaller than a busy hub's working set
 # (the newest messages and events, their indexes, the notification feed): the
 # pages of a batch's transaction were spilled to the WAL mid-statement and read
 # back with pread().  64 MiB is a ceiling, not an allocation.
 SQLITE_CACHE_KIB = 64 * 1024
-# The WAL is copied back into the database file every this many pages (SQLite's
-# default is 1,000, 4 MiB).  A checkpoint copies each page once however often it
-# changed since the last one, and a busy hub rewrites the same index and table
-# tail pages batch after batch: at 1,000 pages checkpoints took a tenth of a
-# busy worker's CPU.  The WAL file grows to about 40 MiB between checkpoints.
+# The WAL is copied back into the database file by a thread of its own
+# (:class:`Checkpointer`) every CHECKPOINT_INTERVAL seconds, off the event loop:
+# run inline, a checkpoint of a busy hub's WAL stalled every connection for tens
+# of milliseconds.  A checkpoint copies each page once however often it changed
+# since the last one, so a busy hub's rewrites of the same index and table tail
+# pages cost one copy a second.  SQLite's own automatic checkpoint (inline, at
+# the commit that crosses it) stays as a backstop at SQLITE_CHECKPOINT_PAGES
+# (about 40 MiB of WAL), should the thread fall behind.
 SQLITE_CHECKPOINT_PAGES = 10_000
+CHECKPOINT_INTERVAL = 1.0
 
 
 def is_sqlite(url: str) -> bool:
@@ -81,6 +88,47 @@ def _inline_creator(database: str):
             partial(sqlite3.connect, database, isolation_level=None, check_same_thread=False), 64)
 
     return connect
+
+
+class Checkpointer:
+    """Copies a SQLite database's WAL into its file from a worker thread, on a
+    connection of its own: ``PRAGMA wal_checkpoint(PASSIVE)`` neither waits for
+    nor blocks the hub's writer and readers.  SQLite releases the GIL while it
+    copies and syncs, so the event loop keeps serving meanwhile."""
+
+    def __init__(self, database: str, interval: float = CHECKPOINT_INTERVAL) -> None:
+        self.database = database
+        self.interval = interval
+        self._connection: sqlite3.Connection | None = None
+        self.passes = 0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.interval)
+                try:
+                    await asyncio.to_thread(self.checkpoint)
+                except sqlite3.Error:
+                    log.exception("WAL checkpoint failed (SQLite's automatic checkpoint still applies)")
+        finally:
+            if self._connection is not None:
+                await asyncio.to_thread(self._connection.close)
+                self._connection = None
+
+    def checkpoint(self) -> None:
+        if self._connection is None:
+            self._connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
+            self._connection.execute("PRAGMA busy_timeout=1000")
+        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.passes += 1
+
+
+def sqlite_checkpointer(url: str) -> Checkpointer | None:
+    """The WAL checkpointer for a SQLite file database (None for PostgreSQL or in-memory)."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database
+    return Checkpointer(database) if database and database != ":memory:" else None
 
 
 def create_engine(url: str) -> AsyncEngine:
