@@ -20,6 +20,8 @@ import logging
 import os
 from typing import Awaitable, Callable, Protocol
 
+from chat.tasks import cancel_and_wait
+
 log = logging.getLogger("chat.broker")
 
 MessageHandler = Callable[[str, bytes], None]
@@ -105,13 +107,8 @@ class RedisBroker:
         self._task = asyncio.create_task(self._listen(), name="redis-broker-listener")
 
     async def disconnect(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._pubsub is not None:
             try:
                 await self._pubsub.aclose()

@@ -37,6 +37,7 @@ from chat.storage.models import (
     Student,
     utcnow,
 )
+from chat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from chat.service import Actor, ChatService
@@ -145,13 +146,7 @@ class CollectiveSends:
             await asyncio.sleep(LEASE_SECONDS)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(*self._tasks)
 
     async def _lease(self, send_id: int) -> bool:
         """Take or renew the job's lease; False when another worker holds it."""

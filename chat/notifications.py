@@ -47,6 +47,7 @@ from chat.mail import Channel, EmailChannel, Recipient, WebhookChannel, create_m
 from chat.policies import working_hours
 from chat.policies.facts import SCHOOL_STAFF, Role
 from chat.storage.models import Notification, NotificationPreference, Person, School, Student
+from chat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from chat.service import Actor, ChatService
@@ -171,12 +172,7 @@ class Notifier:
         self._task = asyncio.create_task(self._run_forever(), name="notification-release")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def _run_forever(self) -> None:
         while True:

@@ -13,7 +13,6 @@ there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -37,6 +36,7 @@ from chat.policies import attachments as attachment_rules
 from chat.policies import features, membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
 from chat.storage.db import is_sqlite, session_factory, sqlite_checkpointer
+from chat.tasks import cancel_and_wait
 from chat.storage.models import (
     AuditEntry,
     Conversation,
@@ -177,11 +177,7 @@ class ChatService:
     async def stop(self) -> None:
         await self.collective.stop()
         await self.notifier.stop()
-        for task in (self._gc_task, self._checkpoint_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._gc_task, self._checkpoint_task)
         await self.hub.stop()
 
     async def _collect_uploads_forever(self) -> None:
