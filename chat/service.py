@@ -94,6 +94,14 @@ def _facts_statement():
 
 _FACTS = _facts_statement()
 
+# The newest message of each conversation (``ids``), each looked up at the end of
+# the (conversation, seq) index: a MAX(seq) … GROUP BY read every message of every
+# conversation, at each connection's start.
+_LAST_MESSAGES = select(
+    select(Message.id).where(Message.conversation_id == Conversation.id)
+    .order_by(Message.seq.desc()).limit(1).correlate(Conversation).scalar_subquery()
+).where(Conversation.id.in_(bindparam("ids", expanding=True)))
+
 
 def sent_reply(conversation_id: int, message_id: int, seq: int, client_id: str, created_at: datetime,
                duplicate: bool) -> dict[str, Any]:
@@ -799,12 +807,8 @@ class ChatService:
         mine = {p.conversation_id: p for p in (await session.execute(
             select(Participant).where(Participant.conversation_id.in_(ids), Participant.person_id == person_id)
         )).scalars().all()}
-        last_seq = select(Message.conversation_id, func.max(Message.seq).label("seq")).where(
-            Message.conversation_id.in_(ids)).group_by(Message.conversation_id).subquery()
         last: dict[int, Message] = {m.conversation_id: m for m in (await session.execute(
-            select(Message).join(last_seq, and_(Message.conversation_id == last_seq.c.conversation_id,
-                                                Message.seq == last_seq.c.seq))
-        )).scalars().all()}
+            select(Message).where(Message.id.in_(_LAST_MESSAGES)), {"ids": ids})).scalars().all()}
         unread = await self._unread(session, person_id, list(mine.values()))
         schools = {s.id: s for s in (await session.execute(
             select(School).where(School.id.in_({c.school_id for c in conversations})))).scalars().all()}

@@ -13,6 +13,7 @@ from tests.conftest import (
     PAUL,
     SECRETARIAT,
     TRANSPORT,
+    actor_for,
     child_id,
     other_parent_email,
     person_by_email,
@@ -196,3 +197,39 @@ async def test_removed_member_receives_nothing_more_and_cannot_read_history(serv
             assert row.active is False  # R9: the membership is kept, only marked inactive
             count = len((await session.execute(select(Participant).where(Participant.conversation_id == cid))).all())
             assert count == 3
+
+
+async def test_the_list_finds_each_conversation_s_newest_message_at_the_end_of_its_index(service, backend):
+    """Every connection's start lists the person's conversations with their newest
+    message.  That message is looked up at the end of the (conversation, seq)
+    index, conversation by conversation — not by a MAX … GROUP BY that reads
+    every message of every conversation — and it is the newest one.  (The plan
+    is checked on SQLite; PostgreSQL's depends on its statistics.)"""
+    from sqlalchemy import event
+
+    marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
+    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    for k in range(3):
+        await service.send_message(marie if k % 2 else nadia, cid, f"m{k}", f"Message {k}")
+    statements: dict[str, tuple] = {}
+
+    def record(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        if "ORDER BY message.seq DESC" in statement:
+            statements[statement] = tuple(parameters)
+
+    engine = service.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        listed = {c["id"]: c for c in await service.list_conversations(marie)}
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert listed[cid]["last_message"]["text"] == "Message 2"
+    assert len(statements) == 1, statements
+    if backend == "embedded":
+        (statement, parameters), = statements.items()
+        async with service.engine.connect() as connection:
+            plan = [row[-1] for row in (await connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters)).all()]
+        assert any("USING COVERING INDEX ix_message_conversation_seq (conversation_id=?)" in step
+                   for step in plan), plan
+        assert not any("TEMP B-TREE" in step or step.startswith("SCAN message") for step in plan), plan
