@@ -20,7 +20,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, union, update
 
 from chat import notifications
 from chat.errors import BadRequest, Forbidden, NotFound, Unauthenticated
@@ -103,6 +103,12 @@ _GROUP_SCHOOLS = select(Group.id, Group.school_id).where(Group.id.in_(bindparam(
 # school, or one row of NULLs for someone with none.
 _AUTHOR = select(Person.name, School.id, School.organisation_id).select_from(Person).outerjoin(
     School, School.id.in_(bindparam("schools", expanding=True))).where(Person.id == bindparam("person"))
+# A person's schools and their organisations: as staff, and through their children.
+_AUDIENCES = union(
+    select(School.id, School.organisation_id).join(StaffSchool, StaffSchool.school_id == School.id)
+    .where(StaffSchool.person_id == bindparam("person")),
+    select(Student.school_id, Student.organisation_id).join(Guardianship, Guardianship.student_id == Student.id)
+    .where(Guardianship.person_id == bindparam("person")))
 _ANNOUNCEMENT_COLUMNS = [c.name for c in Announcement.__table__.columns if c.name != "id"]
 _ANNOUNCEMENT_INSERT = insert(Announcement.__table__).returning(Announcement.__table__.c.id)
 _ORGANISATION_OF = select(School.organisation_id).where(School.id == bindparam("school"))
@@ -121,16 +127,10 @@ class Announcements:
     async def audience_channels(self, person_id: int) -> list[str]:
         """The audience channels a person's connections listen on: their schools
         (staff) or their children's schools (parents), and those organisations."""
-        async with self.sessions() as session:
-            staff = (await session.execute(
-                select(School.id, School.organisation_id).join(StaffSchool, StaffSchool.school_id == School.id)
-                .where(StaffSchool.person_id == person_id))).all()
-            family = (await session.execute(
-                select(Student.school_id, Student.organisation_id)
-                .join(Guardianship, Guardianship.student_id == Student.id)
-                .where(Guardianship.person_id == person_id))).all()
-        channels = {school_channel(s) for s, _ in [*staff, *family]}
-        channels |= {organisation_channel(o) for _, o in [*staff, *family]}
+        async with self.service.engine.connect() as connection:
+            rows = (await connection.execute(_AUDIENCES, {"person": person_id})).all()
+        channels = {school_channel(s) for s, _ in rows}
+        channels |= {organisation_channel(o) for _, o in rows}
         return sorted(channels)
 
     # -- posting -------------------------------------------------------------------------------------

@@ -94,6 +94,15 @@ def _facts_statement():
 
 _FACTS = _facts_statement()
 
+# What every new connection reads (built once; run on a Core connection).
+_SIGNED_IN = select(Person.id, Person.role, Person.name, Person.language, Person.tokens_valid_after).where(
+    Person.id == bindparam("id"))
+_ACTIVE = select(Participant.conversation_id).where(
+    Participant.person_id == bindparam("person"), Participant.active == True)  # noqa: E712
+_POSITIONS = select(Conversation.id, Conversation.last_seq).join(
+    Participant, Participant.conversation_id == Conversation.id).where(
+    Participant.person_id == bindparam("person"), Participant.active == True)  # noqa: E712
+
 # The newest message of each conversation (``ids``), each looked up at the end of
 # the (conversation, seq) index: a MAX(seq) … GROUP BY read every message of every
 # conversation, at each connection's start.
@@ -202,8 +211,8 @@ class ChatService:
     async def authenticate(self, token: str | None) -> Actor:
         """The person behind a bearer token, if it is valid, unexpired and not signed out."""
         claims = auth.decode(self.settings.secret_key, token or "")
-        async with self.sessions() as session:
-            person = await session.get(Person, claims.person_id)
+        async with self.engine.connect() as connection:  # Core: no ORM session for one row
+            person = (await connection.execute(_SIGNED_IN, {"id": claims.person_id})).first()
         if person is None:
             raise Unauthenticated("auth.unknown_person")
         if claims.issued_at < person.tokens_valid_after:
@@ -906,20 +915,12 @@ class ChatService:
 
     async def positions(self, person_id: int) -> dict[int, int]:
         """Active conversation id → last seq, read when a connection becomes ready."""
-        async with self.sessions() as session:
-            rows = (await session.execute(
-                select(Conversation.id, Conversation.last_seq)
-                .join(Participant, Participant.conversation_id == Conversation.id)
-                .where(Participant.person_id == person_id, Participant.active == True)  # noqa: E712
-            )).all()
-        return dict(rows)
+        async with self.engine.connect() as connection:
+            return dict((await connection.execute(_POSITIONS, {"person": person_id})).all())
 
     async def active_conversation_ids(self, person_id: int) -> list[int]:
-        async with self.sessions() as session:
-            return list((await session.execute(
-                select(Participant.conversation_id).where(
-                    Participant.person_id == person_id, Participant.active == True)  # noqa: E712
-            )).scalars().all())
+        async with self.engine.connect() as connection:
+            return list((await connection.execute(_ACTIVE, {"person": person_id})).scalars().all())
 
     async def check_resume(self, person_id: int, conversation_id: int, position: int) -> str | None:
         """None when the hub can replay from ``position``; else why the client must reload."""
