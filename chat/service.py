@@ -94,6 +94,16 @@ def _facts_statement():
 
 _FACTS = _facts_statement()
 
+# A conversation list's parts (ids: the conversations; built once).
+_IDS = bindparam("ids", expanding=True)
+_SUMMARY_MEMBERS = select(Participant.conversation_id, Person.id, Person.name, Person.role).join(
+    Person, Person.id == Participant.person_id).where(
+    Participant.conversation_id.in_(_IDS), Participant.active == True).order_by(Person.name)  # noqa: E712
+_SUMMARY_MINE = select(Participant.conversation_id, Participant.visible_from_seq, Participant.last_read_seq).where(
+    Participant.conversation_id.in_(_IDS), Participant.person_id == bindparam("person"))
+_SUMMARY_SCHOOLS = select(School.id, School.notice_fr, School.notice_en).where(School.id.in_(_IDS))
+_SUMMARY_CHILDREN = select(Student.id, Student.first_name, Student.last_name).where(Student.id.in_(_IDS))
+
 # What every new connection reads (built once; run on a Core connection).
 _SIGNED_IN = select(Person.id, Person.role, Person.name, Person.language, Person.tokens_valid_after).where(
     Person.id == bindparam("id"))
@@ -110,6 +120,8 @@ _LAST_MESSAGES = select(
     select(Message.id).where(Message.conversation_id == Conversation.id)
     .order_by(Message.seq.desc()).limit(1).correlate(Conversation).scalar_subquery()
 ).where(Conversation.id.in_(bindparam("ids", expanding=True)))
+_SUMMARY_LAST = select(Message.conversation_id, Message.id, Message.seq, Message.author_id, Message.text,
+                       Message.retracted_at, Message.created_at).where(Message.id.in_(_LAST_MESSAGES))
 
 
 def sent_reply(conversation_id: int, message_id: int, seq: int, client_id: str, created_at: datetime,
@@ -802,27 +814,23 @@ class ChatService:
         return (await self._summaries(session, [conversation], person_id))[0]
 
     async def _summaries(self, session, conversations: Sequence[Conversation], person_id: int) -> list[dict[str, Any]]:
+        """The list entries of ``conversations`` as ``person_id`` sees them: prebuilt
+        statements on the session's Core connection (plain rows, no ORM objects)."""
         if not conversations:
             return []
         ids = [c.id for c in conversations]
+        connection = await session.connection()
         members: dict[int, list[dict[str, Any]]] = {}
-        for cid, pid, name, role in (await session.execute(
-            select(Participant.conversation_id, Person.id, Person.name, Person.role)
-            .join(Person, Person.id == Participant.person_id)
-            .where(Participant.conversation_id.in_(ids), Participant.active == True)  # noqa: E712
-            .order_by(Person.name)
-        )).all():
+        for cid, pid, name, role in (await connection.execute(_SUMMARY_MEMBERS, {"ids": ids})).all():
             members.setdefault(cid, []).append({"id": pid, "name": name, "role": role})
-        mine = {p.conversation_id: p for p in (await session.execute(
-            select(Participant).where(Participant.conversation_id.in_(ids), Participant.person_id == person_id)
-        )).scalars().all()}
-        last: dict[int, Message] = {m.conversation_id: m for m in (await session.execute(
-            select(Message).where(Message.id.in_(_LAST_MESSAGES)), {"ids": ids})).scalars().all()}
+        mine = {p.conversation_id: p for p in (await connection.execute(
+            _SUMMARY_MINE, {"ids": ids, "person": person_id})).all()}
+        last = {m.conversation_id: m for m in (await connection.execute(_SUMMARY_LAST, {"ids": ids})).all()}
         unread = await self._unread(session, person_id, list(mine.values()))
-        schools = {s.id: s for s in (await session.execute(
-            select(School).where(School.id.in_({c.school_id for c in conversations})))).scalars().all()}
-        children = {s.id: s for s in (await session.execute(
-            select(Student).where(Student.id.in_({c.child_id for c in conversations if c.child_id})))).scalars().all()}
+        schools = {s.id: s for s in (await connection.execute(
+            _SUMMARY_SCHOOLS, {"ids": sorted({c.school_id for c in conversations})})).all()}
+        children = {s.id: s for s in (await connection.execute(
+            _SUMMARY_CHILDREN, {"ids": sorted({c.child_id for c in conversations if c.child_id}) or [-1]})).all()}
         result = []
         for c in conversations:
             participant = mine.get(c.id)
