@@ -199,10 +199,11 @@ class Announcements:
         each of their children in the audience: a family gets it once).
 
         The announcement row is a prebuilt Core INSERT (the object stays out of
-        the ORM session: nothing to flush).  The recipient rows go to the driver's ``executemany`` as plain tuples: the
-        values are ints and a JSON text, so SQLAlchemy's per-row parameter
-        processing (a dict per row, a bind processor per column) would cost more
-        than the rows themselves; ``read_at`` is left to its NULL default."""
+        the ORM session: nothing to flush).  The recipient rows go to the
+        driver's ``executemany`` as plain tuples: they are ints and a JSON text,
+        and SQLAlchemy's per-row parameter processing (a dict per row, a bind
+        processor per column) would cost more than the rows themselves;
+        ``read_at`` is left to its NULL default."""
         announcement.recipient_count = len(children)
         connection = await session.connection()
         announcement.id = announcement_id = (await connection.execute(_ANNOUNCEMENT_INSERT, {

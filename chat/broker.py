@@ -62,8 +62,7 @@ class MemoryBroker:
 
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
         for channel, data in items:
-            if channel in self._channels:
-                self._on_message(channel, data)
+            await self.publish(channel, data)
 
 
 class RedisBroker:

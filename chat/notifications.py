@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone

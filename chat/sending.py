@@ -54,9 +54,9 @@ _MESSAGES = Message.__table__
 _EVENTS = Event.__table__
 _PARTICIPANTS = Participant.__table__
 _CONVERSATIONS = Conversation.__table__
-
 _PEOPLE = Person.__table__
-# Built once (statement construction costs more than these small look-ups).
+
+# The statements are built once (building one costs more than running these small look-ups).
 _EXISTING_BY_SIZE: dict[int, Any] = {}
 
 
@@ -77,6 +77,8 @@ def _existing(size: int):
             f"FROM sent JOIN {_MESSAGES.name} AS m ON m.author_id = sent.author_id AND m.client_id = sent.client_id"
         ).columns(m.id, m.author_id, m.client_id, m.conversation_id, m.seq, m.created_at)
     return statement
+
+
 # The conversations, locked in id order (PostgreSQL, FOR NO KEY UPDATE as an
 # UPDATE takes; SQLite's write transaction is exclusive already) so their seqs
 # are ours to hand out.
@@ -148,8 +150,8 @@ class SendBatcher:
     :data:`PIPELINE` batches are written at once, each on its own connection:
     while one waits for its commit to reach the disk the next is already
     being checked and written.  Two batches touching one conversation still
-    take its seqs in order (the second waits on the first's row lock, then
-    reads the seq it committed).  SQLite's single connection writes one batch
+    take its seqs in the order they were taken (:class:`_Turn`, then the
+    conversation's row lock).  SQLite's single connection writes one batch
     at a time."""
 
     def __init__(self, service: ChatService, pipeline: int = 1) -> None:

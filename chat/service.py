@@ -119,7 +119,7 @@ _POSITIONS = select(Conversation.id, Conversation.last_seq).join(
 _LAST_MESSAGES = select(
     select(Message.id).where(Message.conversation_id == Conversation.id)
     .order_by(Message.seq.desc()).limit(1).correlate(Conversation).scalar_subquery()
-).where(Conversation.id.in_(bindparam("ids", expanding=True)))
+).where(Conversation.id.in_(_IDS))
 _SUMMARY_LAST = select(Message.conversation_id, Message.id, Message.seq, Message.author_id, Message.text,
                        Message.retracted_at, Message.created_at).where(Message.id.in_(_LAST_MESSAGES))
 
@@ -830,7 +830,7 @@ class ChatService:
         schools = {s.id: s for s in (await connection.execute(
             _SUMMARY_SCHOOLS, {"ids": sorted({c.school_id for c in conversations})})).all()}
         children = {s.id: s for s in (await connection.execute(
-            _SUMMARY_CHILDREN, {"ids": sorted({c.child_id for c in conversations if c.child_id}) or [-1]})).all()}
+            _SUMMARY_CHILDREN, {"ids": sorted({c.child_id for c in conversations if c.child_id})})).all()}
         result = []
         for c in conversations:
             participant = mine.get(c.id)
