@@ -81,6 +81,7 @@ _SWITCHED_OFF = select(
     NotificationPreference.person_id.in_(bindparam("ids", expanding=True)),
     NotificationPreference.kind.in_(bindparam("kinds", expanding=True)),
     NotificationPreference.enabled == False)  # noqa: E712
+_INSERT = Notification.__table__.insert()
 _CALENDAR = select(School.working_hours, School.timezone, School.closed_days).where(
     School.id == bindparam("school"))
 
@@ -280,7 +281,7 @@ class Notifier:
                 "delivered_at": None if held else now, "lease_owner": None, "lease_until": 0.0,
             })
         if rows:
-            await session.execute(Notification.__table__.insert(), rows)  # Core executemany
+            await session.execute(_INSERT, rows)  # Core executemany
         return len(rows)
 
     async def add_guardians(self, session, statement, params: dict[str, Any], *, kind: str, code: str,

@@ -104,6 +104,9 @@ _SUMMARY_MINE = select(Participant.conversation_id, Participant.visible_from_seq
 _SUMMARY_SCHOOLS = select(School.id, School.notice_fr, School.notice_en).where(School.id.in_(_IDS))
 _SUMMARY_CHILDREN = select(Student.id, Student.first_name, Student.last_name).where(Student.id.in_(_IDS))
 
+# A school's R18 switches (read by sends on the driver's connection too: chat.storage.direct).
+_FEATURES = select(School.features).where(School.id == bindparam("school"))
+
 # What every new connection reads (built once; run on a Core connection).
 _SIGNED_IN = select(Person.id, Person.role, Person.name, Person.language, Person.tokens_valid_after).where(
     Person.id == bindparam("id"))
@@ -292,7 +295,7 @@ class ChatService:
         cached = self._features.get(school_id)
         if cached is not None and now - cached[0] < FEATURES_CACHE_SECONDS:
             return cached[1]
-        raw = (await session.execute(select(School.features).where(School.id == school_id))).scalar_one_or_none()
+        raw = (await session.execute(_FEATURES, {"school": school_id})).scalar_one_or_none()
         enabled = features.enabled_set(orjson.loads(raw) if raw else None)
         self._features[school_id] = (now, enabled)
         return enabled

@@ -1,0 +1,219 @@
+"""Hot statements run on the database driver's own connection.
+
+A batch of sends (:mod:`chat.sending`) is about ten small statements.  Through
+SQLAlchemy's async engine each costs 85–400 µs of CPU on the benchmark machine
+(the greenlet hop, an execution context, parameter and row processing), while
+the sqlite3 call underneath takes under 2 µs: a lone send cost 3.7 ms of CPU,
+nearly all of it SQLAlchemy's, and under light load every send is a batch of
+one.  Here the same statements — still written once, as SQLAlchemy Core — are
+compiled once per dialect (and per length of each ``IN`` list) and handed to
+the driver: ``sqlite3`` inline on the event loop's thread (as
+:class:`chat.storage.db.InlineSQLiteConnection` already runs it), or
+``asyncpg``.  Values go through the bind processors SQLAlchemy would apply
+(aware UTC datetimes, booleans), rows through the result processors of their
+columns' types, so what is stored and read is what the ORM stores and reads.
+
+The connection is the engine's own pooled one (:func:`transaction` checks it
+out), so SQLite's single connection still serialises every writer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import namedtuple
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Insert
+from sqlalchemy.sql.elements import ClauseElement
+
+# Compiled plans kept per (statement, dialect, shape); statements built per call
+# (rare: cache misses of slow-changing settings) are compiled again past this.
+PLAN_CACHE_ENTRIES = 2048
+_EXPANDED = re.compile(r"^(.*)_(\d+)$")
+_REQUIRED = object()  # a placeholder whose value the caller must give
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A statement compiled for one dialect and one parameter shape."""
+
+    sql: str
+    # Per placeholder, in order: the parameter's name, its index in a list
+    # (an expanded IN), the value when the caller gives none (or _REQUIRED), the
+    # bind processor.
+    slots: tuple[tuple[str, int | None, Any, Callable | None], ...]
+    row: type | None  # a named tuple of the result columns (None: no rows)
+    results: tuple[Callable | None, ...]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for name, index, default, process in self.slots:
+            value = params[name] if default is _REQUIRED else params.get(name, default)
+            if index is not None:
+                value = value[index]
+            out.append(process(value) if process is not None else value)
+        return out
+
+    def rows(self, raw: Iterable[Sequence[Any]]) -> "Rows":
+        row, results = self.row, self.results
+        if not any(results):
+            return Rows(row._make(r) for r in raw)
+        return Rows(row._make([p(v) if p is not None else v for p, v in zip(results, r)]) for r in raw)
+
+
+_plans: dict[tuple, _Plan] = {}
+
+
+def _shape(statement: ClauseElement, params: Mapping[str, Any]) -> tuple:
+    """What the compiled SQL depends on besides the statement: the length of
+    each list parameter (an expanding ``IN``) and, for an INSERT given no
+    values of its own, the columns supplied."""
+    lists = tuple(sorted((k, len(v)) for k, v in params.items() if isinstance(v, (list, tuple))))
+    columns = tuple(params) if _bare_insert(statement) else ()
+    return lists, columns
+
+
+def _bare_insert(statement: ClauseElement) -> bool:
+    """An ``insert(table)`` with no VALUES or SELECT of its own: its columns are the parameters'."""
+    return isinstance(statement, Insert) and not statement._values and not statement._multi_values \
+        and statement.select is None
+
+
+def plan(statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]) -> _Plan:
+    lists, columns = shape = _shape(statement, params)
+    key = (statement, dialect.name, shape)
+    found = _plans.get(key)
+    if found is not None:
+        return found
+    if len(_plans) >= PLAN_CACHE_ENTRIES:
+        _plans.clear()
+    sized = statement.params({name: [None] * size for name, size in lists}) if lists else statement
+    if isinstance(sized, Insert) and not sized._returning:
+        sized = sized.inline()  # PostgreSQL would otherwise add RETURNING id
+    compiled = sized.compile(dialect=dialect, column_keys=list(columns) if columns else None,
+                             compile_kwargs={"render_postcompile": True})
+    if columns:
+        _check_defaults(statement, columns)
+    binds = compiled.binds
+    slots = []
+    for name in compiled.positiontup or ():
+        bind, index = binds.get(name), None
+        if bind is None:  # "ids_3": the third item of the list "ids"
+            base, number = _EXPANDED.match(name).groups()
+            bind, name, index = binds[base], base, int(number) - 1
+        default = _REQUIRED if bind.expanding or bind.required else bind.value
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        slots.append((name, index, default, process))
+    row, results = None, ()
+    columns_out = getattr(statement, "exported_columns", None)  # selected, or RETURNING
+    if columns_out:
+        cols = list(columns_out)
+        row = namedtuple("Row", [getattr(c, "key", None) or f"c{i}" for i, c in enumerate(cols)], rename=True)
+        results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in cols)
+    found = _plans[key] = _Plan(compiled.string, tuple(slots), row, results)
+    return found
+
+
+def _check_defaults(statement: Insert, columns: Sequence[str]) -> None:
+    """SQLAlchemy fills a column's Python-side default when an INSERT omits it;
+    the driver would not.  Omitting such a column here is a programming error."""
+    for column in statement.table.columns:
+        if column.key not in columns and column.default is not None and not column.primary_key:
+            raise ValueError(f"{statement.table.name}.{column.key} has a default: give it a value")
+
+
+class Rows(list):
+    """The few result methods the hot paths use, over a list of named tuples."""
+
+    def all(self) -> list:
+        return self
+
+    def one(self):
+        if len(self) != 1:
+            raise LookupError(f"expected one row, got {len(self)}")
+        return self[0]
+
+    def scalar_one_or_none(self):
+        return self.one()[0] if self else None
+
+    def scalars(self) -> "Rows":
+        return Rows(row[0] for row in self)
+
+
+class DirectConnection:
+    """A transaction on the driver's connection, with ``execute`` taking a
+    Core statement and its parameters — a dict, or a list of dicts for many rows."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+
+    async def execute(self, statement: ClauseElement, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] = None
+                      ) -> Rows:
+        if isinstance(params, list):
+            if params:
+                compiled = plan(statement, self.dialect, params[0])
+                await self._run_many(compiled.sql, [compiled.args(p) for p in params])
+            return Rows()
+        compiled = plan(statement, self.dialect, params or {})
+        raw = await self._run(compiled.sql, compiled.args(params or {}), compiled.row is not None)
+        return compiled.rows(raw) if compiled.row is not None else Rows()
+
+    async def _run(self, sql: str, args: list, returns: bool) -> Sequence[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def _run_many(self, sql: str, args: list[list]) -> None:
+        raise NotImplementedError
+
+
+class _SQLite(DirectConnection):
+    def __init__(self, dialect: Dialect, connection) -> None:
+        super().__init__(dialect)
+        self.connection = connection  # sqlite3.Connection, autocommit mode (BEGIN is ours)
+
+    async def _run(self, sql, args, returns):
+        cursor = self.connection.execute(sql, args)
+        return cursor.fetchall() if returns else ()
+
+    async def _run_many(self, sql, args):
+        self.connection.executemany(sql, args)
+
+
+class _Asyncpg(DirectConnection):
+    def __init__(self, dialect: Dialect, connection) -> None:
+        super().__init__(dialect)
+        self.connection = connection  # asyncpg.Connection
+
+    async def _run(self, sql, args, returns):
+        if returns:
+            return await self.connection.fetch(sql, *args)
+        await self.connection.execute(sql, *args)
+        return ()
+
+    async def _run_many(self, sql, args):
+        await self.connection.executemany(sql, args)
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
+    """A transaction on one of ``engine``'s pooled connections, committed when
+    the block ends, rolled back if it raises.  SQLite: ``BEGIN IMMEDIATE``, as
+    the engine's own transactions (chat.storage.db)."""
+    async with engine.connect() as connection:
+        dialect = connection.dialect
+        driver = (await connection.get_raw_connection()).driver_connection
+        if dialect.name == "sqlite":
+            database = driver._connection  # InlineSQLiteConnection: sqlite3, on this thread
+            database.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SQLite(dialect, database)
+            except BaseException:
+                database.execute("ROLLBACK")
+                raise
+            database.execute("COMMIT")
+        else:
+            async with driver.transaction():
+                yield _Asyncpg(dialect, driver)

@@ -1,0 +1,99 @@
+"""Statements run on the driver's own connection (chat/storage/direct.py): the
+same SQLAlchemy Core statements, compiled once, must store and read exactly
+what the ORM stores and reads, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import bindparam, func, insert, select
+
+from chat.storage import direct
+from chat.storage.models import Conversation, Message, Notification, Person, School
+from tests.conftest import MARIE, person_by_email
+
+NOTIFICATIONS = Notification.__table__
+AT = datetime(2026, 11, 26, 14, 30, 15, 123456, tzinfo=timezone.utc)
+
+
+def notification(person_id: int, **changes) -> dict:
+    row = {"person_id": person_id, "child_id": None, "kind": "message", "code": "notify.message",
+           "fields": "{}", "link": "{}", "conversation_id": None, "urgent": True, "created_at": AT,
+           "deliver_at": AT, "held": False, "delivered_at": None, "lease_owner": None, "lease_until": 0.0}
+    return row | changes
+
+
+async def notification_count(engine) -> int:
+    async with engine.connect() as connection:
+        return (await connection.execute(select(func.count()).select_from(NOTIFICATIONS))).scalar_one()
+
+
+async def test_rows_written_directly_read_back_through_the_orm_as_written(service):
+    marie = await person_by_email(service, MARIE)
+    async with direct.transaction(service.engine) as connection:
+        await connection.execute(NOTIFICATIONS.insert(), [notification(marie.id), notification(marie.id, urgent=False)])
+    # The same row through the ORM, to compare what each stores.
+    async with service.sessions() as session, session.begin():
+        session.add(Notification(**notification(marie.id, code="by the orm")))
+    async with service.sessions() as session:
+        rows = (await session.execute(select(Notification).order_by(Notification.id))).scalars().all()
+        stored = (await session.execute(select(func.cast(NOTIFICATIONS.c.created_at, NOTIFICATIONS.c.code.type))
+                                        .order_by(NOTIFICATIONS.c.id))).scalars().all()
+    assert [(n.urgent, n.held, n.delivered_at) for n in rows] == [(True, False, None), (False, False, None),
+                                                                (True, False, None)]
+    assert all(n.created_at == AT and n.created_at.tzinfo is not None for n in rows)
+    assert stored[0] == stored[1] == stored[2]  # the same representation in the database
+
+
+async def test_selects_take_in_lists_of_any_length_and_give_named_typed_rows(service):
+    marie = await person_by_email(service, MARIE)
+    people = select(Person.id, Person.email).where(Person.id.in_(bindparam("ids", expanding=True))).order_by(Person.id)
+    async with service.engine.connect() as connection:
+        some = (await connection.execute(select(Person.id).order_by(Person.id).limit(3))).scalars().all()
+    async with direct.transaction(service.engine) as connection:
+        one = await connection.execute(people, {"ids": [marie.id]})
+        three = await connection.execute(people, {"ids": some})
+        message = insert(Message.__table__).values(
+            conversation_id=bindparam("cid"), seq=1, author_id=marie.id, client_id="direct", text="bonjour",
+            version=1, created_at=bindparam("at")).returning(Message.__table__.c.id, Message.__table__.c.created_at)
+        school_id = (await connection.execute(select(School.id).order_by(School.id).limit(1))).scalar_one_or_none()
+        conversation_id = (await connection.execute(insert(Conversation.__table__).values(
+            school_id=school_id, creator_id=marie.id, created_at=AT, last_seq=1)
+            .returning(Conversation.__table__.c.id))).scalar_one_or_none()
+        written = (await connection.execute(message, {"cid": conversation_id, "at": AT})).one()
+    assert one.all() == [(marie.id, MARIE)] and one.one().email == MARIE
+    assert [row.id for row in three] == list(some)
+    assert written.created_at == AT  # the column's type read it back as an aware datetime
+    async with service.sessions() as session:
+        assert (await session.get(Message, written.id)).text == "bonjour"
+
+
+async def test_a_block_that_raises_writes_nothing(service):
+    marie = await person_by_email(service, MARIE)
+    before = await notification_count(service.engine)
+    with pytest.raises(RuntimeError):
+        async with direct.transaction(service.engine) as connection:
+            await connection.execute(NOTIFICATIONS.insert(), [notification(marie.id)])
+            raise RuntimeError("refused after the write")
+    assert await notification_count(service.engine) == before
+    # The pooled connection is healthy afterwards (SQLite has only the one).
+    async with direct.transaction(service.engine) as connection:
+        await connection.execute(NOTIFICATIONS.insert(), [notification(marie.id)])
+    assert await notification_count(service.engine) == before + 1
+
+
+async def test_a_missing_value_or_an_omitted_default_is_an_error_not_a_null(service):
+    marie = await person_by_email(service, MARIE)
+    before = await notification_count(service.engine)
+    row = notification(marie.id)
+    del row["lease_until"]  # it has a default (0.0) that only SQLAlchemy's own execute would fill in
+    with pytest.raises(ValueError, match="lease_until"):
+        async with direct.transaction(service.engine) as connection:
+            await connection.execute(NOTIFICATIONS.insert(), [row])
+    mark = NOTIFICATIONS.update().where(NOTIFICATIONS.c.person_id == bindparam("pid")).values(
+        read_at=bindparam("at"))
+    with pytest.raises(KeyError, match="at"):
+        async with direct.transaction(service.engine) as connection:
+            await connection.execute(mark, {"pid": marie.id})
+    assert await notification_count(service.engine) == before
