@@ -63,7 +63,9 @@ async def test_selects_take_in_lists_of_any_length_and_give_named_typed_rows(ser
             .returning(Conversation.__table__.c.id))).scalar_one_or_none()
         written = (await connection.execute(message, {"cid": conversation_id, "at": AT})).one()
     assert one.all() == [(marie.id, MARIE)] and one.one().email == MARIE
-    assert [row.id for row in three] == list(some)
+    assert [row.id for row in three] == list(some)  # three ids, compiled as four (the last repeated)
+    dialect = service.engine.dialect
+    assert direct.plan(people, dialect, {"ids": [1, 2, 3]}) is direct.plan(people, dialect, {"ids": [1, 2, 3, 4]})
     assert written.created_at == AT  # the column's type read it back as an aware datetime
     async with service.sessions() as session:
         assert (await session.get(Message, written.id)).text == "bonjour"

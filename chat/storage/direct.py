@@ -53,8 +53,8 @@ class _Plan:
         out = []
         for name, index, default, process in self.slots:
             value = params[name] if default is _REQUIRED else params.get(name, default)
-            if index is not None:
-                value = value[index]
+            if index is not None:  # an item of a list, padded with its last (see _shape)
+                value = value[index] if index < len(value) else value[-1]
             out.append(process(value) if process is not None else value)
         return out
 
@@ -70,11 +70,18 @@ _plans: dict[tuple, _Plan] = {}
 
 def _shape(statement: ClauseElement, params: Mapping[str, Any]) -> tuple:
     """What the compiled SQL depends on besides the statement: the length of
-    each list parameter (an expanding ``IN``) and, for an INSERT given no
-    values of its own, the columns supplied."""
-    lists = tuple(sorted((k, len(v)) for k, v in params.items() if isinstance(v, (list, tuple))))
+    each list parameter (an expanding ``IN``), rounded up to a power of two,
+    and, for an INSERT given no values of its own, the columns supplied.
+    Compiling costs milliseconds, so a list of 37 ids is compiled as 64
+    placeholders, the last id repeated (``IN`` means the same): a busy hub
+    compiles each statement a handful of times, not once per list length."""
+    lists = tuple(sorted((k, _rounded(len(v))) for k, v in params.items() if isinstance(v, (list, tuple))))
     columns = tuple(params) if _bare_insert(statement) else ()
     return lists, columns
+
+
+def _rounded(size: int) -> int:
+    return 1 << (size - 1).bit_length() if size else 0
 
 
 def _bare_insert(statement: ClauseElement) -> bool:
