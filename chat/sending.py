@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
 
@@ -94,29 +94,7 @@ _MEMBERS = select(_PARTICIPANTS.c.conversation_id, _PARTICIPANTS.c.person_id, _P
     _PARTICIPANTS.c.conversation_id.in_(bindparam("ids", expanding=True)), _PARTICIPANTS.c.active == True)  # noqa: E712
 # The columns a send writes (the others have no default: NULL).
 _MESSAGE_COLUMNS = ("conversation_id", "seq", "author_id", "client_id", "text", "version", "created_at")
-_INSERT_MESSAGES_BY_SIZE: dict[int, Any] = {}
-
-
-def _insert_messages(size: int):
-    """One INSERT of ``size`` messages (parameters ``conversation_id0``, ``seq0``, …),
-    returning each one's id with its (conversation, seq) — the order of the
-    returned rows is not promised, the pair names the message."""
-    statement = _INSERT_MESSAGES_BY_SIZE.get(size)
-    if statement is None:
-        statement = _INSERT_MESSAGES_BY_SIZE[size] = insert(_MESSAGES).values(
-            [{column: bindparam(f"{column}{i}") for column in _MESSAGE_COLUMNS} for i in range(size)]
-        ).returning(_MESSAGES.c.id, _MESSAGES.c.conversation_id, _MESSAGES.c.seq)
-    return statement
-
-
-def _chunks(items: list) -> Iterator[list]:
-    """``items`` in runs of powers of two (37: 32, 4, 1), so that at most eight
-    sizes of :func:`_insert_messages` are ever compiled."""
-    start = 0
-    while start < len(items):
-        size = 1 << ((len(items) - start).bit_length() - 1)
-        yield items[start:start + size]
-        start += size
+_MESSAGE_RETURNING = (_MESSAGES.c.id, _MESSAGES.c.conversation_id, _MESSAGES.c.seq)
 _INSERT_EVENTS = insert(_EVENTS)
 
 _SET_LAST_SEQ = (
@@ -362,13 +340,15 @@ class SendBatcher:
                 {"cid": cid, "seq": seq, "at": now} for cid, seq in last_seq.items()
                 if seq != conversations[cid].last_seq])
             ids: dict[tuple[int, int], int] = {}
-            for chunk in _chunks(accepted):
+            for chunk in direct.runs(accepted, MAX_BATCH):
                 values: dict[str, Any] = {}
                 for i, item in enumerate(chunk):
                     values.update({f"conversation_id{i}": item.conversation_id, f"seq{i}": item.seq,
                                    f"author_id{i}": item.actor.id, f"client_id{i}": item.client_id,
                                    f"text{i}": item.text, f"version{i}": 1, f"created_at{i}": now})
-                for message_id, cid, seq in await session.execute(_insert_messages(len(chunk)), values):
+                # The returned rows come in no promised order: (conversation, seq) names each message.
+                for message_id, cid, seq in await session.execute(direct.multirow_insert(
+                        _MESSAGES, _MESSAGE_COLUMNS, len(chunk), _MESSAGE_RETURNING), values):
                     ids[cid, seq] = message_id
             at = timestamp(now)
             events = []

@@ -23,8 +23,9 @@ import re
 from collections import namedtuple
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 
+from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Insert
@@ -33,6 +34,8 @@ from sqlalchemy.sql.elements import ClauseElement
 # Compiled plans kept per (statement, dialect, shape); statements built per call
 # (rare: cache misses of slow-changing settings) are compiled again past this.
 PLAN_CACHE_ENTRIES = 2048
+# Rows per multi-row INSERT on PostgreSQL (a notification row is 14 parameters).
+MULTIROW = 64
 _EXPANDED = re.compile(r"^(.*)_(\d+)$")
 _REQUIRED = object()  # a placeholder whose value the caller must give
 
@@ -78,6 +81,34 @@ def _shape(statement: ClauseElement, params: Mapping[str, Any]) -> tuple:
     lists = tuple(sorted((k, _rounded(len(v))) for k, v in params.items() if isinstance(v, (list, tuple))))
     columns = tuple(params) if _bare_insert(statement) else ()
     return lists, columns
+
+
+def runs(items: list, largest: int) -> Iterator[list]:
+    """``items`` in runs of powers of two, none over ``largest`` (37: 32, 4, 1),
+    so that a statement of N rows is compiled for a handful of N only."""
+    start = 0
+    while start < len(items):
+        size = min(largest, 1 << ((len(items) - start).bit_length() - 1))
+        yield items[start:start + size]
+        start += size
+
+
+_MULTIROW: dict[tuple, Insert] = {}
+
+
+def multirow_insert(table, columns: Sequence[str], size: int, returning: Sequence = ()) -> Insert:
+    """``INSERT INTO table (columns) VALUES (…), (…) [RETURNING …]`` for ``size``
+    rows, whose parameters are each column's name and the row's index
+    (``seq0``, ``seq1``, …); built once per shape."""
+    key = (table.name, tuple(columns), size, tuple(returning))
+    statement = _MULTIROW.get(key)
+    if statement is None:
+        statement = insert(table).values(
+            [{column: bindparam(f"{column}{i}") for column in columns} for i in range(size)])
+        if returning:
+            statement = statement.returning(*returning)
+        _MULTIROW[key] = statement
+    return statement
 
 
 def _rounded(size: int) -> int:
@@ -193,6 +224,17 @@ class _Asyncpg(DirectConnection):
     def __init__(self, dialect: Dialect, connection) -> None:
         super().__init__(dialect)
         self.connection = connection  # asyncpg.Connection
+
+    async def execute(self, statement, params=None):
+        # PostgreSQL binds, plans and runs each row of an executemany as a statement
+        # of its own; rows of a plain INSERT go in multi-row VALUES instead.
+        if isinstance(params, list) and len(params) > 1 and _bare_insert(statement):
+            keys = tuple(params[0])
+            for chunk in runs(params, MULTIROW):
+                await super().execute(multirow_insert(statement.table, keys, len(chunk)),
+                                      {f"{key}{i}": row[key] for i, row in enumerate(chunk) for key in keys})
+            return Rows()
+        return await super().execute(statement, params)
 
     async def _run(self, sql, args, returns):
         if returns:
