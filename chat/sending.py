@@ -49,7 +49,7 @@ BUSY_WINDOW = 0.010
 LINGER = 0.002
 LINGER_ENOUGH = 16
 # Batches written at once on PostgreSQL (SQLite: one, its single connection).
-PIPELINE = 4
+PIPELINE = 8
 
 _MESSAGES = Message.__table__
 _EVENTS = Event.__table__
