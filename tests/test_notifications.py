@@ -358,6 +358,37 @@ async def test_the_release_and_e_mail_passes_look_rows_up_in_their_partial_index
     assert not any(step.startswith("SCAN notification") for plan in plans for step in plan), plans
 
 
+async def test_a_feed_page_walks_one_persons_index_entries_newest_first_without_sorting(service, backend):
+    """R16's feed is read newest first by id: the index is (person, id)
+    (migration 0007), so a page is a walk back along one person's entries
+    that stops at its limit — no sort of all their notifications, no scan."""
+    if backend != "embedded":
+        pytest.skip("query plans are checked on SQLite")
+    from sqlalchemy import event
+
+    marie = await actor_for(service, MARIE)
+    statements: dict[str, tuple] = {}
+
+    def record(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        if "FROM notification" in statement and "ORDER BY notification.id DESC" in statement:
+            statements[statement] = tuple(parameters)
+
+    engine = service.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await service.notifier.feed(marie, limit=5)
+        await service.notifier.feed(marie, child_id=await child_id(service, "Léa"), before=10**9, limit=5)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(statements) == 2, statements
+    async with service.engine.connect() as connection:
+        for statement, parameters in statements.items():
+            plan = [row[-1] for row in (await connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters)).all()]
+            assert any("USING INDEX ix_notification_feed (person_id=?" in step for step in plan), plan
+            assert not any("TEMP B-TREE" in step or step.startswith("SCAN notification") for step in plan), plan
+
+
 async def test_the_fan_out_tables_name_only_existing_people_children_and_announcements(service):
     """Recipient and notification rows carry no foreign keys (migration 0006):
     they are derived, in the event's own transaction, from rows that have them.

@@ -318,7 +318,8 @@ class Notification(SQLModel, table=True):
     # Partial indexes: each row is in only the ones it can be looked up by, so an
     # announcement's thousands of rows (delivered at once, no conversation) skip two.
     __table_args__ = (
-        Index("ix_notification_feed", "person_id", "delivered_at", "id"),
+        # The feed, newest first by id (R16; migration 0007).
+        Index("ix_notification_feed", "person_id", "id"),
         # R15's release pass: held rows by due time.
         Index("ix_notification_due", "deliver_at", **_where("delivered_at IS NULL")),
         # The e-mail pass: rows neither read nor e-mailed yet.
