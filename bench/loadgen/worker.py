@@ -14,6 +14,7 @@ waits end at their ``timeout``, connection attempts stop at their deadline.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import resource
 import threading
@@ -29,6 +30,14 @@ TICK_S = 0.001
 # At most this many sends in one tick, so a stalled loop does not release a burst
 # that the hub's per-connection rate limit (20/s, bursts of 40) would refuse.
 MAX_SENDS_PER_TICK = 200
+
+
+def collect_garbage() -> None:
+    """The load generator collects its cyclic garbage only here, before a
+    measurement: the collector pauses the whole process (tens of milliseconds
+    with a few thousand connections), and a pause while frames arrive would be
+    counted as the server's latency.  Automatic collection is off (:func:`main`)."""
+    gc.collect()
 
 
 def raise_nofile() -> None:
@@ -83,6 +92,7 @@ class Worker:
                 "closes": dict(self.pool.closes)}
 
     async def cmd_arm(self, mode: str) -> None:
+        collect_garbage()
         self.pool.reset(mode)
 
     async def cmd_wait_arrivals(self, expected: int, wait_s: float) -> dict[str, Any]:
@@ -125,6 +135,7 @@ class Worker:
         Only messages sent after ``warmup`` count; after the end, wait up to ``drain``
         seconds for what is still in flight.
         """
+        collect_garbage()
         pool = self.pool
         loop = asyncio.get_running_loop()
         start = now_ns()
@@ -211,6 +222,7 @@ async def _serve(pipe: Connection, index: int) -> None:
 def main(pipe: Connection, index: int) -> None:
     """Process entry point (multiprocessing target)."""
     raise_nofile()
+    gc.disable()  # see collect_garbage
     try:
         import uvloop
 
