@@ -95,15 +95,16 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 # and the default thresholds (700 allocations) start one very often — the
 # benchmark profile showed a third of the CPU there.  The hub creates few
 # reference cycles (reference counting frees almost everything), so full
-# passes are rare (every 10,000 × 50 × 1,000 allocations at most, and only
-# when a quarter of the old objects are new), and the objects that live as
-# long as the process are kept out of it.  The youngest generation is
-# collected every 10,000 allocations: a pause is the walk of what was
-# allocated since the last one, and at 100,000 those pauses were 46–92 ms
-# on the benchmark machine under conversation traffic (measured with a
-# gc.callbacks timer), most of the p99 at light load; at 10,000 they are
-# under 30 ms and the p99 at a quarter of capacity fell from 43–52 ms to 26–28 ms.
-GC_THRESHOLDS = (10_000, 50, 1_000)
+# passes are rare (at most every 10,000 × 10 × 5,000 allocations, and only when
+# a quarter of the old objects are new), and the objects that live as long as
+# the process are kept out of it.  The younger generations are collected
+# often, in short pauses: a pause walks what is alive and was allocated since
+# the last one.  Measured under conversation traffic on the benchmark machine
+# (a gc.callbacks timer, now the metric chat_gc_pause_seconds): the youngest
+# every 100,000 allocations paused 46–92 ms, every 10,000 under 30 ms; the
+# middle one every 50 of those paused up to 215 ms (10,000 idle connections
+# open), every 10 up to 107 ms.
+GC_THRESHOLDS = (10_000, 10, 5_000)
 
 
 def _tune_gc() -> None:

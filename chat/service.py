@@ -203,6 +203,7 @@ class ChatService:
         self.checkpointer = sqlite_checkpointer(self.settings.database_url)
         if self.checkpointer is not None:  # SQLite: the WAL is checkpointed off the event loop
             self._checkpoint_task = asyncio.create_task(self.checkpointer.run())
+        self.metrics.start()
         self.notifier.start()  # R15: held notifications that came due meanwhile go out now
         self.collective.start()  # R14: jobs survive a restart, and a dead worker's jobs are taken up
 
@@ -210,6 +211,7 @@ class ChatService:
         await self.collective.stop()
         await self.notifier.stop()
         await cancel_and_wait(self._gc_task, self._checkpoint_task)
+        await self.metrics.stop()
         await self.hub.stop()
 
     async def _collect_uploads_forever(self) -> None:

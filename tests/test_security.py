@@ -260,3 +260,23 @@ async def test_metrics_count_connections_deliveries_and_send_latency_without_mes
     assert delivered >= 2
     assert 'chat_send_ack_seconds_count 1.0' in body
     assert "chat_held_notifications" in body and "secret-metrics-text" not in body
+
+
+async def test_metrics_show_garbage_collector_pauses_and_event_loop_lag(server):
+    """What holds a whole worker up: the collector's pauses, by generation, and
+    how late the event loop's timer fires (a sample every 100 ms)."""
+    import gc
+
+    import httpx as _httpx
+
+    def count(body: str, name: str) -> float:
+        return next(float(line.split()[1]) for line in body.splitlines() if line.startswith(name))
+
+    async with _httpx.AsyncClient(base_url=server.url) as http:
+        before = (await http.get("/metrics")).text
+        gc.collect()
+        await asyncio.sleep(0.35)
+        after = (await http.get("/metrics")).text
+    full = 'chat_gc_pause_seconds_count{generation="2"}'
+    assert count(after, full) >= count(before, full) + 1
+    assert count(after, "chat_event_loop_lag_seconds_count") >= count(before, "chat_event_loop_lag_seconds_count") + 2
