@@ -32,7 +32,6 @@ async def notification_count(engine) -> int:
 async def test_rows_written_directly_read_back_through_the_orm_as_written(service):
     marie = await person_by_email(service, MARIE)
     async with direct.transaction(service.engine) as connection:
-        # Three rows: on PostgreSQL a multi-row INSERT of two, then one of one.
         await connection.execute(NOTIFICATIONS.insert(), [
             notification(marie.id), notification(marie.id, urgent=False), notification(marie.id, held=True)])
     # The same row through the ORM, to compare what each stores.
@@ -47,6 +46,21 @@ async def test_rows_written_directly_read_back_through_the_orm_as_written(servic
         (True, True, None, "notify.message"), (True, False, None, "by the orm")]
     assert all(n.created_at == AT and n.created_at.tzinfo is not None for n in rows)
     assert len(set(stored)) == 1  # the same representation in the database
+
+
+async def test_many_rows_are_all_written_once_each(service):
+    """More rows than one multi-row INSERT takes (PostgreSQL: a full run of
+    MULTIROW rows in one statement, the rest in an executemany)."""
+    marie = await person_by_email(service, MARIE)
+    before = await notification_count(service.engine)
+    rows = [notification(marie.id, code=f"row {i}", urgent=i % 2 == 0) for i in range(direct.MULTIROW + 3)]
+    async with direct.transaction(service.engine) as connection:
+        await connection.execute(NOTIFICATIONS.insert(), rows)
+    async with service.sessions() as session:
+        written = (await session.execute(select(Notification.code, Notification.urgent).where(
+            Notification.code.like("row %")))).all()
+    assert await notification_count(service.engine) == before + len(rows)
+    assert sorted(written) == sorted((row["code"], row["urgent"]) for row in rows)
 
 
 def test_rows_go_in_runs_of_powers_of_two():

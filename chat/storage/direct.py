@@ -35,7 +35,7 @@ from sqlalchemy.sql.elements import ClauseElement
 # (rare: cache misses of slow-changing settings) are compiled again past this.
 PLAN_CACHE_ENTRIES = 2048
 # Rows per multi-row INSERT on PostgreSQL (a notification row is 14 parameters).
-MULTIROW = 64
+MULTIROW = 128
 _EXPANDED = re.compile(r"^(.*)_(\d+)$")
 _REQUIRED = object()  # a placeholder whose value the caller must give
 
@@ -227,13 +227,16 @@ class _Asyncpg(DirectConnection):
 
     async def execute(self, statement, params=None):
         # PostgreSQL binds, plans and runs each row of an executemany as a statement
-        # of its own; rows of a plain INSERT go in multi-row VALUES instead.
-        if isinstance(params, list) and len(params) > 1 and _bare_insert(statement):
+        # of its own (in one round trip): full runs of MULTIROW rows of a plain
+        # INSERT go in multi-row VALUES instead, each a round trip, the rest in
+        # one executemany.
+        if isinstance(params, list) and len(params) >= MULTIROW and _bare_insert(statement):
             keys = tuple(params[0])
-            for chunk in runs(params, MULTIROW):
-                await super().execute(multirow_insert(statement.table, keys, len(chunk)),
-                                      {f"{key}{i}": row[key] for i, row in enumerate(chunk) for key in keys})
-            return Rows()
+            whole = len(params) - len(params) % MULTIROW
+            for start in range(0, whole, MULTIROW):
+                await super().execute(multirow_insert(statement.table, keys, MULTIROW), {
+                    f"{key}{i}": row[key] for i, row in enumerate(params[start:start + MULTIROW]) for key in keys})
+            params = params[whole:]
         return await super().execute(statement, params)
 
     async def _run(self, sql, args, returns):
