@@ -42,7 +42,7 @@ FULL = {
     "conv_families": 1000, "conv_staff": 150,
     "loadgen_processes": 4,
     "persistence": {"duration": 15.0, "warmup": 4.0, "drain": 10.0, "senders": 400, "profile_s": 8.0},
-    "ladder": {"fractions": [0.25, 0.35, 0.5, 0.8], "duration": 12.0, "warmup": 3.0, "drain": 8.0},
+    "ladder": {"fractions": [0.1, 0.25, 0.35, 0.5, 0.8], "duration": 12.0, "warmup": 3.0, "drain": 8.0},
     "target_deliveries_per_s": 40000.0,
     "overload_step": {"duration": 6.0, "warmup": 2.0, "drain": 10.0},
     "workers": {"duration": 15.0, "warmup": 3.0, "drain": 10.0, "fanout_tier": 5000, "fanout_rounds": 4},
