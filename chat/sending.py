@@ -341,14 +341,13 @@ class SendBatcher:
                 if seq != conversations[cid].last_seq])
             ids: dict[tuple[int, int], int] = {}
             for chunk in direct.runs(accepted, MAX_BATCH):
-                values: dict[str, Any] = {}
-                for i, item in enumerate(chunk):
-                    values.update({f"conversation_id{i}": item.conversation_id, f"seq{i}": item.seq,
-                                   f"author_id{i}": item.actor.id, f"client_id{i}": item.client_id,
-                                   f"text{i}": item.text, f"version{i}": 1, f"created_at{i}": now})
+                rows = [{"conversation_id": item.conversation_id, "seq": item.seq, "author_id": item.actor.id,
+                         "client_id": item.client_id, "text": item.text, "version": 1, "created_at": now}
+                        for item in chunk]
                 # The returned rows come in no promised order: (conversation, seq) names each message.
                 for message_id, cid, seq in await session.execute(direct.multirow_insert(
-                        _MESSAGES, _MESSAGE_COLUMNS, len(chunk), _MESSAGE_RETURNING), values):
+                        _MESSAGES, _MESSAGE_COLUMNS, len(chunk), _MESSAGE_RETURNING),
+                        direct.multirow_values(rows, _MESSAGE_COLUMNS)):
                     ids[cid, seq] = message_id
             at = timestamp(now)
             events = []

@@ -6,7 +6,8 @@ SQLAlchemy's async engine each costs 85–400 µs of CPU on the benchmark machin
 the sqlite3 call underneath takes under 2 µs: a lone send cost 3.7 ms of CPU,
 nearly all of it SQLAlchemy's, and under light load every send is a batch of
 one.  Here the same statements — still written once, as SQLAlchemy Core — are
-compiled once per dialect (and per length of each ``IN`` list) and handed to
+compiled once per dialect (and per length of each ``IN`` list, rounded up to a
+power of two) and handed to
 the driver: ``sqlite3`` inline on the event loop's thread (as
 :class:`chat.storage.db.InlineSQLiteConnection` already runs it), or
 ``asyncpg``.  Values go through the bind processors SQLAlchemy would apply
@@ -109,6 +110,11 @@ def multirow_insert(table, columns: Sequence[str], size: int, returning: Sequenc
             statement = statement.returning(*returning)
         _MULTIROW[key] = statement
     return statement
+
+
+def multirow_values(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, Any]:
+    """The parameters of :func:`multirow_insert` for ``rows`` (one dict each)."""
+    return {f"{column}{i}": row[column] for i, row in enumerate(rows) for column in columns}
 
 
 def _rounded(size: int) -> int:
@@ -234,8 +240,8 @@ class _Asyncpg(DirectConnection):
             keys = tuple(params[0])
             whole = len(params) - len(params) % MULTIROW
             for start in range(0, whole, MULTIROW):
-                await super().execute(multirow_insert(statement.table, keys, MULTIROW), {
-                    f"{key}{i}": row[key] for i, row in enumerate(params[start:start + MULTIROW]) for key in keys})
+                await super().execute(multirow_insert(statement.table, keys, MULTIROW),
+                                      multirow_values(params[start:start + MULTIROW], keys))
             params = params[whole:]
         return await super().execute(statement, params)
 
