@@ -28,6 +28,7 @@ from chat.frames import dumps, timestamp
 from chat.policies import announcements as rules
 from chat.policies import messages
 from chat.policies.facts import Role
+from chat.storage import direct
 from chat.storage.models import (
     Announcement,
     AnnouncementReaction,
@@ -60,12 +61,9 @@ def organisation_channel(organisation_id: int) -> str:
     return f"org:{organisation_id}"
 
 
-# The recipient rows' INSERT in each supported driver's own (positional) parameter style:
-# aiosqlite's qmark and asyncpg's $n (chat.config accepts no other driver).
-_RECIPIENT_INSERT = {
-    style: f"INSERT INTO {AnnouncementRecipient.__table__.name} (announcement_id, person_id, child_ids) "
-           f"VALUES ({placeholders})"
-    for style, placeholders in (("qmark", "?, ?, ?"), ("numeric_dollar", "$1, $2, $3"))}
+# The recipient rows: a plain INSERT of many rows (chat.storage.direct runs it as
+# one executemany on SQLite, in multi-row VALUES on PostgreSQL).
+_RECIPIENT_INSERT = insert(AnnouncementRecipient.__table__)
 
 
 # Built once (statement construction cost more than running them for a class).
@@ -112,6 +110,17 @@ _AUDIENCES = union(
 _ANNOUNCEMENT_COLUMNS = [c.name for c in Announcement.__table__.columns if c.name != "id"]
 _ANNOUNCEMENT_INSERT = insert(Announcement.__table__).returning(Announcement.__table__.c.id)
 _ORGANISATION_OF = select(School.organisation_id).where(School.id == bindparam("school"))
+# An integration notice's students, by fiche number in its school, and their guardians.
+_FICHES = select(Student.fiche, Student.id).where(
+    Student.school_id == bindparam("school"), Student.fiche.in_(bindparam("fiches", expanding=True)))
+_GUARDIANS = select(Guardianship.person_id, Guardianship.student_id).where(
+    Guardianship.student_id.in_(bindparam("students", expanding=True))).order_by(Guardianship.student_id)
+
+
+def _ids_json(ids: list[int]) -> str:
+    """A list of ids as JSON, as :func:`chat.frames.dumps` writes it (a family's one
+    child, the usual case, without the encoder's round trip)."""
+    return f"[{ids[0]}]" if len(ids) == 1 else dumps(ids)
 
 
 def hash_key(key: str) -> str:
@@ -141,14 +150,16 @@ class Announcements:
         messages.check_text(text)
         if urgent and actor.role != Role.DIRECTION.value:
             raise Forbidden("forbidden")  # only direction marks a closure urgent
-        async with self.sessions() as session, session.begin():
+        # The driver's own connection (chat.storage.direct): a handful of small
+        # statements and two of thousands of rows, for which SQLAlchemy's per-statement
+        # machinery cost more than SQLite itself at a class of a few hundred families.
+        async with direct.transaction(self.service.engine) as session:
             facts = (await self.service._people(session, [actor.id]))[0]
-            connection = await session.connection()
             # (No round trip for a school or organisation audience: it names no group.)
-            group_schools = dict((await connection.execute(_GROUP_SCHOOLS, {"groups": sorted(audience.groups)}))
+            group_schools = dict((await session.execute(_GROUP_SCHOOLS, {"groups": sorted(audience.groups)}))
                                  .all()) if audience.groups else {}
-            author = (await connection.execute(
-                _AUTHOR, {"person": actor.id, "schools": sorted(facts.school_ids) or [-1]})).all()
+            author = await session.execute(
+                _AUTHOR, {"person": actor.id, "schools": sorted(facts.school_ids) or [-1]})
             author_name = author[0].name
             school_orgs = {sid: org for _, sid, org in author if sid is not None}
             rules.check_announcer(facts, audience, group_schools, school_orgs)
@@ -163,9 +174,8 @@ class Announcements:
                 await self.service.require_feature(session, school_id, "announcements")
             school_id = min(schools) if schools else None
             organisation_id = (school_orgs.get(school_id) if school_id else audience.organisation) or (
-                await connection.execute(_ORGANISATION_OF, {"school": school_id})).scalar_one()
-            # Plain rows through the connection (no ORM result machinery for thousands of tuples).
-            rows = (await connection.execute(_FAMILIES[shape], params)).all()
+                await session.execute(_ORGANISATION_OF, {"school": school_id})).one()[0]
+            rows = await session.execute(_FAMILIES[shape], params)
             if not schools:  # organisation-wide: skip schools that turned announcements off (R18)
                 allowed = {sid for sid in {s for _, _, s in rows}
                            if "announcements" in await self.service.school_features(session, sid)}
@@ -186,31 +196,20 @@ class Announcements:
         await self.service.hub.publish_audience(channel, recipients, frame)
         return {"announcement": orjson.loads(frame)["announcement"] | {"recipient_count": len(children)}}
 
-    async def _guardians(self, session, student_ids: Sequence[int]) -> dict[int, list[int]]:
-        children: dict[int, list[int]] = defaultdict(list)
-        for person_id, student_id in (await session.execute(
-            select(Guardianship.person_id, Guardianship.student_id)
-            .where(Guardianship.student_id.in_(student_ids)).order_by(Guardianship.student_id))).all():
-            children[person_id].append(student_id)
-        return children
-
     async def _persist(self, session, announcement: Announcement, children: dict[int, list[int]]) -> list[int]:
         """One announcement row and one recipient row per guardian (labelled with
         each of their children in the audience: a family gets it once).
 
-        The announcement row is a prebuilt Core INSERT (the object stays out of
-        the ORM session: nothing to flush).  The recipient rows go to the
-        driver's ``executemany`` as plain tuples: they are ints and a JSON text,
-        and SQLAlchemy's per-row parameter processing (a dict per row, a bind
-        processor per column) would cost more than the rows themselves;
-        ``read_at`` is left to its NULL default."""
+        ``session`` is a :class:`chat.storage.direct.DirectConnection`.  The
+        announcement row is a prebuilt Core INSERT (the object never enters an
+        ORM session); the recipient rows are one plain INSERT of many rows, with
+        ``read_at`` left to its NULL default."""
         announcement.recipient_count = len(children)
-        connection = await session.connection()
-        announcement.id = announcement_id = (await connection.execute(_ANNOUNCEMENT_INSERT, {
-            column: getattr(announcement, column) for column in _ANNOUNCEMENT_COLUMNS})).scalar_one()
+        announcement.id = announcement_id = (await session.execute(_ANNOUNCEMENT_INSERT, {
+            column: getattr(announcement, column) for column in _ANNOUNCEMENT_COLUMNS})).one()[0]
         if children:
-            await connection.exec_driver_sql(_RECIPIENT_INSERT[connection.dialect.paramstyle], [
-                (announcement_id, pid, dumps(kids))
+            await session.execute(_RECIPIENT_INSERT, [
+                {"announcement_id": announcement_id, "person_id": pid, "child_ids": _ids_json(kids)}
                 for pid, kids in children.items()])
         return list(children)
 
@@ -288,23 +287,24 @@ class Announcements:
         messages.check_text(text)
         if not fiches or len(fiches) > rules.MAX_COLLECTIVE_STUDENTS:
             raise BadRequest("request.invalid", detail="students: 1 to 2000 fiche numbers")
-        async with self.sessions() as session, session.begin():
+        async with direct.transaction(self.service.engine) as session:
             await self.service.require_feature(session, key.school_id, INTEGRATION_KINDS[kind])
-            school = await session.get(School, key.school_id)
-            found = dict((await session.execute(select(Student.fiche, Student.id).where(
-                Student.school_id == key.school_id, Student.fiche.in_(list(fiches))))).all())
+            organisation_id = (await session.execute(_ORGANISATION_OF, {"school": key.school_id})).one()[0]
+            found = dict(await session.execute(_FICHES, {"school": key.school_id, "fiches": list(fiches)}))
             for fiche in fiches:
                 if fiche not in found:
                     raise NotFound("integration.student_not_found", fiche=str(fiche)[:20])
             student_ids = sorted(set(found.values()))
             announcement = Announcement(
-                organisation_id=school.organisation_id, school_id=school.id, integration_key_id=key.id, kind=kind,
+                organisation_id=organisation_id, school_id=key.school_id, integration_key_id=key.id, kind=kind,
                 audience=dumps({"students": student_ids}), text=text)
-            children = await self._guardians(session, student_ids)
+            children: dict[int, list[int]] = defaultdict(list)
+            for person_id, student_id in await session.execute(_GUARDIANS, {"students": student_ids}):
+                children[person_id].append(student_id)
             recipients = await self._persist(session, announcement, children)
             await self._notify(session, announcement, "students", {"students": student_ids}, kind, key.name)
             frame = self._frame(announcement, None, key.name)
-        await self.service.hub.publish_audience(school_channel(school.id), recipients, frame)
+        await self.service.hub.publish_audience(school_channel(key.school_id), recipients, frame)
         return {"notice": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}
 
     # -- reading ---------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Insert
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter, ClauseElement
 
 # Compiled plans kept per (statement, dialect, shape); statements built per call
 # (rare: cache misses of slow-changing settings) are compiled again past this.
@@ -135,30 +136,35 @@ def plan(statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]) 
         return found
     if len(_plans) >= PLAN_CACHE_ENTRIES:
         _plans.clear()
-    sized = statement.params({name: [None] * size for name, size in lists}) if lists else statement
-    if isinstance(sized, Insert) and not sized._returning:
-        sized = sized.inline()  # PostgreSQL would otherwise add RETURNING id
-    compiled = sized.compile(dialect=dialect, column_keys=list(columns) if columns else None,
-                             compile_kwargs={"render_postcompile": True})
+    required = {b.key for b in visitors.iterate(statement)
+                if isinstance(b, BindParameter) and (b.required or b.expanding)}
+    if isinstance(statement, Insert) and not statement._returning:
+        statement = statement.inline()  # PostgreSQL would otherwise add RETURNING id
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns) if columns else None)
+    sql, positions = compiled.string, compiled.positiontup
+    if lists:  # each list's placeholders, by SQLAlchemy's own expansion for a list of that length
+        expanded = compiled._process_parameters_for_postcompile(compiled.construct_params(
+            {name: [None] * size for name, size in lists}, _check=False))
+        sql, positions = expanded.statement, expanded.positiontup
     if columns:
         _check_defaults(statement, columns)
     binds = compiled.binds
     slots = []
-    for name in compiled.positiontup or ():
+    for name in positions or ():
         bind, index = binds.get(name), None
         if bind is None:  # "ids_3": the third item of the list "ids"
             base, number = _EXPANDED.match(name).groups()
             bind, name, index = binds[base], base, int(number) - 1
-        default = _REQUIRED if bind.expanding or bind.required else bind.value
+        default = _REQUIRED if name in required else bind.value
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         slots.append((name, index, default, process))
     row, results = None, ()
-    columns_out = getattr(statement, "exported_columns", None)  # selected, or RETURNING
+    columns_out = getattr(compiled.statement, "exported_columns", None)  # selected, or RETURNING
     if columns_out:
         cols = list(columns_out)
         row = namedtuple("Row", [getattr(c, "key", None) or f"c{i}" for i, c in enumerate(cols)], rename=True)
         results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in cols)
-    found = _plans[key] = _Plan(compiled.string, tuple(slots), row, results)
+    found = _plans[key] = _Plan(sql, tuple(slots), row, results)
     return found
 
 
