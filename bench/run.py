@@ -31,6 +31,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+# The keepalive interval of every server under test (see base_env).
+PING_INTERVAL_SECONDS = 600
 sys.path.insert(0, str(BENCH))
 
 from harness import setup  # noqa: E402  (installs before the rest is imported)
@@ -94,7 +96,11 @@ async def main(args: argparse.Namespace) -> int:
     base_env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 "SECRET_KEY": secret, "LOG_LEVEL": os.environ.get("BENCH_HUB_LOG_LEVEL", "warning"), "HOST": "127.0.0.1",
                 "ATTACHMENTS_DIR": str(tmp / "attachments"), "CHAT_SECRET_FILE": str(tmp / "secret"),
-                "REDIS_PREFIX": f"bench{run_id}"}
+                "REDIS_PREFIX": f"bench{run_id}",
+                # Keepalive pings every 10 minutes, in the hub and in the peers: N connections opened
+                # together ping together, and a burst of 10,000 pings falling into a round (or into
+                # the idle measurement subtracted from it) skewed one server's figure, not the others'.
+                "PING_INTERVAL_SECONDS": str(PING_INTERVAL_SECONDS)}
     base_env.pop("REDIS_URL", None)
     base_env.pop("DATABASE_URL", None)
     log(f"mode {results['mode']}; scratch directory {tmp}")
@@ -144,29 +150,47 @@ async def main(args: argparse.Namespace) -> int:
             ("socketio-redis", "socketio", [sys.executable, str(BENCH / "peers" / "socketio_redis.py")],
              {"REDIS_URL": "redis://127.0.0.1:6379/0", "SIO_CHANNEL": f"bench{run_id}-sio"}),
         ]
-        if wanted("peers"):
+        peer_servers: list = []
+
+        async def start_peers() -> list:
+            """The peers' servers and fan-out targets (clients keyed ``name:j``, apart from the hub's person ids)."""
+            targets = []
             for name, dialect, argv, extra_env in peers:
-                log(f"peer {name}: fan-out")
+                log(f"peer {name}: starting")
                 server = None
                 try:
                     server = servers.start_peer(name, argv, {**base_env, **extra_env}, tmp)
-                    publisher = fanout.Publisher(dialect, server.port)
+                    peer_servers.append(server)
+                    publisher = fanout.Publisher(dialect, server.port, key=f"{name}:publisher")
                     await publisher.open()
-                    target = fanout.Target(name, dialect, server, list(range(max(tiers))), publisher=publisher)
-                    scenarios.setdefault("fanout", {})[name] = await fanout.run(
-                        ctx, target, tiers, plan["peer_rounds"], profile_tier=None)
-                    await publisher.close()
-                except Exception as exc:  # a peer that cannot hold the load is reported, not hidden
+                    targets.append(fanout.Target(name, dialect, server, [f"{name}:{j}" for j in range(max(tiers))],
+                                                 publisher=publisher))
+                except Exception as exc:  # a peer that cannot start is reported, not hidden
                     log(f"peer {name} failed: {exc!r}")
                     results["failures"].append({"scenario": f"fanout/{name}", "error": repr(exc)[:2000],
                                                 "server_log": server.log_tail() if server else ""})
                     scenarios.setdefault("fanout", {}).setdefault(name, {})["error"] = repr(exc)[:500]
-                finally:
-                    try:
-                        await workers.all("close")
-                    finally:
-                        if server is not None:
-                            server.stop()
+            return targets
+
+        async def stop_peers(targets: list) -> None:
+            try:
+                for target in targets:
+                    await target.publisher.close()
+                await workers.all("close", per_worker=[{"keys": [k for t in targets for k, w in t.extra.get(
+                    "worker_of", {}).items() if w == i]} for i in range(len(workers))])
+            finally:
+                for server in peer_servers:
+                    server.stop()
+                peer_servers.clear()
+
+        # -- peers alone, when the hub's fan-out is not run (otherwise they run beside it, below) ---------
+        if wanted("peers") and not wanted("fanout"):
+            peer_targets = await start_peers()
+            try:
+                scenarios.setdefault("fanout", {}).update(await fanout.run_side_by_side(
+                    ctx, peer_targets, tiers, {t.name: plan["peer_rounds"] for t in peer_targets}))
+            finally:
+                await stop_peers(peer_targets)
 
         # -- hub A: SQLite + in-process broker, one worker -----------------------------------------------
         env_a = {**base_env, "DATABASE_URL": sqlite_url}
@@ -184,8 +208,15 @@ async def main(args: argparse.Namespace) -> int:
                     schools = {n: people.school_by_code[fixtures.fan_school(n)] for n in tiers}
                     target = fanout.Target("hub", "hub", hub, fan_keys, tokens=tokens, publisher=publisher,
                                            school_for_tier=lambda n: schools[n])
-                    scenarios.setdefault("fanout", {})["hub"] = await fanout.run(
-                        ctx, target, tiers, plan["rounds"], profile_tier=tiers[-1])
+                    # The peers run beside the hub, round for round (fanout.run_side_by_side).
+                    peer_targets = await start_peers() if wanted("peers") else []
+                    try:
+                        scenarios.setdefault("fanout", {}).update(await fanout.run_side_by_side(
+                            ctx, [target, *peer_targets], tiers,
+                            {"hub": plan["rounds"]} | {t.name: plan["peer_rounds"] for t in peer_targets},
+                            {"hub": tiers[-1]}))
+                    finally:
+                        await stop_peers(peer_targets)
                     if wanted("collective"):
                         n = tiers[0]
                         students = [s for _g, s in people.families(fixtures.fan_school(n))]

@@ -68,6 +68,9 @@ class Settings:
     # Demo mode: the web widget's person picker signs demo people in without a
     # password.  Off unless `serve --demo` or CHAT_DEMO=1; never in production.
     demo: bool = False
+    # WebSocket keepalive: a ping this often, the connection closed when its pong
+    # is this late.  Under a proxy or load balancer, keep the interval below its
+    # idle timeout.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
 
@@ -200,6 +203,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         app_url=_get(env, "APP_URL", _http_url, f"http://localhost:{port}/"),
         notify_webhook_url=_get(env, "NOTIFY_WEBHOOK_URL", _http_url, ""),
         demo=_get(env, "CHAT_DEMO", _flag, False),
+        ping_interval=_get(env, "PING_INTERVAL_SECONDS", _positive(float), 20.0),
     )
     if not secret:  # only once everything else is known to be right
         secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))

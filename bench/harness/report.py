@@ -226,7 +226,9 @@ def markdown(r: dict[str, Any]) -> str:
           "One broadcast to N connected clients. Hub: N families connected with a bearer token, `resume`d, and the "
           "direction posts `announcement.post` to `{\"school\": id}` (checked, persisted with N recipient rows, "
           "then fanned out). Peers: the same N clients and one publish, each with its own minimal protocol "
-          "(bench/peers/). Frames are the same size "
+          "(bench/peers/). The hub and the peers run at the same time, each with its own N clients, and their "
+          "rounds alternate (hub, peers, then again in a rotated order), so that the machine's drift in speed "
+          "falls on every server of a tier alike. Frames are the same size "
           "(the hub's announcement frame). Deliveries/s = N ÷ (send → last arrival); CPU per frame = server CPU "
           "over the round, less its idle rate, ÷ N; latencies send → arrival, pooled over the rounds "
           f"(rounds per tier: {r.get('plan', {}).get('rounds')}).", ""]

@@ -9,7 +9,8 @@ Served by uvicorn (uvloop, the same WebSocket stack as the hub).  Prints
 ``listening on http://HOST:PORT``.
 
 Environment: ``REDIS_URL`` (default redis://127.0.0.1:6379/0), ``SIO_CHANNEL``
-(the manager's pub/sub channel; unique per run).
+(the manager's pub/sub channel; unique per run), ``PING_INTERVAL_SECONDS``
+(Engine.IO's ping interval; 25 s by default).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import uvicorn
 manager = socketio.AsyncRedisManager(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                                      channel=os.environ.get("SIO_CHANNEL", "bench-socketio"))
 sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager, cors_allowed_origins=[],
-                           ping_interval=25, ping_timeout=20)
+                           ping_interval=float(os.environ.get("PING_INTERVAL_SECONDS", "25")), ping_timeout=20)
 app = socketio.ASGIApp(sio)
 
 

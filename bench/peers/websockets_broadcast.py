@@ -9,19 +9,21 @@ Minimal broadcast protocol (shared by every peer in bench/peers/):
 
 No sign-in, no persistence, no per-client authorisation: the floor that the
 hub's announcement fan-out is compared with.  Same event loop (uvloop) and the
-same keepalive (ping every 20 s) as the hub.  Prints ``listening on ws://HOST:PORT``.
+same keepalive as the hub (a ping every ``PING_INTERVAL_SECONDS``, 20 s by default).  Prints ``listening on ws://HOST:PORT``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import signal
 
 from websockets.asyncio.server import broadcast, serve
 
 CLIENTS: set = set()
+PING_INTERVAL = float(os.environ.get("PING_INTERVAL_SECONDS", "20"))
 
 
 async def handler(websocket) -> None:
@@ -42,7 +44,7 @@ async def main() -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=20, ping_timeout=20,
+    async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=PING_INTERVAL, ping_timeout=20,
                      backlog=2048) as server:
         host, port = next(iter(server.sockets)).getsockname()[:2]
         print(f"listening on ws://{host}:{port}", flush=True)

@@ -97,79 +97,166 @@ class Target:
 
 async def run(ctx: Context, target: Target, tiers: list[int], rounds: dict[int, int],
               profile_tier: int | None = None, wait_s: float = 90.0) -> dict[str, Any]:
-    """Connect tier by tier and measure ``rounds[N]`` broadcasts at each; returns the figures."""
-    group: Group = target.server.group()
-    result: dict[str, Any] = {"target": target.name, "tiers": {}}
+    """One target alone: :func:`run_side_by_side` with a single target."""
+    results = await run_side_by_side(ctx, [target], tiers, {target.name: rounds},
+                                     {target.name: profile_tier}, wait_s)
+    return results[target.name]
+
+
+@dataclass
+class _Progress:
+    """What :func:`run_side_by_side` keeps per target between tiers."""
+
+    target: Target
+    group: Group
+    result: dict[str, Any]
+    base_rss_kib: int
+    expected: list[int]
+    connected: int = 0
+    idle: float = 0.0
+    failed: bool = False
+
+
+async def run_side_by_side(ctx: Context, targets: list[Target], tiers: list[int], rounds: dict[str, dict[int, int]],
+                           profile_tiers: dict[str, int | None] | None = None,
+                           wait_s: float = 90.0) -> dict[str, dict[str, Any]]:
+    """Connect every target's clients tier by tier, then measure their broadcasts in
+    alternating rounds (hub, peer, peer, …, then the next round in a rotated order).
+
+    The servers run at the same time, each on its own clients, so that a change in
+    the machine's speed during the run (seen here: ±40 % within minutes) falls on
+    every target of a tier alike rather than on whichever ran in that minute: the
+    ratios between them are what the targets are about.  While one target's
+    round runs, the others are idle (keepalive pings, outside its CPU figure).
+    Returns each target's figures by name; a target that fails is reported with
+    its error and left out of the later rounds."""
+    profile_tiers = profile_tiers or {}
     await asyncio.sleep(0.5)
-    base_rss_kib = group.rss_kib()
-    result["rss_before_clients_mib"] = round(base_rss_kib / 1024, 1)
-    connected = 0
-    expected = [0] * len(ctx.workers)
+    states = []
+    for target in targets:
+        group = target.server.group()
+        base = group.rss_kib()
+        states.append(_Progress(target, group, {"target": target.name, "tiers": {},
+                                                "rss_before_clients_mib": round(base / 1024, 1)},
+                                base, [0] * len(ctx.workers)))
     for n in tiers:
-        items = [(key, target.port_for(i), (target.tokens or {}).get(key))
-                 for i, key in enumerate(target.recipients[connected:n], start=connected)]
-        worker_of = target.extra.setdefault("worker_of", {})
-        for idx, item in enumerate(items):  # common.connect sends item i to load generator i % W
-            worker_of[item[0]] = idx % len(ctx.workers)
-        ctx.log(f"  {target.name}: connecting {len(items)} clients (to {n})")
-        setup = await connect(ctx, items, target.dialect, group)
-        expected = [a + b for a, b in zip(expected, setup["per_worker"])]
-        connected = n
-        setup.pop("conversations", None)
-        setup.pop("per_worker", None)
-        ctx.log(f"  {target.name}: {setup['opened']} opened, {setup['failed']} failed in {setup['seconds']}s"
-                + (f" ({setup['server_cpu_ms_per_connection']} ms server CPU each)" if setup.get(
-                    "server_cpu_ms_per_connection") else ""))
-        publisher = target.publisher
-        if target.school_for_tier is not None:
-            publisher.school_id = target.school_for_tier(n)
+        live = [st for st in states if not st.failed]
+        for st in live:
+            await _guarded(ctx, st, _connect_tier(ctx, st, n))
+        live = [st for st in live if not st.failed]
         await asyncio.sleep(1.0)
-        idle = await idle_cpu_rate(group, 1.5 if ctx.quick else 2.0)
-        rss_kib = group.rss_kib()
-        tier: dict[str, Any] = {"connect": setup, "connected": sum(expected), "idle_cpu_percent": round(idle * 100, 2),
-                                "rss_connected_mib": round(rss_kib / 1024, 1),
-                                "rss_per_client_kib": round((rss_kib - base_rss_kib) / max(sum(expected), 1), 2)}
-        if n == tiers[0]:  # one unmeasured round: the first post loads what the server loads lazily
-            started = time.monotonic()
-            await _round(ctx, target, group, publisher, expected, idle, -1, wait_s, [])
-            result["cold_round_ms"] = round((time.monotonic() - started) * 1e3, 1)
-            await asyncio.sleep(0.3)
-        sampler = Sampler(group).start()
-        rounds_out = []
-        pooled: list[int] = []
-        for k in range(rounds[n]):
-            rounds_out.append(await _round(ctx, target, group, publisher, expected, idle, k, wait_s, pooled))
-            await asyncio.sleep(0.3)
-        peak = await sampler.stop()
-        pooled.sort()
-        total_frames = sum(r["received"] for r in rounds_out)
-        total_cpu = sum(r["cpu_net_s"] for r in rounds_out)
-        tier["rounds"] = rounds_out
-        tier["figure"] = figure(
-            median([r["deliveries_per_s"] for r in rounds_out]),
-            total_cpu / total_frames * 1e6 if total_frames else None,
-            ms(percentile(pooled, 50)), ms(percentile(pooled, 99)), peak / 1024,
-            completion_ms=median([r["completion_ms"] for r in rounds_out]),
-            cpu_ms_per_broadcast=round(total_cpu / len(rounds_out) * 1e3, 2) if rounds_out else None,
-            missing=sum(r["missing"] for r in rounds_out), rounds=len(rounds_out))
-        result["tiers"][str(n)] = tier
-        f = tier["figure"]
-        ctx.log(f"  {target.name} N={n}: {f['deliveries_per_s']} deliveries/s, {f['cpu_us_per_frame']} µs CPU/frame, "
-                f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms, completion {f['completion_ms']} ms, "
-                f"peak RSS {f['peak_rss_mib']} MiB, missing {f['missing']}")
-        if profile_tier == n and ctx.profile and profile.available():
-            path = ctx.profiles_dir / f"fanout-{target.name}-{n}.txt"
-            async with profile.Recording(target.server.processes[0].pid, path):
-                for k in range(3):
-                    await _round(ctx, target, group, publisher, expected, idle, 100 + k, wait_s, [])
-                    await asyncio.sleep(0.2)
-            result["profile"] = {"file": path.name, **profile.summarise(path)}
+        for st in live:
+            target = st.target
+            if target.school_for_tier is not None:
+                target.publisher.school_id = target.school_for_tier(n)
+            st.idle = await idle_cpu_rate(st.group, 1.5 if ctx.quick else 2.0)
+            rss_kib = st.group.rss_kib()
+            st.result["tiers"][str(n)] = {
+                "connect": st.result.pop("_setup"), "connected": sum(st.expected),
+                "idle_cpu_percent": round(st.idle * 100, 2), "rss_connected_mib": round(rss_kib / 1024, 1),
+                "rss_per_client_kib": round((rss_kib - st.base_rss_kib) / max(sum(st.expected), 1), 2)}
+        if n == tiers[0]:  # one unmeasured round each: the first post loads what the server loads lazily
+            for st in live:
+                started = time.monotonic()
+                await _guarded(ctx, st, _round(ctx, st.target, st.group, st.target.publisher, st.expected, st.idle,
+                                               -1, wait_s, []))
+                st.result["cold_round_ms"] = round((time.monotonic() - started) * 1e3, 1)
+                await asyncio.sleep(0.3)
+        live = [st for st in live if not st.failed]
+        samplers = {st.target.name: Sampler(st.group).start() for st in live}
+        measured: dict[str, list[dict[str, Any]]] = {st.target.name: [] for st in live}
+        pooled: dict[str, list[int]] = {st.target.name: [] for st in live}
+        most = max((rounds[st.target.name][n] for st in live), default=0)
+        for k in range(most):
+            order = live[k % len(live):] + live[:k % len(live)]  # each target leads in turn
+            for st in order:
+                name = st.target.name
+                if st.failed or k >= rounds[name][n]:
+                    continue
+                out = await _guarded(ctx, st, _round(ctx, st.target, st.group, st.target.publisher, st.expected,
+                                                     st.idle, k, wait_s, pooled[name]))
+                if out is not None:
+                    measured[name].append(out)
+                await asyncio.sleep(0.3)
+        for st in live:
+            name = st.target.name
+            peak = await samplers[name].stop()
+            if st.failed:
+                continue
+            _tier_figure(ctx, st, n, measured[name], sorted(pooled[name]), peak)
+            if profile_tiers.get(name) == n and ctx.profile and profile.available():
+                await _guarded(ctx, st, _profile(ctx, st, n, wait_s))
     await asyncio.sleep(1.0)
-    idle_rss = group.rss_kib()
-    result["idle"] = {"clients": sum(expected), "rss_mib": round(idle_rss / 1024, 1),
-                      "kib_per_client": round((idle_rss - base_rss_kib) / max(sum(expected), 1), 2)}
-    result["connected"] = sum(expected)
-    return result
+    for st in states:
+        if st.failed:
+            continue
+        idle_rss = st.group.rss_kib()
+        st.result["idle"] = {"clients": sum(st.expected), "rss_mib": round(idle_rss / 1024, 1),
+                             "kib_per_client": round((idle_rss - st.base_rss_kib) / max(sum(st.expected), 1), 2)}
+        st.result["connected"] = sum(st.expected)
+    return {st.target.name: st.result for st in states}
+
+
+async def _guarded(ctx: Context, st: _Progress, step: Awaitable[Any]) -> Any:
+    """Run one step of one target; a failure marks that target failed (with its
+    error in the result and the run's failures) and lets the others go on."""
+    try:
+        return await step
+    except Exception as exc:  # a peer that cannot hold the load is reported, not hidden
+        ctx.log(f"  {st.target.name} failed: {exc!r}")
+        st.failed = True
+        st.result["error"] = repr(exc)[:500]
+        ctx.results["failures"].append({"scenario": f"fanout/{st.target.name}", "error": repr(exc)[:2000],
+                                        "server_log": st.target.server.log_tail()})
+        return None
+
+
+async def _connect_tier(ctx: Context, st: _Progress, n: int) -> None:
+    target = st.target
+    items = [(key, target.port_for(i), (target.tokens or {}).get(key))
+             for i, key in enumerate(target.recipients[st.connected:n], start=st.connected)]
+    worker_of = target.extra.setdefault("worker_of", {})
+    for idx, item in enumerate(items):  # common.connect sends item i to load generator i % W
+        worker_of[item[0]] = idx % len(ctx.workers)
+    ctx.log(f"  {target.name}: connecting {len(items)} clients (to {n})")
+    setup = await connect(ctx, items, target.dialect, st.group)
+    st.expected = [a + b for a, b in zip(st.expected, setup["per_worker"])]
+    st.connected = n
+    setup.pop("conversations", None)
+    setup.pop("per_worker", None)
+    ctx.log(f"  {target.name}: {setup['opened']} opened, {setup['failed']} failed in {setup['seconds']}s"
+            + (f" ({setup['server_cpu_ms_per_connection']} ms server CPU each)" if setup.get(
+                "server_cpu_ms_per_connection") else ""))
+    st.result["_setup"] = setup
+
+
+def _tier_figure(ctx: Context, st: _Progress, n: int, rounds_out: list[dict[str, Any]], pooled: list[int],
+                 peak: float) -> None:
+    tier = st.result["tiers"][str(n)]
+    total_frames = sum(r["received"] for r in rounds_out)
+    total_cpu = sum(r["cpu_net_s"] for r in rounds_out)
+    tier["rounds"] = rounds_out
+    tier["figure"] = figure(
+        median([r["deliveries_per_s"] for r in rounds_out]),
+        total_cpu / total_frames * 1e6 if total_frames else None,
+        ms(percentile(pooled, 50)), ms(percentile(pooled, 99)), peak / 1024,
+        completion_ms=median([r["completion_ms"] for r in rounds_out]),
+        cpu_ms_per_broadcast=round(total_cpu / len(rounds_out) * 1e3, 2) if rounds_out else None,
+        missing=sum(r["missing"] for r in rounds_out), rounds=len(rounds_out))
+    f = tier["figure"]
+    ctx.log(f"  {st.target.name} N={n}: {f['deliveries_per_s']} deliveries/s, {f['cpu_us_per_frame']} µs CPU/frame, "
+            f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms, completion {f['completion_ms']} ms, "
+            f"peak RSS {f['peak_rss_mib']} MiB, missing {f['missing']}")
+
+
+async def _profile(ctx: Context, st: _Progress, n: int, wait_s: float) -> None:
+    target = st.target
+    path = ctx.profiles_dir / f"fanout-{target.name}-{n}.txt"
+    async with profile.Recording(target.server.processes[0].pid, path):
+        for k in range(3):
+            await _round(ctx, target, st.group, target.publisher, st.expected, st.idle, 100 + k, wait_s, [])
+            await asyncio.sleep(0.2)
+    st.result["profile"] = {"file": path.name, **profile.summarise(path)}
 
 
 async def _round(ctx: Context, target: Target, group: Group, publisher: Publisher, expected: list[int],
