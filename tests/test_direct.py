@@ -128,7 +128,6 @@ async def test_in_lists_mix_with_other_parameters_in_selects_and_insert_selects(
     """An IN list beside required parameters (a school's families and the
     author), and an ``INSERT … SELECT`` over an IN list (an announcement's
     notifications): each parameter lands in its own placeholder."""
-    marie = await person_by_email(service, MARIE)
     async with service.engine.connect() as connection:
         ids = (await connection.execute(select(Person.id).order_by(Person.id).limit(5))).scalars().all()
     named = select(Person.id, Person.email).where(
@@ -136,21 +135,22 @@ async def test_in_lists_mix_with_other_parameters_in_selects_and_insert_selects(
         Person.role != bindparam("role", "nobody")).order_by(Person.id)
     pairs = select(Person.id, bindparam("code", type_=NOTIFICATIONS.c.code.type)).where(
         Person.id.in_(bindparam("ids", expanding=True)), Person.id != bindparam("not"))
+    pairs = pairs.subquery()
     copy = insert(NOTIFICATIONS).from_select(["person_id", "code", "kind", "fields", "link", "urgent", "created_at",
                                               "deliver_at", "held", "lease_until"], select(
-        pairs.subquery().c[0], pairs.subquery().c[1], bindparam("kind", "message"), bindparam("fields", "{}"),
+        pairs.c[0], pairs.c[1], bindparam("kind", "message"), bindparam("fields", "{}"),
         bindparam("link", "{}"), bindparam("urgent", False), bindparam("at", type_=NOTIFICATIONS.c.created_at.type),
         bindparam("at", type_=NOTIFICATIONS.c.created_at.type), bindparam("held", False), bindparam("lease", 0.0)))
     before = await notification_count(service.engine)
     async with direct.transaction(service.engine) as connection:
         rows = await connection.execute(named, {"ids": ids, "not": ids[0]})
-        await connection.execute(copy, {"ids": ids[:3], "not": marie.id, "code": "copied", "at": AT})
+        await connection.execute(copy, {"ids": ids[:3], "not": ids[1], "code": "copied", "at": AT})
         with pytest.raises(KeyError, match="not"):
             await connection.execute(named, {"ids": ids})
     assert [row.id for row in rows] == list(ids[1:])
     async with service.sessions() as session:
         copied = (await session.execute(select(Notification.person_id, Notification.created_at).where(
             Notification.code == "copied"))).all()
-    assert sorted(pid for pid, _ in copied) == sorted(set(ids[:3]) - {marie.id})
+    assert sorted(pid for pid, _ in copied) == [ids[0], ids[2]]
     assert all(at == AT for _, at in copied)
     assert await notification_count(service.engine) == before + len(copied)
