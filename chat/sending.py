@@ -345,9 +345,8 @@ class SendBatcher:
                          "client_id": item.client_id, "text": item.text, "version": 1, "created_at": now}
                         for item in chunk]
                 # The returned rows come in no promised order: (conversation, seq) names each message.
-                for message_id, cid, seq in await session.execute(direct.multirow_insert(
-                        _MESSAGES, _MESSAGE_COLUMNS, len(chunk), _MESSAGE_RETURNING),
-                        direct.multirow_values(rows, _MESSAGE_COLUMNS)):
+                for message_id, cid, seq in await session.insert_rows(
+                        _MESSAGES, _MESSAGE_COLUMNS, rows, _MESSAGE_RETURNING):
                     ids[cid, seq] = message_id
             at = timestamp(now)
             events = []

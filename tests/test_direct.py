@@ -154,3 +154,21 @@ async def test_in_lists_mix_with_other_parameters_in_selects_and_insert_selects(
     assert sorted(pid for pid, _ in copied) == [ids[0], ids[2]]
     assert all(at == AT for _, at in copied)
     assert await notification_count(service.engine) == before + len(copied)
+
+
+async def test_a_multi_row_insert_returns_its_rows_and_refuses_an_omitted_default(service):
+    marie = await person_by_email(service, MARIE)
+    before = await notification_count(service.engine)
+    columns = list(notification(marie.id))
+    rows = [notification(marie.id, code=f"many {i}") for i in range(5)]
+    async with direct.transaction(service.engine) as connection:
+        written = await connection.insert_rows(NOTIFICATIONS, columns, rows,
+                                               (NOTIFICATIONS.c.id, NOTIFICATIONS.c.code, NOTIFICATIONS.c.created_at))
+    assert sorted(row.code for row in written) == [f"many {i}" for i in range(5)]
+    assert all(row.created_at == AT for row in written)  # through the column's result processor
+    assert await notification_count(service.engine) == before + 5
+    without = [c for c in columns if c != "lease_until"]
+    with pytest.raises(ValueError, match="lease_until"):
+        async with direct.transaction(service.engine) as connection:
+            await connection.insert_rows(NOTIFICATIONS, without, rows)
+    assert await notification_count(service.engine) == before + 5

@@ -40,6 +40,7 @@ PLAN_CACHE_ENTRIES = 2048
 MULTIROW = 128
 _EXPANDED = re.compile(r"^(.*)_(\d+)$")
 _REQUIRED = object()  # a placeholder whose value the caller must give
+_NO_PARAMS: Mapping[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,16 @@ def runs(items: list, largest: int) -> Iterator[list]:
 
 
 _MULTIROW: dict[tuple, Insert] = {}
+# Per multi-row statement and dialect: where each placeholder's value comes from
+# (row index, column, bind processor), in placeholder order.
+_MULTIROW_SOURCES: dict[tuple, tuple[tuple[int, str, Callable | None], ...]] = {}
 
 
 def multirow_insert(table, columns: Sequence[str], size: int, returning: Sequence = ()) -> Insert:
     """``INSERT INTO table (columns) VALUES (…), (…) [RETURNING …]`` for ``size``
     rows, whose parameters are each column's name and the row's index
-    (``seq0``, ``seq1``, …); built once per shape."""
+    (``seq0``, ``seq1``, …); built once per shape.  :meth:`DirectConnection.insert_rows`
+    runs it."""
     key = (table.name, tuple(columns), size, tuple(returning))
     statement = _MULTIROW.get(key)
     if statement is None:
@@ -113,9 +118,18 @@ def multirow_insert(table, columns: Sequence[str], size: int, returning: Sequenc
     return statement
 
 
-def multirow_values(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, Any]:
-    """The parameters of :func:`multirow_insert` for ``rows`` (one dict each)."""
-    return {f"{column}{i}": row[column] for i, row in enumerate(rows) for column in columns}
+def _multirow_sources(statement: Insert, compiled: "_Plan", columns: Sequence[str], size: int,
+                      dialect: Dialect) -> tuple[tuple[int, str, Callable | None], ...]:
+    key = (id(statement), dialect.name)
+    sources = _MULTIROW_SOURCES.get(key)
+    if sources is None:
+        names = {f"{column}{i}": (i, column) for i in range(size) for column in columns}
+        unknown = [name for name, *_ in compiled.slots if name not in names]
+        if unknown:  # a column SQLAlchemy would fill in (a default): the caller must give it
+            raise ValueError(f"{statement.table.name}: give a value for {unknown[0]}")
+        sources = _MULTIROW_SOURCES[key] = tuple((*names[name], process)
+                                                 for name, _, _, process in compiled.slots)
+    return sources
 
 
 def _rounded(size: int) -> int:
@@ -212,6 +226,19 @@ class DirectConnection:
         raw = await self._run(compiled.sql, compiled.args(params or {}), compiled.row is not None)
         return compiled.rows(raw) if compiled.row is not None else Rows()
 
+    async def insert_rows(self, table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
+                          returning: Sequence = ()) -> Rows:
+        """``rows`` (each a mapping with at least ``columns``) as one multi-row
+        INSERT (:func:`multirow_insert`), its values taken from the rows in
+        placeholder order: no dict of ``column0``, ``column1``… names, which cost more than
+        the statement itself for a hundred notification rows."""
+        statement = multirow_insert(table, columns, len(rows), returning)
+        compiled = plan(statement, self.dialect, _NO_PARAMS)
+        sources = _multirow_sources(statement, compiled, columns, len(rows), self.dialect)
+        args = [rows[i][column] if process is None else process(rows[i][column]) for i, column, process in sources]
+        raw = await self._run(compiled.sql, args, compiled.row is not None)
+        return compiled.rows(raw) if compiled.row is not None else Rows()
+
     async def _run(self, sql: str, args: list, returns: bool) -> Sequence[Sequence[Any]]:
         raise NotImplementedError
 
@@ -246,8 +273,7 @@ class _Asyncpg(DirectConnection):
             keys = tuple(params[0])
             whole = len(params) - len(params) % MULTIROW
             for start in range(0, whole, MULTIROW):
-                await super().execute(multirow_insert(statement.table, keys, MULTIROW),
-                                      multirow_values(params[start:start + MULTIROW], keys))
+                await self.insert_rows(statement.table, keys, params[start:start + MULTIROW])
             params = params[whole:]
         return await super().execute(statement, params)
 
