@@ -298,8 +298,8 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
     The connection is checked out of the engine's pool and returned to it in
     one step each (:func:`_checkout`, :func:`_checkin`), not through an
     ``AsyncConnection``, whose start, raw-connection look-up and shielded close
-    took three greenlet hops and two more turns of the event loop: 215 µs of
-    CPU on SQLite, more than the statements of a lone send."""
+    took three greenlet hops and two more turns of the event loop: an empty
+    transaction cost 271 µs of CPU on SQLite that way, 92 µs this way."""
     dialect = engine.dialect
     fairy = await _checkout(engine)
     try:
