@@ -231,7 +231,8 @@ def markdown(r: dict[str, Any]) -> str:
           "falls on every server of a tier alike. Frames are the same size "
           "(the hub's announcement frame). Deliveries/s = N ÷ (send → last arrival); CPU per frame = server CPU "
           "over the round, less its idle rate, ÷ N; latencies send → arrival, pooled over the rounds "
-          f"(rounds per tier: {r.get('plan', {}).get('rounds')}).", ""]
+          f"(rounds per tier: {r.get('plan', {}).get('rounds')}, after one unmeasured round per tier and server: "
+          "the first broadcast to new connections, and for the hub to a new school, costs more on every server).", ""]
     for n in sorted(hub_tiers, key=int):
         rows = []
         for name in ["hub", *PEERS]:
