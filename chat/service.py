@@ -200,7 +200,7 @@ class ChatService:
         self.store.ensure()
         await self.hub.start()
         self._gc_task = asyncio.create_task(self._collect_uploads_forever())
-        self.checkpointer = sqlite_checkpointer(self.settings.database_url)
+        self.checkpointer = sqlite_checkpointer(self.settings.database_url, self.settings.sqlite_checkpoint_seconds)
         if self.checkpointer is not None:  # SQLite: the WAL is checkpointed off the event loop
             self._checkpoint_task = asyncio.create_task(self.checkpointer.run())
         self.metrics.start()

@@ -123,6 +123,7 @@ def test_redis_url_is_kept(tmp_path):
         ("RATE_BURST", "0.5"),
         ("SEND_QUEUE_FRAMES", "-3"),
         ("PING_INTERVAL_SECONDS", "0"),
+        ("SQLITE_CHECKPOINT_SECONDS", "-1"),
     ],
 )
 def test_bad_value_raises_config_error_naming_the_variable(tmp_path, variable, value):
@@ -183,6 +184,11 @@ def test_rate_limits_are_read_as_numbers(tmp_path):
 def test_the_keepalive_interval_is_read_in_seconds(tmp_path):
     assert load_settings(env(tmp_path)).ping_interval == 20.0
     assert load_settings(env(tmp_path, PING_INTERVAL_SECONDS="45")).ping_interval == 45.0
+
+
+def test_the_sqlite_checkpoint_interval_is_read_in_seconds(tmp_path):
+    assert load_settings(env(tmp_path)).sqlite_checkpoint_seconds == 1.0
+    assert load_settings(env(tmp_path, SQLITE_CHECKPOINT_SECONDS="0.2")).sqlite_checkpoint_seconds == 0.2
 
 
 def test_empty_variable_means_default(tmp_path):
