@@ -75,7 +75,7 @@ class Settings:
     ping_timeout: float = 20.0
     # SQLite: how often the WAL is copied into the database file (chat.storage.db):
     # shorter for a shorter latency tail at light load, longer for throughput.
-    sqlite_checkpoint_seconds: float = 1.0
+    sqlite_checkpoint_seconds: float = 0.2
 
     @property
     def origins(self) -> tuple[str, ...]:
@@ -207,7 +207,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         notify_webhook_url=_get(env, "NOTIFY_WEBHOOK_URL", _http_url, ""),
         demo=_get(env, "CHAT_DEMO", _flag, False),
         ping_interval=_get(env, "PING_INTERVAL_SECONDS", _positive(float), 20.0),
-        sqlite_checkpoint_seconds=_get(env, "SQLITE_CHECKPOINT_SECONDS", _positive(float), 1.0),
+        sqlite_checkpoint_seconds=_get(env, "SQLITE_CHECKPOINT_SECONDS", _positive(float), 0.2),
     )
     if not secret:  # only once everything else is known to be right
         secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))

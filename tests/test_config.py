@@ -187,8 +187,8 @@ def test_the_keepalive_interval_is_read_in_seconds(tmp_path):
 
 
 def test_the_sqlite_checkpoint_interval_is_read_in_seconds(tmp_path):
-    assert load_settings(env(tmp_path)).sqlite_checkpoint_seconds == 1.0
-    assert load_settings(env(tmp_path, SQLITE_CHECKPOINT_SECONDS="0.2")).sqlite_checkpoint_seconds == 0.2
+    assert load_settings(env(tmp_path)).sqlite_checkpoint_seconds == 0.2
+    assert load_settings(env(tmp_path, SQLITE_CHECKPOINT_SECONDS="1")).sqlite_checkpoint_seconds == 1.0
 
 
 def test_empty_variable_means_default(tmp_path):

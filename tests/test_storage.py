@@ -78,6 +78,6 @@ async def test_sqlite_s_wal_is_copied_into_the_database_file_by_the_checkpoint_t
 def test_the_sqlite_checkpoint_interval_is_a_setting():
     from chat.storage.db import CHECKPOINT_INTERVAL, sqlite_checkpointer
 
-    assert sqlite_checkpointer("sqlite+aiosqlite:////tmp/chat.db").interval == CHECKPOINT_INTERVAL == 1.0
-    assert sqlite_checkpointer("sqlite+aiosqlite:////tmp/chat.db", 0.2).interval == 0.2
-    assert sqlite_checkpointer("postgresql+asyncpg://chat@db/chat", 0.2) is None
+    assert sqlite_checkpointer("sqlite+aiosqlite:////tmp/chat.db").interval == CHECKPOINT_INTERVAL == 0.2
+    assert sqlite_checkpointer("sqlite+aiosqlite:////tmp/chat.db", 1.0).interval == 1.0
+    assert sqlite_checkpointer("postgresql+asyncpg://chat@db/chat", 1.0) is None

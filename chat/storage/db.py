@@ -38,19 +38,21 @@ SQLITE_CACHE_KIB = 64 * 1024
 # the commit that crosses it) stays as a backstop at SQLITE_CHECKPOINT_PAGES
 # (about 40 MiB of WAL), should the thread fall behind.
 #
-# The interval is a setting (SQLITE_CHECKPOINT_SECONDS; one second by default):
+# The interval is a setting (SQLITE_CHECKPOINT_SECONDS; 0.2 s by default):
 # while a pass copies pages, the hub's own connection, starting a transaction,
 # can find the WAL's read locks taken and retry inside SQLite with short sleeps,
 # on the event loop's thread, so longer passes make longer stalls, while shorter
-# ones copy hot pages more often.  Measured under conversation traffic on
-# SQLite (bench/, one machine): p99 send -> receive at 10 % of capacity 31-56 ms
-# with a pass every second, 80-240 ms every 10 s, 9.5-11 ms every 0.2 s (10 ms
-# with no checkpoint at all); at 25 %, 71-98 ms against 41-46 ms.  Closed-loop
-# throughput, A/B/A/B on a fresh database: 2,424 and 2,172 acknowledged
-# messages/s every second, 2,200 and 2,160 every 0.2 s; on the full run's
-# database, grown by the fan-out rounds, 1,739 every 0.2 s.
+# ones copy often-changed pages more often.  Measured under conversation
+# traffic on SQLite (bench/, one machine): p99 send -> receive at 10 % of
+# capacity 20-56 ms in four runs with a pass every second, 80-240 ms every 10 s,
+# 9.5-11 ms in two runs every 0.2 s (10 ms with no checkpoint at all); at 25 %,
+# 71-98 ms against 41-46 ms.  The price: about a tenth more CPU per message at
+# light load, and closed-loop throughput 2,200 and 2,160 acknowledged messages/s
+# against 2,424 and 2,172 every second (A/B/A/B on a fresh database); in two
+# full benchmark runs, at the same slow phase of the machine, 1,739 (0.2 s) and
+# 1,764 (1 s).
 SQLITE_CHECKPOINT_PAGES = 10_000
-CHECKPOINT_INTERVAL = 1.0
+CHECKPOINT_INTERVAL = 0.2
 
 
 def is_sqlite(url: str) -> bool:
