@@ -81,3 +81,43 @@ def test_the_sqlite_checkpoint_interval_is_a_setting():
     assert sqlite_checkpointer("sqlite+aiosqlite:////tmp/chat.db").interval == CHECKPOINT_INTERVAL == 0.2
     assert sqlite_checkpointer("sqlite+aiosqlite:////tmp/chat.db", 1.0).interval == 1.0
     assert sqlite_checkpointer("postgresql+asyncpg://chat@db/chat", 1.0) is None
+
+
+async def test_the_checkpointer_closes_only_after_a_pass_still_running(tmp_path):
+    """Cancelling the checkpoint task does not stop a pass already in its thread:
+    the close waits for it (closing the connection under it crashed the process)."""
+    import sqlite3
+    import threading
+
+    from chat.storage.db import Checkpointer
+
+    path = tmp_path / "wal.db"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (x)")
+    setup.commit()
+    checkpointer = Checkpointer(str(path), interval=0.01)
+    checkpointer.checkpoint()
+    entered, release = threading.Event(), threading.Event()
+    real = checkpointer._connection
+
+    class Slow:
+        def execute(self, sql):
+            entered.set()
+            release.wait(5)
+            return real.execute(sql)
+
+        def close(self):
+            real.close()
+
+    checkpointer._connection = Slow()
+    running = asyncio.create_task(asyncio.to_thread(checkpointer.checkpoint))
+    assert await asyncio.to_thread(entered.wait, 5)
+    closing = asyncio.create_task(asyncio.to_thread(checkpointer.close))
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # waits for the pass
+    release.set()
+    await running
+    await closing
+    assert checkpointer._connection is None and checkpointer.passes == 2
+    setup.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -114,6 +115,10 @@ class Checkpointer:
         self.database = database
         self.interval = interval
         self._connection: sqlite3.Connection | None = None
+        # A pass and the close never overlap: cancelling run() does not stop a pass
+        # already running in its thread, and closing the connection under it crashed
+        # the process (a segmentation fault in sqlite3).
+        self._lock = threading.Lock()
         self.passes = 0
 
     async def run(self) -> None:
@@ -125,16 +130,22 @@ class Checkpointer:
                 except sqlite3.Error:
                     log.exception("WAL checkpoint failed (SQLite's automatic checkpoint still applies)")
         finally:
-            if self._connection is not None:
-                await asyncio.to_thread(self._connection.close)
-                self._connection = None
+            await asyncio.to_thread(self.close)
 
     def checkpoint(self) -> None:
-        if self._connection is None:
-            self._connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
-            self._connection.execute("PRAGMA busy_timeout=1000")
-        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        self.passes += 1
+        with self._lock:
+            if self._connection is None:
+                self._connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
+                self._connection.execute("PRAGMA busy_timeout=1000")
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.passes += 1
+
+    def close(self) -> None:
+        """Close the connection once any pass still running has finished."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
 
 def sqlite_checkpointer(url: str, interval: float = CHECKPOINT_INTERVAL) -> Checkpointer | None:
