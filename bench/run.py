@@ -166,10 +166,8 @@ async def main(args: argparse.Namespace) -> int:
                     targets.append(fanout.Target(name, dialect, server, [f"{name}:{j}" for j in range(max(tiers))],
                                                  publisher=publisher))
                 except Exception as exc:  # a peer that cannot start is reported, not hidden
-                    log(f"peer {name} failed: {exc!r}")
-                    results["failures"].append({"scenario": f"fanout/{name}", "error": repr(exc)[:2000],
-                                                "server_log": server.log_tail() if server else ""})
-                    scenarios.setdefault("fanout", {}).setdefault(name, {})["error"] = repr(exc)[:500]
+                    scenarios.setdefault("fanout", {}).setdefault(name, {})["error"] = fanout.failed(
+                        ctx, name, exc, server)
             return targets
 
         async def stop_peers(targets: list) -> None:

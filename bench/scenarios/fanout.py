@@ -208,12 +208,18 @@ async def _guarded(ctx: Context, st: _Progress, step: Awaitable[Any]) -> Any:
     try:
         return await step
     except Exception as exc:  # a peer that cannot hold the load is reported, not hidden
-        ctx.log(f"  {st.target.name} failed: {exc!r}")
         st.failed = True
-        st.result["error"] = repr(exc)[:500]
-        ctx.results["failures"].append({"scenario": f"fanout/{st.target.name}", "error": repr(exc)[:2000],
-                                        "server_log": st.target.server.log_tail()})
+        st.result["error"] = failed(ctx, st.target.name, exc, st.target.server)
         return None
+
+
+def failed(ctx: Context, name: str, exc: Exception, server: Server | None) -> str:
+    """Log a target's failure and add it to the run's failures (with its server's
+    log); returns the short form its result keeps."""
+    ctx.log(f"  {name} failed: {exc!r}")
+    ctx.results["failures"].append({"scenario": f"fanout/{name}", "error": repr(exc)[:2000],
+                                    "server_log": server.log_tail() if server else ""})
+    return repr(exc)[:500]
 
 
 async def _connect_tier(ctx: Context, st: _Progress, n: int) -> None:

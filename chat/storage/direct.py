@@ -30,10 +30,9 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Se
 from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import Insert
-from sqlalchemy.sql import visitors
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.sql import Insert, visitors
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
+from sqlalchemy.util import greenlet_spawn
 
 # Compiled plans kept per (statement, dialect, shape); statements built per call
 # (rare: cache misses of slow-changing settings) are compiled again past this.
