@@ -44,7 +44,8 @@ FULL = {
     "conv_families": 1000, "conv_staff": 150,
     "loadgen_processes": 4,
     "persistence": {"duration": 15.0, "warmup": 4.0, "drain": 10.0, "senders": 400, "profile_s": 8.0},
-    "ladder": {"fractions": [0.1, 0.25, 0.35, 0.5, 0.8], "duration": 12.0, "warmup": 3.0, "drain": 8.0},
+    "ladder": {"fractions": [0.1, 0.25, 0.35, 0.5, 0.8], "duration": 12.0, "warmup": 3.0, "drain": 8.0,
+               "profile_fraction": 0.25, "profile_s": 8.0},
     "target_deliveries_per_s": 40000.0,
     "overload_step": {"duration": 6.0, "warmup": 2.0, "drain": 10.0},
     "workers": {"duration": 15.0, "warmup": 3.0, "drain": 10.0, "fanout_tier": 5000, "fanout_rounds": 4},
@@ -57,7 +58,8 @@ QUICK = {
     "conv_families": 100, "conv_staff": 20,
     "loadgen_processes": 2,
     "persistence": {"duration": 4.0, "warmup": 1.0, "drain": 5.0, "senders": 100, "profile_s": 3.0},
-    "ladder": {"fractions": [0.5], "duration": 4.0, "warmup": 1.0, "drain": 4.0},
+    "ladder": {"fractions": [0.5], "duration": 4.0, "warmup": 1.0, "drain": 4.0, "profile_fraction": 0.5,
+               "profile_s": 3.0},
     "target_deliveries_per_s": 40000.0,
     "overload_step": None,
     "workers": {"duration": 4.0, "warmup": 1.0, "drain": 5.0, "fanout_tier": 250, "fanout_rounds": 2},
@@ -237,7 +239,10 @@ async def main(args: argparse.Namespace) -> int:
                         rate = round(capacity * fraction, -1)
                         step = await conversations.traffic(
                             ctx, convs, duration=ladder["duration"], warmup=ladder["warmup"], drain=ladder["drain"],
-                            deliveries_per_s=rate, label=f"open loop {rate:.0f} deliveries/s ({fraction:.0%} of capacity)")
+                            deliveries_per_s=rate, label=f"open loop {rate:.0f} deliveries/s ({fraction:.0%} of capacity)",
+                            # Where the CPU goes below capacity, where batches are small (the latency target's regime).
+                            profile_name="conversations-light" if fraction == ladder["profile_fraction"] else None,
+                            profile_seconds=ladder["profile_s"])
                         step["fraction_of_capacity"] = fraction
                         steps.append(step)
                         if conversations.saturated(step):

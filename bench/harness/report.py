@@ -322,6 +322,9 @@ def markdown(r: dict[str, Any]) -> str:
                          + (f" unanswered {s['unanswered']}" if s.get("unanswered") else "")])
         L += _table(["offered deliveries/s", "deliveries/s", "acked msg/s", "p50 ms", "p99 ms", "ack p50 ms",
                      "ack p99 ms", "CPU µs/frame", "server CPU %", "peak RSS MiB", "errors"], rows) + [""]
+        for s in conv["steps"]:
+            L += _profile_lines(f"Profile at {s.get('fraction_of_capacity', 0):.0%} of capacity ({s['label']}, "
+                                "a separate pass after the measured one)", s.get("profile"))
 
     # persistence
     per = _get(r, "scenarios", "persistence") or {}

@@ -39,11 +39,20 @@ SQLITE_CACHE_KIB = 64 * 1024
 # the commit that crosses it) stays as a backstop at SQLITE_CHECKPOINT_PAGES
 # (about 40 MiB of WAL), should the thread fall behind.
 #
-# The interval is a setting (SQLITE_CHECKPOINT_SECONDS; 0.2 s by default):
-# while a pass copies pages, the hub's own connection, starting a transaction,
-# can find the WAL's read locks taken and retry inside SQLite with short sleeps,
-# on the event loop's thread, so longer passes make longer stalls, while shorter
-# ones copy often-changed pages more often.  Measured under conversation
+# The interval is a setting (SQLITE_CHECKPOINT_SECONDS; 0.2 s by default).
+# Under steady writes a pass never finds the whole WAL copied (the hub commits
+# meanwhile), and SQLite starts a WAL over only then.  So the WAL grows to
+# SQLITE_CHECKPOINT_PAGES, and SQLite's automatic checkpoint, at the commit that
+# crosses it, copies what the thread has not, syncs the WAL and the database
+# file, and the next commit syncs the new WAL header: 5-40 ms of syncs on the
+# event loop's thread (a watcher sampling the loop's stack whenever it had not
+# turned for 8 ms found 112 of 121 samples inside COMMIT, at 25 % of capacity).
+# Frequent passes leave that inline checkpoint little to copy, while they copy
+# often-changed pages more often.  Running those commits in a worker thread
+# instead removed the loop stalls but not the latency tail (the batches wait
+# for the syncs either way; p99 at 25-35 % of capacity within the runs' noise,
+# and capacity fell by a tenth when the WAL was started over every 8 MiB), so
+# it was not kept.  Measured under conversation
 # traffic on SQLite (bench/, one machine): p99 send -> receive at 10 % of
 # capacity 20-56 ms in four runs with a pass every second, 80-240 ms every 10 s,
 # 9.5-11 ms in two runs every 0.2 s (10 ms with no checkpoint at all); at 25 %,
