@@ -232,36 +232,9 @@ async def main(args: argparse.Namespace) -> int:
                         closed_loop_senders=p["senders"], label="persistence SQLite",
                         profile_name="persistence-sqlite", profile_seconds=p["profile_s"])
                 if wanted("conversations"):
-                    capacity = scenarios["persistence"]["sqlite"]["deliveries_per_s"] or 1000.0
-                    steps = []
-                    ladder = plan["ladder"]
-                    for fraction in ladder["fractions"]:
-                        rate = round(capacity * fraction, -1)
-                        step = await conversations.traffic(
-                            ctx, convs, duration=ladder["duration"], warmup=ladder["warmup"], drain=ladder["drain"],
-                            deliveries_per_s=rate, label=f"open loop {rate:.0f} deliveries/s ({fraction:.0%} of capacity)",
-                            # Where the CPU goes below capacity, where batches are small (the latency target's regime).
-                            profile_name="conversations-light" if fraction == ladder["profile_fraction"] else None,
-                            profile_seconds=ladder["profile_s"])
-                        step["fraction_of_capacity"] = fraction
-                        steps.append(step)
-                        if conversations.saturated(step):
-                            break
-                    over = plan["overload_step"]
-                    target_rate = plan["target_deliveries_per_s"]
-                    if over is not None and capacity < 0.5 * target_rate:
-                        log(f"  the {target_rate:.0f} deliveries/s step is not run: capacity is {capacity:.0f}/s, "
-                            f"it would queue {target_rate * over['duration'] / convs.mean_size():.0f} messages")
-                        scenarios["conversations_target_step_skipped"] = {
-                            "reason": "capacity below half the target", "capacity_deliveries_per_s": capacity}
-                    elif over is not None:
-                        step = await conversations.traffic(
-                            ctx, convs, duration=over["duration"], warmup=over["warmup"], drain=over["drain"],
-                            deliveries_per_s=target_rate, label=f"open loop {target_rate:.0f} deliveries/s (target)")
-                        step["fraction_of_capacity"] = round(target_rate / capacity, 2)
-                        steps.append(step)
-                    scenarios["conversations"] = {"capacity_deliveries_per_s": capacity, "steps": steps,
-                                                  "mean_conversation_size": round(convs.mean_size(), 2)}
+                    scenarios["conversations"] = await ladder(
+                        ctx, plan, convs, scenarios["persistence"]["sqlite"]["deliveries_per_s"], "conversations-light",
+                        scenarios)
                 if wanted("uploads"):
                     log("uploads (20 MB PDF)")
                     up = plan["uploads"]
@@ -282,7 +255,7 @@ async def main(args: argparse.Namespace) -> int:
         ctx.tokens = tokens_pg
         ctx.people = people_pg
         env_pg = {**base_env, "DATABASE_URL": pg_url}
-        if wanted("persistence"):
+        if wanted("persistence") or wanted("conversations"):
             log("hub B (PostgreSQL, in-process broker, 1 worker)")
             hub = servers.start_hub("hub-pg", env_pg, tmp)
             try:
@@ -293,6 +266,10 @@ async def main(args: argparse.Namespace) -> int:
                     ctx, convs, duration=p["duration"], warmup=p["warmup"], drain=p["drain"],
                     closed_loop_senders=p["senders"], label="persistence PostgreSQL",
                     profile_name="persistence-postgresql", profile_seconds=p["profile_s"])
+                if wanted("conversations"):
+                    # The same ladder on PostgreSQL: no WAL to start over, so no pause of SQLite's syncs.
+                    scenarios["conversations_postgresql"] = await ladder(
+                        ctx, plan, convs, scenarios["persistence"]["postgresql"]["deliveries_per_s"], None, None)
             except Exception as exc:
                 log(f"hub B failed: {exc!r}")
                 results["failures"].append({"scenario": "hub-pg", "error": traceback.format_exc()[-3000:],
@@ -348,6 +325,44 @@ async def main(args: argparse.Namespace) -> int:
     json_path, md_path = write_report(results, out_dir)
     log(f"wrote {md_path} and {json_path} in {results['duration_s']} s")
     return 1 if results["failures"] else 0
+
+
+async def ladder(ctx, plan: dict, convs, capacity: float | None, profile_name: str | None,
+                 scenarios: dict | None) -> dict:
+    """Open-loop steps at fractions of the closed-loop ``capacity`` (deliveries/s),
+    until one saturates; then, with ``scenarios`` to note a skip in, the issue's
+    target rate when the capacity is at least half of it."""
+    from scenarios import conversations  # (imported once setup has installed what it needs, as main does)
+
+    capacity = capacity or 1000.0
+    steps = []
+    rungs = plan["ladder"]
+    for fraction in rungs["fractions"]:
+        rate = round(capacity * fraction, -1)
+        step = await conversations.traffic(
+            ctx, convs, duration=rungs["duration"], warmup=rungs["warmup"], drain=rungs["drain"],
+            deliveries_per_s=rate, label=f"open loop {rate:.0f} deliveries/s ({fraction:.0%} of capacity)",
+            # Where the CPU goes below capacity, where batches are small (the latency target's regime).
+            profile_name=profile_name if fraction == rungs["profile_fraction"] else None,
+            profile_seconds=rungs["profile_s"])
+        step["fraction_of_capacity"] = fraction
+        steps.append(step)
+        if conversations.saturated(step):
+            break
+    over = plan["overload_step"]
+    target_rate = plan["target_deliveries_per_s"]
+    if scenarios is not None and over is not None and capacity < 0.5 * target_rate:
+        ctx.log(f"  the {target_rate:.0f} deliveries/s step is not run: capacity is {capacity:.0f}/s, "
+                f"it would queue {target_rate * over['duration'] / convs.mean_size():.0f} messages")
+        scenarios["conversations_target_step_skipped"] = {
+            "reason": "capacity below half the target", "capacity_deliveries_per_s": capacity}
+    elif scenarios is not None and over is not None:
+        step = await conversations.traffic(
+            ctx, convs, duration=over["duration"], warmup=over["warmup"], drain=over["drain"],
+            deliveries_per_s=target_rate, label=f"open loop {target_rate:.0f} deliveries/s (target)")
+        step["fraction_of_capacity"] = round(target_rate / capacity, 2)
+        steps.append(step)
+    return {"capacity_deliveries_per_s": capacity, "steps": steps, "mean_conversation_size": round(convs.mean_size(), 2)}
 
 
 def cli() -> int:

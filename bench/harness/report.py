@@ -87,11 +87,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("conversations: deliveries/s sustained on 1 worker (the 40,000/s the p99 target assumes)",
         conv.get("capacity_deliveries_per_s"), goal_rate, False, "deliveries/s",
         "closed-loop capacity on SQLite (the persistence run)")
-    ok_steps = [s for s in steps if (s.get("p99_ms") or 1e9) <= 25.0 and not s.get("unanswered")]
-    if steps:
-        best = max(ok_steps, key=lambda s: s["deliveries_per_s"] or 0) if ok_steps else None
-        add("conversations: highest measured rate with p99 ≤ 25 ms", best["deliveries_per_s"] if best else 0.0,
-            goal_rate, False, "deliveries/s")
+    ladders = [("SQLite", steps), ("PostgreSQL", (_get(results, "scenarios", "conversations_postgresql") or {})
+                                        .get("steps") or [])]
+    for db, rungs in ladders:
+        ok_steps = [s for s in rungs if (s.get("p99_ms") or 1e9) <= 25.0 and not s.get("unanswered")]
+        if rungs:
+            best = max(ok_steps, key=lambda s: s["deliveries_per_s"] or 0) if ok_steps else None
+            add(f"conversations ({db}): highest measured rate with p99 ≤ 25 ms",
+                best["deliveries_per_s"] if best else 0.0, goal_rate, False, "deliveries/s")
     idle = _get(fan, "hub", "idle") or {}
     top = tiers[-1] if tiers else None
     add(f"idle: server memory per connected, signed-in, subscribed client ({idle.get('clients', '?')} clients, 1 worker)",
@@ -145,6 +148,14 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     for row in rows:
         lines.append("| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |")
     return lines
+
+
+def _step_row(s: dict[str, Any]) -> list[Any]:
+    """A row of a conversation ladder's table."""
+    return [_fmt(s["offered_deliveries_per_s"]), s["deliveries_per_s"], s["acked_per_s"], s["p50_ms"], s["p99_ms"],
+            s["ack_p50_ms"], s["ack_p99_ms"], s["cpu_us_per_frame"], s["server_cpu_percent"], s["peak_rss_mib"],
+            ", ".join(f"{k}: {v}" for k, v in (s.get("errors") or {}).items())
+            + (f" unanswered {s['unanswered']}" if s.get("unanswered") else "")]
 
 
 def _profile_lines(title: str, prof: dict[str, Any] | None) -> list[str]:
@@ -313,15 +324,16 @@ def markdown(r: dict[str, Any]) -> str:
             "frame received by one member (the sender's own copy included). Steps are fractions of the closed-loop "
             "capacity (the persistence run), then the issue's 40,000 deliveries/s.", ""]
     if conv:
-        rows = []
-        for s in conv["steps"]:
-            rows.append([_fmt(s["offered_deliveries_per_s"]), s["deliveries_per_s"], s["acked_per_s"], s["p50_ms"],
-                         s["p99_ms"], s["ack_p50_ms"], s["ack_p99_ms"], s["cpu_us_per_frame"],
-                         s["server_cpu_percent"], s["peak_rss_mib"],
-                         ", ".join(f"{k}: {v}" for k, v in (s.get("errors") or {}).items())
-                         + (f" unanswered {s['unanswered']}" if s.get("unanswered") else "")])
+        rows = [_step_row(s) for s in conv["steps"]]
         L += _table(["offered deliveries/s", "deliveries/s", "acked msg/s", "p50 ms", "p99 ms", "ack p50 ms",
                      "ack p99 ms", "CPU µs/frame", "server CPU %", "peak RSS MiB", "errors"], rows) + [""]
+        pg = _get(r, "scenarios", "conversations_postgresql")
+        if pg:
+            L += ["The same ladder on PostgreSQL (in-process broker, one worker), at fractions of its own closed-loop "
+                  f"capacity ({_fmt(pg['capacity_deliveries_per_s'])} deliveries/s):", ""]
+            L += _table(["offered deliveries/s", "deliveries/s", "acked msg/s", "p50 ms", "p99 ms", "ack p50 ms",
+                         "ack p99 ms", "CPU µs/frame", "server CPU %", "peak RSS MiB", "errors"],
+                        [_step_row(s) for s in pg["steps"]]) + [""]
         for s in conv["steps"]:
             L += _profile_lines(f"Profile at {s.get('fraction_of_capacity', 0):.0%} of capacity ({s['label']}, "
                                 "a separate pass after the measured one)", s.get("profile"))
