@@ -152,13 +152,16 @@ class SendBatcher:
     """Gathers waiting sends into batches.  On PostgreSQL up to
     :data:`PIPELINE` batches are written at once, each on its own connection:
     while one waits for its commit to reach the disk the next is already
-    being checked and written.  Another batch starts beside those in flight
-    only once LINGER_ENOUGH sends per batch in flight are waiting; until then
-    the sends that arrive wait for a batch to end and share the next.  Starting
-    a batch for every two or three sends kept all eight in flight at a quarter of
-    capacity, and their round trips, interleaved on the one event loop, made each
-    batch 20-40 ms long instead of 8 (p50 send -> receive at a quarter of
-    capacity 25 ms, p99 80-120 ms; after: 16 and 37 ms, bench/).  Two batches
+    being checked and written.  A second batch starts beside the first at
+    once, a third or more only once LINGER_ENOUGH sends per batch in flight
+    beyond the first are waiting; until then the sends that arrive wait for a
+    batch to end and share the next.  Starting a batch for every two or three
+    sends kept all eight in flight at a quarter of capacity, and their round
+    trips, interleaved on the one event loop, made each batch 20-40 ms long
+    instead of 8 (p50 / p99 send -> receive at a quarter of capacity 25 / 78-120
+    ms; after, 16 / 35 ms; bench/).  One batch at a time cost light traffic
+    instead (p50 at a tenth of capacity 10-12 ms against 8-10): a send arriving
+    during a batch waited for it, where a second batch takes it at once.  Two batches
     touching one conversation still take its seqs in the order they were taken
     (:class:`_Turn`, then the conversation's row lock).  SQLite's single
     connection writes one batch at a time."""
@@ -194,11 +197,11 @@ class SendBatcher:
         try:
             loop = asyncio.get_running_loop()
             while self._waiting or writing:
-                # Another batch beside those in flight only for LINGER_ENOUGH waiting sends per
-                # batch in flight: a few sends wait for the batch being written and share the next
-                # (see SendBatcher).
+                # A second batch beside the first at once; a third or more only for LINGER_ENOUGH
+                # waiting sends per batch in flight beyond the first: a few sends wait for a batch
+                # being written and share the next (see SendBatcher).
                 if not self._waiting or len(writing) >= self.pipeline or (
-                        len(self._waiting) < LINGER_ENOUGH * len(writing)):
+                        len(self._waiting) < LINGER_ENOUGH * (len(writing) - 1)):
                     # Wait for a batch to end — or, with room for another, for a send to arrive.
                     wake = None
                     if len(writing) < self.pipeline:

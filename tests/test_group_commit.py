@@ -219,9 +219,10 @@ async def test_batches_written_at_once_keep_each_conversation_in_arrival_order(s
 
 
 async def test_a_few_sends_arriving_during_a_batch_wait_for_it_and_go_together(service, backend):
-    """Another batch is written beside the ones in flight only once enough sends
-    wait for it (LINGER_ENOUGH per batch in flight): a few sends arriving while
-    a batch is written wait for it and share the next one.  On PostgreSQL,
+    """A second batch may be written beside the first at once, a third or more
+    only once enough sends wait for it (LINGER_ENOUGH per batch in flight beyond
+    the first): a few sends arriving while two batches are written wait for one
+    of them and share the next.  On PostgreSQL,
     starting a batch for every two or three sends kept eight batches in flight at
     a quarter of capacity; their round trips, interleaved on one event loop,
     made each batch 20-40 ms long (p50 send -> receive 25 ms, p99 80-120 ms),
@@ -236,5 +237,5 @@ async def test_a_few_sends_arriving_during_a_batch_wait_for_it_and_go_together(s
         await asyncio.sleep(0)
     seqs = sorted([(await sent)["seq"] for wave in waves for sent in wave])
     assert seqs == list(range(seqs[0], seqs[0] + 18))
-    assert service.sender.writing_peak == 1  # never a second batch beside the first
+    assert service.sender.writing_peak <= 2  # never a third batch beside the first two
     assert service.sender.batches - batches < 6  # the waves that arrived meanwhile went together
