@@ -349,14 +349,14 @@ async def ladder(ctx, plan: dict, convs, capacity: float | None, profile_name: s
         steps.append(step)
         if conversations.saturated(step):
             break
-    over = plan["overload_step"]
+    over = plan["overload_step"] if scenarios is not None else None
     target_rate = plan["target_deliveries_per_s"]
-    if scenarios is not None and over is not None and capacity < 0.5 * target_rate:
+    if over is not None and capacity < 0.5 * target_rate:
         ctx.log(f"  the {target_rate:.0f} deliveries/s step is not run: capacity is {capacity:.0f}/s, "
                 f"it would queue {target_rate * over['duration'] / convs.mean_size():.0f} messages")
         scenarios["conversations_target_step_skipped"] = {
             "reason": "capacity below half the target", "capacity_deliveries_per_s": capacity}
-    elif scenarios is not None and over is not None:
+    elif over is not None:
         step = await conversations.traffic(
             ctx, convs, duration=over["duration"], warmup=over["warmup"], drain=over["drain"],
             deliveries_per_s=target_rate, label=f"open loop {target_rate:.0f} deliveries/s (target)")

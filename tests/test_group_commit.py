@@ -222,11 +222,11 @@ async def test_a_few_sends_arriving_during_a_batch_wait_for_it_and_go_together(s
     """A second batch may be written beside the first at once, a third or more
     only once enough sends wait for it (LINGER_ENOUGH per batch in flight beyond
     the first): a few sends arriving while two batches are written wait for one
-    of them and share the next.  On PostgreSQL,
-    starting a batch for every two or three sends kept eight batches in flight at
-    a quarter of capacity; their round trips, interleaved on one event loop,
-    made each batch 20-40 ms long (p50 send -> receive 25 ms, p99 80-120 ms),
-    where batches of ten, one at a time, take 8 ms (bench/)."""
+    of them and share the next.  On PostgreSQL, starting a batch for every two
+    or three sends kept eight batches in flight at a quarter of capacity; their
+    round trips, interleaved on one event loop, made each batch 20-40 ms long
+    (p50 send -> receive 25 ms, p99 80-120 ms), where batches of ten take 8 ms
+    (bench/)."""
     marie, nadia, jean = [await actor_for(service, e) for e in (MARIE, NADIA, JEAN)]
     cid = (await service.create_conversation(marie, [nadia.id, jean.id], await child_id(service, "Léa")))["id"]
     batches = service.sender.batches

@@ -150,8 +150,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+_STEP_HEADER = ["offered deliveries/s", "deliveries/s", "acked msg/s", "p50 ms", "p99 ms", "ack p50 ms",
+                "ack p99 ms", "CPU µs/frame", "server CPU %", "peak RSS MiB", "errors"]
+
+
 def _step_row(s: dict[str, Any]) -> list[Any]:
-    """A row of a conversation ladder's table."""
+    """A row of a conversation ladder's table (:data:`_STEP_HEADER`)."""
     return [_fmt(s["offered_deliveries_per_s"]), s["deliveries_per_s"], s["acked_per_s"], s["p50_ms"], s["p99_ms"],
             s["ack_p50_ms"], s["ack_p99_ms"], s["cpu_us_per_frame"], s["server_cpu_percent"], s["peak_rss_mib"],
             ", ".join(f"{k}: {v}" for k, v in (s.get("errors") or {}).items())
@@ -324,16 +328,12 @@ def markdown(r: dict[str, Any]) -> str:
             "frame received by one member (the sender's own copy included). Steps are fractions of the closed-loop "
             "capacity (the persistence run), then the issue's 40,000 deliveries/s.", ""]
     if conv:
-        rows = [_step_row(s) for s in conv["steps"]]
-        L += _table(["offered deliveries/s", "deliveries/s", "acked msg/s", "p50 ms", "p99 ms", "ack p50 ms",
-                     "ack p99 ms", "CPU µs/frame", "server CPU %", "peak RSS MiB", "errors"], rows) + [""]
+        L += _table(_STEP_HEADER, [_step_row(s) for s in conv["steps"]]) + [""]
         pg = _get(r, "scenarios", "conversations_postgresql")
         if pg:
             L += ["The same ladder on PostgreSQL (in-process broker, one worker), at fractions of its own closed-loop "
                   f"capacity ({_fmt(pg['capacity_deliveries_per_s'])} deliveries/s):", ""]
-            L += _table(["offered deliveries/s", "deliveries/s", "acked msg/s", "p50 ms", "p99 ms", "ack p50 ms",
-                         "ack p99 ms", "CPU µs/frame", "server CPU %", "peak RSS MiB", "errors"],
-                        [_step_row(s) for s in pg["steps"]]) + [""]
+            L += _table(_STEP_HEADER, [_step_row(s) for s in pg["steps"]]) + [""]
         for s in conv["steps"]:
             L += _profile_lines(f"Profile at {s.get('fraction_of_capacity', 0):.0%} of capacity ({s['label']}, "
                                 "a separate pass after the measured one)", s.get("profile"))
