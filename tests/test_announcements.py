@@ -3,7 +3,10 @@ feature switches (R18), end to end."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from chat.storage.models import Announcement, AnnouncementRecipient, Group, Guardianship, Person, School, Student
@@ -208,3 +211,28 @@ async def test_an_integration_key_posts_only_its_kinds_its_school_and_not_once_r
     assert forged.status_code == 401
     async with server.service.sessions() as session:
         assert (await session.execute(select(Announcement))).first() is None
+
+
+async def test_a_school_announcements_notifications_are_read_from_its_students_in_order_without_a_sort(service, backend):
+    """The notification rows of an announcement to a school come from one
+    ``INSERT … SELECT`` (chat.announcements._notified): SQLite walks the school's
+    students in id order, each one's guardianships and recipient row by key —
+    not every recipient's guardianships (their children elsewhere too) sorted
+    in a temporary B-tree.  Checked on SQLite's plan for the statement the post
+    runs.  (PostgreSQL's plan depends on statistics.)"""
+    if backend != "embedded":
+        pytest.skip("query plans are checked on SQLite")
+    from chat import announcements
+    from chat.storage import direct
+
+    async with service.sessions() as session:
+        school = (await session.execute(select(School.id).where(School.code == "ERABLES"))).scalar_one()
+    params = {"school": school, "announcement": 1, "n_kind": "announcement", "n_code": "notify.announcement",
+              "n_fields": "{}", "n_link": "{}", "n_urgent": False, "n_now": datetime.now(timezone.utc)}
+    compiled = direct.plan(announcements._NOTIFIED["school"], service.engine.dialect, params)
+    async with service.engine.connect() as connection:
+        plan = [row[-1] for row in (await connection.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {compiled.sql}", tuple(compiled.args(params)))).all()]
+    assert plan[0].startswith("SEARCH student USING COVERING INDEX ix_student_school_id"), plan
+    assert any("announcementrecipient" in step and "person_id=?" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan

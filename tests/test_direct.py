@@ -172,3 +172,32 @@ async def test_a_multi_row_insert_returns_its_rows_and_refuses_an_omitted_defaul
         async with direct.transaction(service.engine) as connection:
             await connection.insert_rows(NOTIFICATIONS, without, rows)
     assert await notification_count(service.engine) == before + 5
+
+
+async def test_tuples_in_and_out_match_the_named_paths(service):
+    """``insert_many`` takes plain tuples (no dict per row) and ``tuples`` gives
+    the driver's rows, read by position: the same rows as ``execute`` writes
+    and reads, on both backends — including more rows than one multi-row
+    INSERT takes, and columns with a bind processor (booleans, times), which
+    go the dict path."""
+    marie = await person_by_email(service, MARIE)
+    columns = ("person_id", "child_id", "kind", "code", "fields", "link", "conversation_id", "urgent",
+               "created_at", "deliver_at", "held", "delivered_at", "lease_owner", "lease_until")
+    rows = [tuple(notification(marie.id, code=f"tuple {i}", urgent=i % 3 == 0)[c] for c in columns)
+            for i in range(direct.MULTIROW + 5)]
+    ids = select(Notification.id, Notification.person_id).where(
+        Notification.code.like(bindparam("prefix"))).order_by(Notification.id)
+    async with direct.transaction(service.engine) as connection:
+        await connection.insert_many(NOTIFICATIONS.insert(), columns, rows)
+        await connection.insert_many(NOTIFICATIONS.insert(), columns, [])  # nothing to write
+        plain = await connection.tuples(ids, {"prefix": "tuple %"})
+        named = await connection.execute(ids, {"prefix": "tuple %"})
+        with pytest.raises(ValueError):  # a column needing result processing is refused
+            await connection.tuples(select(Notification.created_at).limit(1))
+    assert [tuple(row) for row in plain] == [tuple(row) for row in named] and len(plain) == len(rows)
+    assert all(person == marie.id for _, person in plain)
+    async with service.sessions() as session:
+        written = (await session.execute(select(Notification.code, Notification.urgent, Notification.created_at)
+                                         .where(Notification.code.like("tuple %")).order_by(Notification.id))).all()
+    assert [(c, u) for c, u, _ in written] == [(f"tuple {i}", i % 3 == 0) for i in range(len(rows))]
+    assert all(at == AT for *_, at in written)

@@ -227,6 +227,21 @@ class DirectConnection:
         raw = await self._run(compiled.sql, compiled.args(params or {}), compiled.row is not None)
         return compiled.rows(raw) if compiled.row is not None else Rows()
 
+    async def tuples(self, statement: ClauseElement, params: Mapping[str, Any] = _NO_PARAMS) -> Sequence[Sequence[Any]]:
+        """The rows as the driver gives them (tuples; asyncpg's records), read by
+        position: for a SELECT of thousands of rows whose columns need no result
+        processing (integers), a named tuple each cost a quarter of the query."""
+        compiled = plan(statement, self.dialect, params)
+        if any(compiled.results):
+            raise ValueError("these columns need result processing: use execute()")
+        return await self._run(compiled.sql, compiled.args(params), True)
+
+    async def insert_many(self, statement: Insert, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """``rows`` — tuples of the values of ``columns``, in that order — through
+        the plain ``insert(table)`` ``statement``: one executemany (or multi-row
+        VALUES, see :meth:`execute`), with no dict per row."""
+        await self.execute(statement, [dict(zip(columns, row)) for row in rows])
+
     async def insert_rows(self, table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
                           returning: Sequence = ()) -> Rows:
         """``rows`` (each a mapping with at least ``columns``) as one multi-row
@@ -258,6 +273,15 @@ class _SQLite(DirectConnection):
 
     async def _run_many(self, sql, args):
         self.connection.executemany(sql, args)
+
+    async def insert_many(self, statement, columns, rows):
+        # The tuples go to sqlite3 as they are when the placeholders are the columns
+        # in that order and none has a bind processor (integers, text).
+        if rows:
+            compiled = plan(statement, self.dialect, dict.fromkeys(columns))
+            if any(process for *_, process in compiled.slots) or [name for name, *_ in compiled.slots] != list(columns):
+                return await super().insert_many(statement, columns, rows)
+            self.connection.executemany(compiled.sql, rows)
 
 
 class _Asyncpg(DirectConnection):
