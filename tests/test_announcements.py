@@ -216,7 +216,7 @@ async def test_an_integration_key_posts_only_its_kinds_its_school_and_not_once_r
 async def test_a_school_announcements_notifications_are_read_from_its_students_in_order_without_a_sort(service, backend):
     """The notification rows of an announcement to a school come from one
     ``INSERT … SELECT`` (chat.announcements._notified): SQLite walks the school's
-    students in id order, each one's guardianships and recipient row by key —
+    students in id order, each one's guardians in an index and recipient row by key —
     not every recipient's guardianships (their children elsewhere too) sorted
     in a temporary B-tree.  Checked on SQLite's plan for the statement the post
     runs.  (PostgreSQL's plan depends on statistics.)"""
@@ -234,5 +234,8 @@ async def test_a_school_announcements_notifications_are_read_from_its_students_i
         plan = [row[-1] for row in (await connection.exec_driver_sql(
             f"EXPLAIN QUERY PLAN {compiled.sql}", tuple(compiled.args(params)))).all()]
     assert plan[0].startswith("SEARCH student USING COVERING INDEX ix_student_school_id"), plan
+    # Each guardian read in the index by student (migration 0008), not in the table.
+    assert any(step.startswith("SEARCH guardianship USING COVERING INDEX ix_guardianship_student_id")
+               for step in plan), plan
     assert any("announcementrecipient" in step and "person_id=?" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan

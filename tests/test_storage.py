@@ -121,3 +121,45 @@ async def test_the_checkpointer_closes_only_after_a_pass_still_running(tmp_path)
     await closing
     assert checkpointer._connection is None and checkpointer.passes == 2
     setup.close()
+
+
+async def test_migration_0008_rebuilds_the_recipient_rows_without_rowid_and_back_keeping_them(tmp_path):
+    """SQLite: 0008 makes the recipient table its key's B-tree (WITHOUT ROWID)
+    and widens the guardianship index; its downgrade undoes both.  Rows
+    written before either step are all still there after it."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from chat.storage.db import alembic_config, create_engine, upgrade
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'migrate.db'}")
+
+    async def shape(connection) -> tuple[bool, str, list]:
+        sql = (await connection.execute(text(
+            "SELECT sql FROM sqlite_master WHERE name = 'announcementrecipient'"))).scalar_one()
+        index = (await connection.execute(text(
+            "SELECT sql FROM sqlite_master WHERE name = 'ix_guardianship_student_id'"))).scalar_one()
+        rows = (await connection.execute(text(
+            "SELECT announcement_id, person_id, child_ids FROM announcementrecipient ORDER BY 1, 2"))).all()
+        return "WITHOUT ROWID" in sql, index.split("(")[-1], [tuple(r) for r in rows]
+
+    def migrate(connection, step: str, target: str) -> None:
+        config = alembic_config(str(engine.url))
+        config.attributes["connection"] = connection
+        getattr(command, step)(config, target)
+
+    try:
+        await upgrade(engine)
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO announcementrecipient (announcement_id, person_id, child_ids) VALUES (7, 3, '[5]'), (7, 4, '[6,8]')"))
+            assert await shape(connection) == (True, "student_id, person_id)", [(7, 3, "[5]"), (7, 4, "[6,8]")])
+            await connection.run_sync(migrate, "downgrade", "0007")
+            assert await shape(connection) == (False, "student_id)", [(7, 3, "[5]"), (7, 4, "[6,8]")])
+            await connection.execute(text(
+                "INSERT INTO announcementrecipient (announcement_id, person_id, child_ids) VALUES (8, 3, '[5]')"))
+            await connection.run_sync(migrate, "upgrade", "head")
+            assert await shape(connection) == (True, "student_id, person_id)",
+                                               [(7, 3, "[5]"), (7, 4, "[6,8]"), (8, 3, "[5]")])
+    finally:
+        await engine.dispose()

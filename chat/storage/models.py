@@ -118,8 +118,11 @@ class Student(SQLModel, table=True):
 
 
 class Guardianship(SQLModel, table=True):
+    # By student with the guardian in the entry: a school's families are read
+    # from its students without a look-up in the table (migration 0008).
+    __table_args__ = (Index("ix_guardianship_student_id", "student_id", "person_id"),)
     person_id: int = Field(foreign_key="person.id", primary_key=True)
-    student_id: int = Field(foreign_key="student.id", primary_key=True, index=True)
+    student_id: int = Field(foreign_key="student.id", primary_key=True)
 
 
 class Conversation(SQLModel, table=True):
@@ -245,7 +248,10 @@ class AnnouncementRecipient(SQLModel, table=True):
     are made in the announcement's own transaction from that announcement and
     from guardianship rows, which have the keys; people are never deleted (R9)."""
 
-    __table_args__ = (Index("ix_announcementrecipient_person", "person_id", "announcement_id"),)
+    # On SQLite the table is its key's B-tree (WITHOUT ROWID, migration 0008):
+    # one entry written per row, not a rowid row and a key entry.
+    __table_args__ = (Index("ix_announcementrecipient_person", "person_id", "announcement_id"),
+                      {"sqlite_with_rowid": False})
     announcement_id: int = Field(primary_key=True)  # announcement.id
     person_id: int = Field(primary_key=True)  # person.id
     # JSON list of the recipient's children the announcement concerns (the label).
