@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import bindparam, func, insert, select
 
 from chat.storage import direct
-from chat.storage.models import Conversation, Message, Notification, Person, School
+from chat.storage.models import AnnouncementRecipient, Conversation, Message, Notification, Person, School
 from tests.conftest import MARIE, person_by_email
 
 NOTIFICATIONS = Notification.__table__
@@ -201,3 +201,21 @@ async def test_tuples_in_and_out_match_the_named_paths(service):
                                          .where(Notification.code.like("tuple %")).order_by(Notification.id))).all()
     assert [(c, u) for c, u, _ in written] == [(f"tuple {i}", i % 3 == 0) for i in range(len(rows))]
     assert all(at == AT for *_, at in written)
+
+
+async def test_plain_integer_and_text_rows_go_to_sqlite_as_they_are_and_read_back_the_same(service):
+    """The recipient rows of an announcement (integers and text, no bind
+    processor) are handed to the driver as the caller's tuples (SQLite's fast
+    path in ``insert_many``): what is stored is what the ORM reads back."""
+    recipients, columns = AnnouncementRecipient.__table__, ("announcement_id", "person_id", "child_ids")
+    statement = recipients.insert()
+    rows = [(990_000 + i // 3, 10 + i, f"[{i}]") for i in range(40)]
+    async with direct.transaction(service.engine) as connection:
+        await connection.insert_many(statement, columns, rows)
+    if service.engine.dialect.name == "sqlite":  # the fast path's condition holds for these columns
+        slots = direct.plan(statement, service.engine.dialect, dict.fromkeys(columns)).slots
+        assert [name for name, *_ in slots] == list(columns) and not any(process for *_, process in slots)
+    async with service.sessions() as session:
+        stored = (await session.execute(select(AnnouncementRecipient).where(
+            AnnouncementRecipient.announcement_id >= 990_000).order_by(AnnouncementRecipient.person_id))).scalars().all()
+    assert [(r.announcement_id, r.person_id, r.child_ids, r.read_at) for r in stored] == [(*row, None) for row in rows]

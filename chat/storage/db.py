@@ -30,11 +30,6 @@ log = logging.getLogger("chat.storage")
 # pages of a batch's transaction were spilled to the WAL mid-statement and read
 # back with pread().  64 MiB is a ceiling, not an allocation.
 SQLITE_CACHE_KIB = 64 * 1024
-# Temporary B-trees (a sort, a DISTINCT, an INSERT … SELECT's materialised rows)
-# in memory rather than in a file under /var/tmp: an announcement to a school
-# of 1,000 families wrote 1.7 MB to such files (strace), and with the sort in
-# memory its post took 15 µs of CPU per family instead of 25 (at 5,000 and
-# 10,000 families; bench/, in-process).
 # The WAL is copied back into the database file by a thread of its own
 # (:class:`Checkpointer`) every CHECKPOINT_INTERVAL seconds, off the event loop:
 # run inline, a checkpoint of a busy hub's WAL stalled every connection for tens
@@ -187,6 +182,11 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            # Temporary B-trees (a sort, a DISTINCT, an INSERT … SELECT's rows) in
+            # memory, not in files under /var/tmp: an announcement to a school of
+            # 1,000 families wrote 1.7 MB to such files (strace).  In-process, on
+            # the benchmark's directory, a post to 5,000 or 10,000 families took
+            # 15-16 µs of CPU per family with it, 23-26 without.
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
             cursor.close()

@@ -239,7 +239,8 @@ class DirectConnection:
     async def insert_many(self, statement: Insert, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """``rows`` — tuples of the values of ``columns``, in that order — through
         the plain ``insert(table)`` ``statement``: one executemany (or multi-row
-        VALUES, see :meth:`execute`), with no dict per row."""
+        VALUES, see :meth:`execute`).  SQLite takes the tuples as they are when
+        it can (:meth:`_SQLite.insert_many`); here they become dicts."""
         await self.execute(statement, [dict(zip(columns, row)) for row in rows])
 
     async def insert_rows(self, table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],

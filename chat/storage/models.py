@@ -249,7 +249,9 @@ class AnnouncementRecipient(SQLModel, table=True):
     from guardianship rows, which have the keys; people are never deleted (R9)."""
 
     # On SQLite the table is its key's B-tree (WITHOUT ROWID, migration 0008):
-    # one entry written per row, not a rowid row and a key entry.
+    # one entry written per row, not a rowid row and a key entry.  A later batch
+    # migration of this table must pass table_kwargs={"sqlite_with_rowid": False}
+    # (not every SQLAlchemy reflects it, and compare_metadata does not check it).
     __table_args__ = (Index("ix_announcementrecipient_person", "person_id", "announcement_id"),
                       {"sqlite_with_rowid": False})
     announcement_id: int = Field(primary_key=True)  # announcement.id
