@@ -163,3 +163,39 @@ async def test_migration_0008_rebuilds_the_recipient_rows_without_rowid_and_back
                                                [(7, 3, "[5]"), (7, 4, "[6,8]"), (8, 3, "[5]")])
     finally:
         await engine.dispose()
+
+
+async def test_postgresql_connections_cut_under_the_pool_are_replaced_and_no_message_is_lost(service, backend):
+    """PostgreSQL restarted, or an administrator's ``pg_terminate_backend``: every
+    pooled connection is dead.  The next send (the group-commit path on the
+    driver's connection) and the next read (an ORM session) check a connection
+    out of the pool, find it dead (``pool_pre_ping``), open a new one and
+    succeed; the message committed before is still there, and sequence numbers
+    go on without a gap."""
+    if backend == "embedded":
+        pytest.skip("the pool's liveness check is PostgreSQL's (SQLite has no server)")
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
+    conversation = await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa"))
+    cid = conversation["id"]
+    first = await service.send_message(marie, cid, "before-cut", "avant la coupure")
+    # Warm more than one pooled connection, then cut them all from the server's side.
+    await asyncio.gather(*[service.send_message(nadia, cid, f"warm-{i}", "bonjour") for i in range(6)])
+    admin = create_async_engine(service.settings.database_url, poolclass=NullPool)
+    try:
+        async with admin.connect() as connection:
+            cut = (await connection.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))).scalar_one()
+    finally:
+        await admin.dispose()
+    assert cut >= 1
+    after = await service.send_message(marie, cid, "after-cut", "après la coupure")
+    assert after["seq"] == first["seq"] + 7
+    async with service.sessions() as session:
+        seqs = (await session.execute(select(Event.seq).where(Event.conversation_id == cid)
+                                      .order_by(Event.seq))).scalars().all()
+    assert seqs == list(range(1, after["seq"] + 1))
