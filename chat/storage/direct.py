@@ -345,7 +345,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
 
 
 async def _checkout(engine: AsyncEngine):
-    """The pool's connection (with its pre-ping, where the engine has one)."""
+    """The pool's connection (PostgreSQL: one the server closed is replaced, chat.storage.db)."""
     return await greenlet_spawn(engine.sync_engine.raw_connection)
 
 
