@@ -169,7 +169,8 @@ async def test_postgresql_connections_cut_under_the_pool_are_replaced_and_no_mes
     """PostgreSQL restarted, or an administrator's ``pg_terminate_backend``: every
     pooled connection is dead.  The next send (the group-commit path on the
     driver's connection) and the next read (an ORM session) check a connection
-    out of the pool, find it dead (``pool_pre_ping``), open a new one and
+    out of the pool, find it dead (the checkout hook in chat.storage.db asks
+    asyncpg, no ping), open a new one and
     succeed; the message committed before is still there, and sequence numbers
     go on without a gap."""
     if backend == "embedded":
