@@ -25,6 +25,11 @@ On uvicorn's sans-I/O WebSocket protocol (the server's default) frames skip
 the outbox: each event is framed once (:func:`text_frame`) and the same bytes
 are written to every recipient's transport, as ``websockets.broadcast()``
 does; the bound is then the transport's unsent bytes (about 1 KiB a frame).
+Conversation events and replies are held until the end of the event-loop turn
+and each socket gets what it was sent in that turn as one write: a batch of
+sends gives its sender the message and its ``ok`` together, and a member the
+messages of several people at once (one system call and one wake-up of the
+reader instead of several).
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ def text_frame(payload: bytes) -> bytes:
 
 # A direct socket's unsent bytes may reach this many per outbox frame allowed.
 BYTES_PER_QUEUED_FRAME = 1024
+# A direct socket holds at most this many frames for the end of the turn; the
+# next one writes them out first.
+MAX_HELD_FRAMES = 64
 
 # Shared by every connection with nothing of the kind: an idle connection owns
 # no empty set or deque (a few hundred bytes each, times the open sockets).
@@ -114,6 +122,7 @@ class Connection:
         "_limit",
         "_scheduled",
         "_inflight",
+        "_held",
         "close_code",
         "issued_at",
         "expires_at",
@@ -152,26 +161,40 @@ class Connection:
         # A send that could not finish at once (the socket's buffer is full): the
         # rest of the outbox waits behind it.
         self._inflight: asyncio.Future | None = None
+        # A direct socket's frames held for one write at the end of this turn (hold=True).
+        self._held: list[bytes] | None = None
         self.close_code: int | None = None
 
-    def push(self, frame: str, wire: bytes | None = None) -> bool:
+    def push(self, frame: str, wire: bytes | None = None, hold: bool = False) -> bool:
         """Send a frame (``wire``: the same, framed already by :func:`text_frame`).
 
-        On a direct socket the bytes are written now.  Otherwise the frame is
-        queued, and the outbox is drained once per event-loop turn for every
-        connection that got frames (one callback for a whole fan-out, no task
-        wake-up per frame).  False when the outbox (or the socket's unsent
-        bytes) is full."""
+        On a direct socket the bytes are written now, or with ``hold`` at the
+        end of this event-loop turn, together with whatever else this socket
+        gets in the turn (:class:`_Flusher`); order is kept either way.
+        Otherwise the frame is queued, and the outbox is drained once per
+        event-loop turn for every connection that got frames (one callback for
+        a whole fan-out, no task wake-up per frame).  False when the outbox (or
+        the socket's unsent bytes) is full."""
         if self.state is not ConnectionState.OPEN:
             return True
         socket = self._socket
         if socket is not None:
+            held = self._held
+            if held is not None:
+                if hold and len(held) < MAX_HELD_FRAMES:
+                    held.append(wire if wire is not None else text_frame(frame.encode()))
+                    return True
+                self.write_held()  # what came first goes first
             transport = socket.transport
             if socket.close_sent or transport.is_closing():
                 return True  # the socket is closing: the reader loop sees the end
             if transport.get_write_buffer_size() > self._limit * BYTES_PER_QUEUED_FRAME:
                 return False
-            transport.write(wire if wire is not None else text_frame(frame.encode()))
+            if hold:
+                self._held = [wire if wire is not None else text_frame(frame.encode())]
+                _flusher().hold(self)
+            else:
+                transport.write(wire if wire is not None else text_frame(frame.encode()))
             return True
         queue = self._queue
         if len(queue) >= self._limit:
@@ -191,6 +214,20 @@ class Connection:
         socket = self._socket
         if socket is not None and not socket.writable.is_set() and self.state is ConnectionState.OPEN:
             await socket.writable.wait()
+
+    def write_held(self) -> None:
+        """Write the frames held in this turn, as one write."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        if self.state is ConnectionState.CLOSED:
+            return
+        socket = self._socket
+        transport = socket.transport
+        if socket.close_sent or transport.is_closing():
+            return
+        transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     @property
     def queued(self) -> int:
@@ -247,6 +284,7 @@ class Connection:
         writer up to that many seconds to send what is queued (a last notice)."""
         if self.state is not ConnectionState.OPEN:
             return
+        self.write_held()  # held frames were sent before the close
         if flush:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + flush
@@ -266,11 +304,13 @@ class Connection:
 
 
 class _Flusher:
-    """Drains every connection that got frames, once per event-loop turn."""
+    """Drains every connection that got frames, once per event-loop turn; and
+    writes the frames held by direct sockets (``push(hold=True)``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.dirty: list[Connection] = []
+        self.holding: list[Connection] = []
 
     def add(self, conn: Connection) -> None:
         if not self.dirty:
@@ -281,6 +321,18 @@ class _Flusher:
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
             conn.drain()
+
+    def hold(self, conn: Connection) -> None:
+        # Two callbacks away: the tasks a fan-out woke (a batch's senders, whose
+        # ``ok`` follows their message) run first and add their replies.
+        if not self.holding:
+            self.loop.call_soon(self.loop.call_soon, self.write_held)
+        self.holding.append(conn)
+
+    def write_held(self) -> None:
+        holding, self.holding = self.holding, []
+        for conn in holding:
+            conn.write_held()
 
 
 _flushers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher]" = weakref.WeakKeyDictionary()
@@ -558,7 +610,7 @@ class Hub:
 
     def send(self, conn: Connection, frame: str) -> None:
         """A frame for one connection (a reply); an overflowing outbox closes it."""
-        if not conn.push(frame):
+        if not conn.push(frame, hold=True):
             self._slow(conn)
 
     # -- receiving -------------------------------------------------------------------
@@ -583,7 +635,7 @@ class Hub:
             exclude = header.get("x")
             for conn in subs:
                 if conn.person_id in members and conn.person_id != exclude and conversation_id in conn.positions:
-                    conn.push(frame, wire)
+                    conn.push(frame, wire, hold=True)
             return
         started = time.perf_counter()
         slow: list[Connection] = []
@@ -599,7 +651,7 @@ class Hub:
             if seq <= position:
                 continue  # duplicate
             if seq == position + 1:
-                if conn.push(frame, wire):
+                if conn.push(frame, wire, hold=True):
                     conn.positions[conversation_id] = seq
                     delivered += 1
                 else:
@@ -650,7 +702,7 @@ class Hub:
                 if frame is not None:
                     conn.push(frame, wire)
                 self._spawn(conn.close(CLOSE_UNAUTHENTICATED, "signed out", flush=1.0))
-            elif frame is not None and not conn.push(frame, wire):
+            elif frame is not None and not conn.push(frame, wire, hold=True):
                 self._slow(conn)
 
     async def join(self, conn: Connection, conversation_id: int, position: int, frame: str | None,

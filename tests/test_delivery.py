@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from chat import hub as hub_module
 from chat import service as service_module
 from chat.hub import CLOSE_SLOW_CONSUMER, Connection, Hub, text_frame
 from tests.client import WSClient
@@ -401,3 +402,142 @@ def test_text_frame_is_what_a_websocket_client_reads(size):
     client.receive_data(text_frame(payload))
     (event,) = client.events_received()
     assert event.opcode is Opcode.TEXT and event.fin and bytes(event.data) == payload
+
+
+class _Transport:
+    """A transport that records each write (what the hub hands the kernel at once)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class _DirectSocket:
+    """What a direct connection needs of uvicorn's protocol object."""
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+        self.close_sent = False
+
+
+def direct_connection(person_id: int = 1) -> tuple[Connection, _Transport]:
+    transport = _Transport()
+
+    async def send(frame: str) -> None:
+        raise AssertionError("a direct socket never uses the outbox")
+
+    async def close(code: int, reason: str) -> None:
+        transport.writes.append(b"<close %d>" % code)
+
+    return Connection(person_id, "fr", send, close, 100, socket=_DirectSocket(transport)), transport
+
+
+def frames(*texts: str) -> bytes:
+    return b"".join(text_frame(t.encode()) for t in texts)
+
+
+async def test_frames_held_in_one_turn_leave_as_one_write_in_their_order():
+    conn, transport = direct_connection()
+    for text in ("a", "b", "c"):
+        assert conn.push(text, hold=True)
+    assert transport.writes == []  # held until the turn's end
+    for _ in range(3):  # the write comes two callbacks later (after the tasks a fan-out woke)
+        await asyncio.sleep(0)
+    assert transport.writes == [frames("a", "b", "c")]
+
+
+async def test_a_frame_not_held_writes_the_held_ones_first():
+    """A replay's frames are not held (they follow the socket's pace): what was
+    held before them is written first, so the order is kept."""
+    conn, transport = direct_connection()
+    conn.push("a", hold=True)
+    conn.push("b", hold=True)
+    conn.push("replayed")
+    conn.push("c", hold=True)
+    await asyncio.sleep(0.01)
+    assert transport.writes == [frames("a", "b"), frames("replayed"), frames("c")]
+
+
+async def test_held_frames_are_bounded_per_turn():
+    conn, transport = direct_connection()
+    total = hub_module.MAX_HELD_FRAMES + 3
+    for i in range(total):
+        conn.push(f"f{i}", hold=True)
+    await asyncio.sleep(0.01)
+    assert [len(w) for w in transport.writes] == [
+        len(frames(*(f"f{i}" for i in range(hub_module.MAX_HELD_FRAMES)))),
+        len(frames(*(f"f{i}" for i in range(hub_module.MAX_HELD_FRAMES, total))))]
+    assert b"".join(transport.writes) == frames(*(f"f{i}" for i in range(total)))
+
+
+async def test_a_close_sends_the_held_frames_before_the_close_frame():
+    """A last notice (signed out) pushed just before the close still reaches the client."""
+    conn, transport = direct_connection()
+    conn.push("signed_out", hold=True)
+    await conn.close(4401, "signed out")
+    await asyncio.sleep(0.01)
+    assert transport.writes == [frames("signed_out"), b"<close 4401>"]
+
+
+async def test_nothing_held_is_written_to_a_socket_that_closed_meanwhile():
+    conn, transport = direct_connection()
+    conn.push("late", hold=True)
+    transport.closing = True  # the peer went away before the turn ended
+    await asyncio.sleep(0.01)
+    assert transport.writes == []
+
+
+class _SpiedSocket:
+    """The server's real socket, with each write to it recorded on the way."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.writes: list[bytes] = []
+        self.transport = self
+
+    @property
+    def close_sent(self) -> bool:
+        return self._inner.close_sent
+
+    @property
+    def writable(self):
+        return self._inner.writable
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self._inner.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._inner.transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.transport.get_write_buffer_size()
+
+
+async def test_a_senders_message_and_its_ok_reach_its_socket_in_one_write(server):
+    """The batch fans the message out, then wakes the sender's request, whose
+    ``ok`` joins the message held for the same socket: one write, the message
+    first.  (With Redis the message comes back from the broker in a later turn.)"""
+    marie = await server.connect(MARIE)
+    cid = await conversation_with_nadia(server, marie)
+    await marie.events()
+    (conn,) = server.service.hub.by_person[(await person_by_email(server.service, MARIE)).id]
+    spy = conn._socket = _SpiedSocket(conn._socket)
+    answer = await marie.request("message.send", conversation_id=cid, client_id="one", text="Bonjour")
+    [event] = await marie.events()
+    assert event["kind"] == "message.new" and event["message"]["id"] == answer["message_id"]
+    if server.settings.redis_url:
+        assert len(spy.writes) == 2
+    else:
+        [write] = spy.writes
+        assert write.index(b'"kind":"message.new"') < write.index(b'"type":"ok"')
+    await marie.close()
