@@ -3,10 +3,11 @@ receiving it in its own private conversation with that staff member.
 
 A send is a job in the database: one row, and one target row per student.  A
 worker takes a lease on the job (a row update, valid 30 s and renewed after
-every family — never a Redis-only flag), then for each target finds or
-creates the family's conversation (the child, its guardians, the staff
-member) and posts the message with a client id derived from the job and the
-student.  Message sends are idempotent on that id, so a worker that dies
+every step of FAMILIES_PER_STEP families — never a Redis-only flag), then for
+each target finds or creates the family's conversation (the child, its
+guardians, the staff member) and posts the message with a client id derived
+from the job and the student.  The families of a step go together: their
+conversations are looked up at once, and their messages share group commits.  Message sends are idempotent on that id, so a worker that dies
 between posting and recording the target is harmless: whoever resumes the job
 posts again and gets the same message back.  Jobs left running are resumed at
 start-up, by exactly one worker thanks to the lease.
@@ -21,7 +22,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from chat.errors import BadRequest, ChatError, NotFound
 from chat.frames import dumps, timestamp
@@ -161,8 +162,8 @@ class CollectiveSends:
             return result.rowcount == 1
 
     async def run(self, send_id: int, stop_after: int | None = None) -> None:
-        """Deliver to every family not yet done.  ``stop_after`` (tests) stops after
-        that many families, as a crash would."""
+        """Deliver to every family not yet done, FAMILIES_PER_STEP at a time.
+        ``stop_after`` (tests) stops after that many families, as a crash would."""
         from chat.service import Actor
 
         if not await self._lease(send_id):
@@ -173,29 +174,26 @@ class CollectiveSends:
         actor = Actor(author.id, author.role, author.name, author.language)
         delivered = 0
         while True:
-            async with self.sessions() as session:
-                target = (await session.execute(select(CollectiveTarget).where(
-                    CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_(None))
-                    .order_by(CollectiveTarget.student_id).limit(1))).scalar_one_or_none()
-            if target is None:
-                break
-            if stop_after is not None and delivered >= stop_after:
+            size = FAMILIES_PER_STEP if stop_after is None else min(FAMILIES_PER_STEP, stop_after - delivered)
+            if size <= 0:
                 return
-            try:
-                conversation_id, message_id = await self.deliver_one(actor, job, target.student_id)
-            except ChatError as exc:
-                # e.g. direction locked that family's conversation (R10): record and go on,
-                # the job must not stall on one family.
-                log.info("collective send %s: family of student %s skipped (%s)", send_id, target.student_id, exc.code)
-                conversation_id, message_id = None, None
+            async with self.sessions() as session:
+                students = list((await session.execute(select(CollectiveTarget.student_id).where(
+                    CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_(None))
+                    .order_by(CollectiveTarget.student_id).limit(size))).scalars().all())
+            if not students:
+                break
+            results = await self._deliver(actor, job, students)
+            now = utcnow()
             async with self.sessions() as session, session.begin():
-                await session.execute(update(CollectiveTarget).where(
-                    CollectiveTarget.send_id == send_id, CollectiveTarget.student_id == target.student_id)
-                    .values(conversation_id=conversation_id, message_id=message_id, done_at=utcnow()))
+                await session.execute(_MARK_DONE, [
+                    {"b_send": send_id, "b_student": student_id, "b_conversation": conversation_id,
+                     "b_message": message_id, "b_at": now}
+                    for student_id, (conversation_id, message_id) in results.items()])
                 done = (await session.execute(select(func.count()).select_from(CollectiveTarget).where(
                     CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_not(None)))).scalar_one()
                 await session.execute(update(CollectiveSend).where(CollectiveSend.id == send_id).values(done=done))
-            delivered += 1
+            delivered += len(students)
             await self._progress(actor.id, send_id, done, job.total, "running")
             if not await self._lease(send_id):
                 return  # someone else took over (our lease expired): let them finish
@@ -204,35 +202,89 @@ class CollectiveSends:
                 status="done", lease_owner=None, lease_until=0.0))
         await self._progress(actor.id, send_id, job.total, job.total, "done")
 
+    async def _deliver(self, actor: "Actor", job: CollectiveSend, student_ids: Sequence[int]
+                       ) -> dict[int, tuple[int | None, int | None]]:
+        """Post the job's message to these families, together: their conversations
+        are looked up in three queries, the missing ones created side by side, and
+        the sends share group commits (chat.sending).  A family refused (e.g.
+        direction locked its conversation, R10) is recorded as (None, None): the job
+        must not stall on one family."""
+        conversations = await self.family_conversations(actor, student_ids)
+
+        async def one(student_id: int) -> tuple[int | None, int | None]:
+            try:
+                conversation_id = conversations[student_id]
+                if conversation_id is _NEW:
+                    conversation_id = (await self.service.create_conversation(
+                        actor, sorted(conversations.guardians[student_id]), child_id=student_id))["id"]
+                if conversation_id is None:
+                    return None, None  # a student with no guardian on file: nobody to write to
+                ack = await self.service.send_message(
+                    actor, conversation_id, f"collective-{job.id}-{student_id}", job.text)
+            except ChatError as exc:
+                log.info("collective send %s: family of student %s skipped (%s)", job.id, student_id, exc.code)
+                return None, None
+            return conversation_id, ack["message_id"]
+
+        answers = await asyncio.gather(*(one(student_id) for student_id in student_ids))
+        return dict(zip(student_ids, answers))
+
     async def _progress(self, author_id: int, send_id: int, done: int, total: int, status: str) -> None:
         await self.service.hub.publish_person(author_id, "frame", dumps(
             {"type": "collective.progress", "send_id": send_id, "done": done, "total": total, "status": status}))
 
     async def deliver_one(self, actor: "Actor", job: CollectiveSend, student_id: int) -> tuple[int | None, int | None]:
         """Post the job's message in this family's private conversation (idempotent)."""
-        conversation_id = await self.family_conversation(actor, student_id)
-        if conversation_id is None:
-            return None, None  # a student with no guardian on file: nobody to write to
-        ack = await self.service.send_message(actor, conversation_id, f"collective-{job.id}-{student_id}", job.text)
-        return conversation_id, ack["message_id"]
+        return (await self._deliver(actor, job, [student_id]))[student_id]
 
-    async def family_conversation(self, actor: "Actor", student_id: int) -> int | None:
-        """The conversation about this child whose members are exactly the staff member
-        and the child's guardians; created (with the child context) if there is none."""
+    async def family_conversations(self, actor: "Actor", student_ids: Sequence[int]) -> "_Families":
+        """Per child: the conversation about it whose active members are exactly the
+        staff member and the child's guardians (the lowest id if several); ``_NEW``
+        when there is none yet (to be created with the child context); None for a
+        child with no guardian on file."""
+        found = _Families()
         async with self.sessions() as session:
-            guardians = set((await session.execute(select(Guardianship.person_id).where(
-                Guardianship.student_id == student_id))).scalars().all())
-            if not guardians:
-                return None
+            for student_id, person_id in (await session.execute(
+                    select(Guardianship.student_id, Guardianship.person_id)
+                    .where(Guardianship.student_id.in_(student_ids)))).all():
+                found.guardians.setdefault(student_id, set()).add(person_id)
             candidates = (await session.execute(
-                select(Conversation.id).join(Participant, Participant.conversation_id == Conversation.id)
-                .where(Conversation.child_id == student_id, Participant.person_id == actor.id,
+                select(Conversation.id, Conversation.child_id)
+                .join(Participant, Participant.conversation_id == Conversation.id)
+                .where(Conversation.child_id.in_(student_ids), Participant.person_id == actor.id,
                        Participant.active == True)  # noqa: E712
-                .order_by(Conversation.id))).scalars().all()
-            wanted = guardians | {actor.id}
-            for conversation_id in candidates:
-                members = set(await self.service._member_ids(session, conversation_id))
-                if members == wanted:
-                    return conversation_id
-        created = await self.service.create_conversation(actor, sorted(guardians), child_id=student_id)
-        return created["id"]
+                .order_by(Conversation.id))).all()
+            members: dict[int, set[int]] = {}
+            if candidates:
+                for conversation_id, person_id in (await session.execute(
+                        select(Participant.conversation_id, Participant.person_id).where(
+                            Participant.conversation_id.in_([c for c, _ in candidates]),
+                            Participant.active == True))).all():  # noqa: E712
+                    members.setdefault(conversation_id, set()).add(person_id)
+        for student_id in student_ids:
+            guardians = found.guardians.get(student_id)
+            found[student_id] = _NEW if guardians else None
+        for conversation_id, student_id in candidates:
+            guardians = found.guardians.get(student_id)
+            if found[student_id] is _NEW and members.get(conversation_id) == guardians | {actor.id}:
+                found[student_id] = conversation_id
+        return found
+
+
+class _Families(dict):
+    """student id -> conversation id, ``_NEW`` or None; ``guardians``: student id -> person ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.guardians: dict[int, set[int]] = {}
+
+
+_NEW = object()  # a family with no conversation of this kind yet
+# Families delivered together: one look-up, sends in shared batches, one progress frame.
+FAMILIES_PER_STEP = 32
+_MARK_DONE = (
+    update(CollectiveTarget.__table__)
+    .where(CollectiveTarget.__table__.c.send_id == bindparam("b_send"),
+           CollectiveTarget.__table__.c.student_id == bindparam("b_student"))
+    .values(conversation_id=bindparam("b_conversation"), message_id=bindparam("b_message"),
+            done_at=bindparam("b_at")))
