@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from chat.service import ChatService
 from chat.storage.models import CollectiveSend, Group, Message, Student
-from tests.conftest import MARIE, NADIA, actor_for
+from tests.conftest import DIRECTION, MARIE, NADIA, actor_for
 
 
 async def group_students(service, code: str) -> list[int]:
@@ -129,3 +129,39 @@ async def test_parents_cannot_send_collectively_and_teachers_only_to_their_group
         assert refused["code"] == "collective.not_allowed"
     async with service.sessions() as session:
         assert (await session.execute(select(CollectiveSend))).first() is None
+
+
+async def test_a_job_of_several_steps_reuses_each_familys_conversation_and_skips_a_locked_one(service, monkeypatch):
+    """Families go FAMILIES_PER_STEP at a time (here 2, so five families take
+    three steps).  A second send to the same families finds the conversations of
+    the first (members exactly the sender and the guardians); the family whose
+    conversation direction locked meanwhile (R10) is recorded with no message,
+    and the others of its step still get theirs."""
+    from chat import collective as collective_module
+
+    monkeypatch.setattr(collective_module, "FAMILIES_PER_STEP", 2)
+    nadia = await actor_for(service, NADIA)
+    direction = await actor_for(service, DIRECTION)
+    students = await group_students(service, "ERA-301")
+    first = await service.collective.create(nadia, "step-1", "Premier envoi", students)
+    await wait_done(service, first["send"]["id"])
+    before = await service.collective.status(nadia, first["send"]["id"])
+    conversation_of = {f["student_id"]: f["conversation_id"] for f in before["families"]}
+    assert len(set(conversation_of.values())) == 5
+    locked_student = students[1]
+    await service.set_lock(direction, conversation_of[locked_student], True, "enquête")
+
+    second = await service.collective.create(nadia, "step-2", "Deuxième envoi", students)
+    job = await wait_done(service, second["send"]["id"])
+    assert job.done == job.total == 5
+    after = await service.collective.status(nadia, second["send"]["id"])
+    for family in after["families"]:
+        assert family["delivered"]
+        if family["student_id"] == locked_student:
+            assert family["conversation_id"] is None and family["message_id"] is None
+        else:
+            assert family["conversation_id"] == conversation_of[family["student_id"]]  # the same conversation
+            assert family["message_id"] is not None
+    sent = await messages_with(service, "Deuxième envoi")
+    assert sorted(m.conversation_id for m in sent) == sorted(
+        c for s, c in conversation_of.items() if s != locked_student)
