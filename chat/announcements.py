@@ -144,8 +144,8 @@ class Announcements:
     async def audience_channels(self, person_id: int) -> list[str]:
         """The audience channels a person's connections listen on: their schools
         (staff) or their children's schools (parents), and those organisations."""
-        async with self.service.engine.connect() as connection:
-            rows = (await connection.execute(_AUDIENCES, {"person": person_id})).all()
+        async with direct.reading(self.service.engine) as connection:  # every new connection pays this
+            rows = await connection.tuples(_AUDIENCES, {"person": person_id})
         channels = {school_channel(s) for s, _ in rows}
         channels |= {organisation_channel(o) for _, o in rows}
         return sorted(channels)

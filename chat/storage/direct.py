@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 
-from sqlalchemy import bindparam, insert
+from sqlalchemy import Float, Numeric, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Insert, visitors
@@ -178,9 +178,17 @@ def plan(statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]) 
     if columns_out:
         cols = list(columns_out)
         row = namedtuple("Row", [getattr(c, "key", None) or f"c{i}" for i, c in enumerate(cols)], rename=True)
-        results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in cols)
+        results = tuple(_result_processor(c.type, dialect) for c in cols)
     found = _plans[key] = _Plan(sql, tuple(slots), row, results)
     return found
+
+
+def _result_processor(column_type, dialect: Dialect) -> Callable | None:
+    # asyncpg hands back floats and Decimals itself; SQLAlchemy's processor for them
+    # wants the column's type OID from a cursor, which the driver's rows do not carry.
+    if dialect.name == "postgresql" and isinstance(column_type, (Float, Numeric)):
+        return None
+    return column_type.dialect_impl(dialect).result_processor(dialect, None)
 
 
 def _check_defaults(statement: Insert, columns: Sequence[str]) -> None:
@@ -340,6 +348,30 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
         else:
             async with driver.transaction():
                 yield _Asyncpg(dialect, driver)
+    finally:
+        await _checkin(fairy, dialect)
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
+    """Reads on one of ``engine``'s pooled connections (what every new connection
+    looks up: its person, audiences, positions and conversation list).  SQLite:
+    one snapshot (``BEGIN``, deferred: no write lock taken).  PostgreSQL: each
+    statement on its own, reading what is committed, as the ORM's sessions do
+    under READ COMMITTED — no BEGIN and COMMIT round trips."""
+    dialect = engine.dialect
+    fairy = await _checkout(engine)
+    try:
+        driver = fairy.driver_connection
+        if dialect.name == "sqlite":
+            database = driver._connection
+            database.execute("BEGIN")
+            try:
+                yield _SQLite(dialect, database)
+            finally:
+                database.execute("COMMIT")  # a read: nothing to keep or undo either way
+        else:
+            yield _Asyncpg(dialect, driver)
     finally:
         await _checkin(fairy, dialect)
 
