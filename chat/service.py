@@ -131,6 +131,11 @@ _UNREAD = select(Message.conversation_id, func.count()).select_from(Participant)
     Participant.person_id == bindparam("person"), Participant.conversation_id.in_(_IDS),
     Message.author_id != bindparam("person"), Message.retracted_at.is_(None),
 ).group_by(Message.conversation_id)
+# What a resume needs of each conversation the client names (only where the person is an active member).
+_RESUMABLE = select(Participant.conversation_id, Participant.visible_from_seq, Conversation.last_seq).join(
+    Conversation, Conversation.id == Participant.conversation_id).where(
+    Participant.person_id == bindparam("person"), Participant.conversation_id.in_(_IDS),
+    Participant.active == True)  # noqa: E712
 _POSITIONS = select(Conversation.id, Conversation.last_seq).join(
     Participant, Participant.conversation_id == Conversation.id).where(
     Participant.person_id == bindparam("person"), Participant.active == True)  # noqa: E712
@@ -942,18 +947,29 @@ class ChatService:
         async with direct.reading(self.engine) as connection:
             return [row[0] for row in await connection.tuples(_ACTIVE, {"person": person_id})]
 
-    async def check_resume(self, person_id: int, conversation_id: int, position: int) -> str | None:
-        """None when the hub can replay from ``position``; else why the client must reload."""
-        async with self.sessions() as session:
-            participant = await session.get(Participant, (conversation_id, person_id))
-            if participant is None or not participant.active:
-                return "not_member"
-            conversation = await session.get(Conversation, conversation_id)
-        if position > conversation.last_seq:
-            return "unknown_position"
-        if conversation.last_seq - max(position, participant.visible_from_seq - 1) > RESUME_MAX_EVENTS:
-            return "too_old"
-        return None
+    async def resume_checks(self, person_id: int, positions: dict[int, int]) -> dict[int, str | None]:
+        """Per conversation of ``positions`` (id -> the client's last seq): None when
+        the hub can replay from there; else why the client must reload it
+        (``not_member``, ``unknown_position``, ``too_old``).  One read for them all:
+        a reconnecting client names every conversation it has open."""
+        if not positions:
+            return {}
+        async with direct.reading(self.engine) as connection:
+            found = {cid: (visible_from, last_seq) for cid, visible_from, last_seq in await connection.tuples(
+                _RESUMABLE, {"person": person_id, "ids": list(positions)})}
+        reasons: dict[int, str | None] = {}
+        for conversation_id, position in positions.items():
+            if conversation_id not in found:
+                reasons[conversation_id] = "not_member"
+                continue
+            visible_from, last_seq = found[conversation_id]
+            if position > last_seq:
+                reasons[conversation_id] = "unknown_position"
+            elif last_seq - max(position, visible_from - 1) > RESUME_MAX_EVENTS:
+                reasons[conversation_id] = "too_old"
+            else:
+                reasons[conversation_id] = None
+        return reasons
 
     async def refresh_connections(self) -> None:
         """Re-read what person-channel messages may have carried during a broker

@@ -516,8 +516,9 @@ class Session:
                 self.service.hub.send(self.conn, dumps({"type": "announcement", "announcement": view}))
         latest = await self.service.positions(self.actor.id)
         resumed, reset = [], []
+        reasons = await self.service.resume_checks(self.actor.id, positions)
         for conversation_id, position in positions.items():
-            reason = await self.service.check_resume(self.actor.id, conversation_id, position)
+            reason = reasons[conversation_id]
             if reason is not None:
                 # Reload over HTTP up to last_seq; live delivery starts after it.
                 entry = {"conversation_id": conversation_id, "reason": reason}

@@ -59,6 +59,21 @@ async def test_resume_from_an_unknown_position_tells_the_client_to_reload(server
     await client.close()
 
 
+async def test_one_resume_replays_some_conversations_and_resets_others(server):
+    """The checks of every named conversation are one read; each gets its own answer."""
+    async with await server.connect(MARIE) as marie:
+        replayed = await conversation_with_nadia(server, marie)
+        unknown = await conversation_with_nadia(server, marie)
+        await marie.request("message.send", conversation_id=replayed, client_id="missed", text="Pendant l'absence")
+    client = await server.connect(MARIE, start=False)
+    answer = await client.start({replayed: 1, unknown: 50})
+    assert answer["resumed"] == [replayed]
+    assert answer["reset"] == [{"conversation_id": unknown, "reason": "unknown_position", "last_seq": 1}]
+    [event] = await client.events()
+    assert (event["conversation_id"], event["seq"], event["message"]["text"]) == (replayed, 2, "Pendant l'absence")
+    await client.close()
+
+
 async def test_resume_too_far_behind_tells_the_client_to_reload(server, monkeypatch):
     monkeypatch.setattr(service_module, "RESUME_MAX_EVENTS", 3)
     async with await server.connect(MARIE) as marie:
