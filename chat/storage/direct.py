@@ -346,8 +346,12 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
                 raise
             database.execute("COMMIT")
         else:
-            async with driver.transaction():
-                yield _Asyncpg(dialect, driver)
+            try:
+                async with driver.transaction():
+                    yield _Asyncpg(dialect, driver)
+            except BaseException as exc:
+                _invalidate_if_closed(engine, fairy, exc)
+                raise
     finally:
         await _checkin(fairy, dialect)
 
@@ -371,9 +375,25 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
             finally:
                 database.execute("COMMIT")  # a read: nothing to keep or undo either way
         else:
-            yield _Asyncpg(dialect, driver)
+            try:
+                yield _Asyncpg(dialect, driver)
+            except BaseException as exc:
+                _invalidate_if_closed(engine, fairy, exc)
+                raise
     finally:
         await _checkin(fairy, dialect)
+
+
+def _invalidate_if_closed(engine: AsyncEngine, fairy, exc: BaseException) -> None:
+    """The server closed this connection under us (a restart, ``pg_terminate_backend``):
+    every pooled connection opened before now is gone too, though asyncpg may not
+    have read their end yet, so the pool's check at checkout (chat.storage.db)
+    would still hand them out.  As SQLAlchemy's own execution does on a
+    disconnect (``invalidate_pool_on_disconnect``), the pool replaces them all;
+    the failed batch's sends are then retried one by one on new connections."""
+    if fairy.driver_connection.is_closed():
+        engine.sync_engine.pool._invalidate(fairy, exc, _checkin=False)
+        fairy.invalidate(exc)
 
 
 async def _checkout(engine: AsyncEngine):
