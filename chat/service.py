@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import orjson
-from sqlalchemy import Integer, String, and_, bindparam, case, cast, func, literal, null, or_, select, union_all, update
+from sqlalchemy import (Integer, String, and_, bindparam, case, cast, func, insert, literal, null, or_, select,
+                        union_all, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -113,6 +114,29 @@ _SIGNED_IN = select(Person.id, Person.role, Person.name, Person.language, Person
     Person.id == bindparam("id"))
 _ACTIVE = select(Participant.conversation_id).where(
     Participant.person_id == bindparam("person"), Participant.active == True)  # noqa: E712
+# What creating a conversation reads and writes (chat.storage.direct).
+_STUDENT_FACTS = select(Student.id, Student.school_id, Student.group_id).where(Student.id == bindparam("id"))
+_CHILD_GUARDIANS = select(Guardianship.person_id).where(Guardianship.student_id == bindparam("id"))
+_NAMES = select(Person.id, Person.name, Person.role).where(Person.id.in_(_IDS))
+_INSERT_CONVERSATION = insert(Conversation.__table__).returning(Conversation.__table__.c.id)
+_INSERT_PARTICIPANTS = insert(Participant.__table__)
+_INSERT_EVENT = insert(Event.__table__)
+
+
+@dataclass
+class _NewConversation:
+    """What a list entry (``_summaries``) reads of a conversation just created."""
+
+    school_id: int
+    child_id: int | None
+    name: str | None
+    creator_id: int
+    last_seq: int
+    id: int = 0
+    locked_at: None = None
+    lock_reason: None = None
+
+
 # A person's active conversations, most recent activity first (the list's order).
 _MY_CONVERSATIONS = select(
     Conversation.id, Conversation.name, Conversation.school_id, Conversation.child_id, Conversation.creator_id,
@@ -299,14 +323,14 @@ class ChatService:
         }
 
     async def _child(self, session, child_id: int | None) -> ChildFacts | None:
+        """(``session``: an ORM session or a direct connection.)"""
         if child_id is None:
             return None
-        student = await session.get(Student, child_id)
-        if student is None:
+        students = (await session.execute(_STUDENT_FACTS, {"id": child_id})).all()
+        if not students:
             raise NotFound("child.not_found", child_id=child_id)
-        guardians = (await session.execute(
-            select(Guardianship.person_id).where(Guardianship.student_id == child_id)
-        )).scalars().all()
+        student = students[0]
+        guardians = [row[0] for row in (await session.execute(_CHILD_GUARDIANS, {"id": child_id})).all()]
         return ChildFacts(student.id, student.school_id, student.group_id, frozenset(guardians))
 
     async def _people(self, session, person_ids: Sequence[int]) -> list[PersonFacts]:
@@ -424,39 +448,49 @@ class ChatService:
                           message_id=message_id, frame=frame, created_at=now))
         return seq, frame
 
-    async def _names(self, session, person_ids: Iterable[int]) -> dict[int, Person]:
+    async def _names(self, session, person_ids: Iterable[int]) -> dict[int, Any]:
+        """Id -> (id, name, role) of these people (``session``: ORM or direct)."""
         ids = set(person_ids)
         if not ids:
             return {}
-        rows = (await session.execute(select(Person).where(Person.id.in_(ids)))).scalars().all()
-        return {p.id: p for p in rows}
+        return {p.id: p for p in (await session.execute(_NAMES, {"ids": sorted(ids)})).all()}
 
     # -- conversations (R1–R5) -----------------------------------------------------------
     async def create_conversation(
         self, actor: Actor, participant_ids: Sequence[int], child_id: int | None = None, name: str | None = None
     ) -> dict[str, Any]:
-        """R1, R2, R3: a parent creates for one child; staff for a child or among staff."""
+        """R1, R2, R3: a parent creates for one child; staff for a child or among staff.
+
+        On the driver's connection (chat.storage.direct): a collective send
+        (chat.collective) creates hundreds of these in a row, and through the ORM
+        each cost more than its handful of statements."""
         name = membership.check_name(name)
-        async with self.sessions() as session, session.begin():
+        async with direct.transaction(self.engine) as session:
             facts = await self._people(session, [actor.id, *participant_ids])
             actor_facts, invitees = facts[0], [f for f in facts[1:] if f.id != actor.id]
             child = await self._child(session, child_id)
             membership.check_creation(actor_facts, child, invitees)
             school_id = child.school_id if child else min(actor_facts.school_ids)
             await self.require_feature(session, school_id, "messaging")
-            conversation = Conversation(school_id=school_id, child_id=child_id, name=name, creator_id=actor.id)
-            session.add(conversation)
-            await session.flush()
+            now = utcnow()
+            seq = 1  # the conversation.created event
+            conversation = _NewConversation(school_id, child_id, name, actor.id, seq)
+            conversation.id = (await session.execute(_INSERT_CONVERSATION, {
+                "school_id": school_id, "child_id": child_id, "name": name, "creator_id": actor.id,
+                "created_at": now, "last_seq": seq, "last_message_at": None, "locked_at": None,
+                "locked_by": None, "lock_reason": None})).one()[0]
             member_ids = [actor.id, *[f.id for f in invitees]]
-            for pid in member_ids:
-                session.add(Participant(conversation_id=conversation.id, person_id=pid, visible_from_seq=1))
+            await session.execute(_INSERT_PARTICIPANTS, [
+                {"conversation_id": conversation.id, "person_id": pid, "active": True, "visible_from_seq": 1,
+                 "last_read_seq": 0, "joined_at": now, "left_at": None} for pid in member_ids])
             people = await self._names(session, member_ids)
-            seq, frame = await self._append(
-                session, conversation.id, "conversation.created", actor.id,
+            frame = event_frame(
+                "conversation.created", conversation.id, seq, actor.id, now,
                 name=name, child_id=child_id, members=[_member_view(people[p]) for p in member_ids],
-                system=system_text("system.created", {"actor": actor.name}),
-            )
-            await session.flush()
+                system=system_text("system.created", {"actor": actor.name}))
+            await session.execute(_INSERT_EVENT, {
+                "conversation_id": conversation.id, "seq": seq, "kind": "conversation.created",
+                "actor_id": actor.id, "message_id": None, "frame": frame, "created_at": now})
             summary = await self._summary(session, conversation, actor.id)
         joined = dumps({"type": "conversation.joined", "conversation": summary | {"unread": 0}})
         for pid in member_ids:
