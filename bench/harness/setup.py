@@ -116,7 +116,7 @@ def describe_machine() -> dict:
     postgres = _run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW server_version"])
     packages = {name: _version(name) for name in (
         "school-chat-hub", "starlette", "uvicorn", "websockets", "uvloop", "httptools", "sqlalchemy", "sqlmodel",
-        "aiosqlite", "asyncpg", "redis", "orjson", "pyjwt", "python-socketio", "python-engineio", "py-spy")}
+        "aiosqlite", "asyncpg", "redis", "hiredis", "orjson", "pyjwt", "python-socketio", "python-engineio", "py-spy")}
     git = _run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     dirty = bool(_run(["git", "-C", str(REPO), "status", "--porcelain", "--", "chat"]))
     return {
