@@ -25,7 +25,7 @@ import re
 from collections import namedtuple
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Float, Numeric, bindparam, insert
 from sqlalchemy.engine import Dialect
@@ -321,8 +321,7 @@ class _Asyncpg(DirectConnection):
         await self.connection.executemany(sql, args)
 
 
-@asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
+def transaction(engine: AsyncEngine) -> AsyncContextManager[DirectConnection]:
     """A transaction on one of ``engine``'s pooled connections, committed when
     the block ends, rolled back if it raises.  SQLite: ``BEGIN IMMEDIATE``, as
     the engine's own transactions (chat.storage.db).
@@ -332,13 +331,27 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
     ``AsyncConnection``, whose start, raw-connection look-up and shielded close
     took three greenlet hops and two more turns of the event loop: an empty
     transaction cost 271 µs of CPU on SQLite that way, 92 µs this way."""
+    return _on_driver(engine, write=True)
+
+
+def reading(engine: AsyncEngine) -> AsyncContextManager[DirectConnection]:
+    """Reads on one of ``engine``'s pooled connections (what every new connection
+    looks up: its person, audiences, positions and conversation list).  SQLite:
+    one snapshot (``BEGIN``, deferred: no write lock taken).  PostgreSQL: each
+    statement on its own, reading what is committed, as the ORM's sessions do
+    under READ COMMITTED — no BEGIN and COMMIT round trips."""
+    return _on_driver(engine, write=False)
+
+
+@asynccontextmanager
+async def _on_driver(engine: AsyncEngine, write: bool) -> AsyncIterator[DirectConnection]:
     dialect = engine.dialect
     fairy = await _checkout(engine)
     try:
         driver = fairy.driver_connection
         if dialect.name == "sqlite":
             database = driver._connection  # InlineSQLiteConnection: sqlite3, on this thread
-            database.execute("BEGIN IMMEDIATE")
+            database.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _SQLite(dialect, database)
             except BaseException:
@@ -347,36 +360,11 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
             database.execute("COMMIT")
         else:
             try:
-                async with driver.transaction():
+                if write:
+                    async with driver.transaction():
+                        yield _Asyncpg(dialect, driver)
+                else:
                     yield _Asyncpg(dialect, driver)
-            except BaseException as exc:
-                _invalidate_if_closed(engine, fairy, exc)
-                raise
-    finally:
-        await _checkin(fairy, dialect)
-
-
-@asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[DirectConnection]:
-    """Reads on one of ``engine``'s pooled connections (what every new connection
-    looks up: its person, audiences, positions and conversation list).  SQLite:
-    one snapshot (``BEGIN``, deferred: no write lock taken).  PostgreSQL: each
-    statement on its own, reading what is committed, as the ORM's sessions do
-    under READ COMMITTED — no BEGIN and COMMIT round trips."""
-    dialect = engine.dialect
-    fairy = await _checkout(engine)
-    try:
-        driver = fairy.driver_connection
-        if dialect.name == "sqlite":
-            database = driver._connection
-            database.execute("BEGIN")
-            try:
-                yield _SQLite(dialect, database)
-            finally:
-                database.execute("COMMIT")  # a read: nothing to keep or undo either way
-        else:
-            try:
-                yield _Asyncpg(dialect, driver)
             except BaseException as exc:
                 _invalidate_if_closed(engine, fairy, exc)
                 raise
