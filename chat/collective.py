@@ -172,43 +172,70 @@ class CollectiveSends:
             job = await session.get(CollectiveSend, send_id)
             author = await session.get(Person, job.author_id)
         actor = Actor(author.id, author.role, author.name, author.language)
-        delivered = 0
-        while True:
-            size = FAMILIES_PER_STEP if stop_after is None else min(FAMILIES_PER_STEP, stop_after - delivered)
-            if size <= 0:
-                return
-            async with self.sessions() as session:
-                students = list((await session.execute(select(CollectiveTarget.student_id).where(
-                    CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_(None))
-                    .order_by(CollectiveTarget.student_id).limit(size))).scalars().all())
-            if not students:
-                break
-            results = await self._deliver(actor, job, students)
-            now = utcnow()
-            async with self.sessions() as session, session.begin():
-                await session.execute(_MARK_DONE, [
-                    {"b_send": send_id, "b_student": student_id, "b_conversation": conversation_id,
-                     "b_message": message_id, "b_at": now}
-                    for student_id, (conversation_id, message_id) in results.items()])
-                done = (await session.execute(select(func.count()).select_from(CollectiveTarget).where(
-                    CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_not(None)))).scalar_one()
-                await session.execute(update(CollectiveSend).where(CollectiveSend.id == send_id).values(done=done))
-            delivered += len(students)
-            await self._progress(actor.id, send_id, done, job.total, "running")
-            if not await self._lease(send_id):
-                return  # someone else took over (our lease expired): let them finish
+        # The lease is also renewed while a step runs: a step held up (a saturated
+        # pool, a slow database) must not let another worker start the same families.
+        lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(send_id, lost))
+        try:
+            delivered = 0
+            while True:
+                size = FAMILIES_PER_STEP if stop_after is None else min(FAMILIES_PER_STEP, stop_after - delivered)
+                async with self.sessions() as session:
+                    students = list((await session.execute(select(CollectiveTarget.student_id).where(
+                        CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_(None))
+                        .order_by(CollectiveTarget.student_id).limit(max(size, 1)))).scalars().all())
+                if not students:
+                    break
+                if size <= 0:
+                    return  # stop_after: the worker "dies" with families left
+                results, failure = await self._deliver(actor, job, students)
+                if results:
+                    done = await self._record(send_id, results)
+                    delivered += len(results)
+                    await self._progress(actor.id, send_id, done, job.total, "running")
+                if failure is not None:
+                    raise failure  # the job stays running: resumed later, idempotently
+                if lost.is_set() or not await self._lease(send_id):
+                    return  # someone else took over (our lease expired): let them finish
+        finally:
+            await cancel_and_wait(keeper)
         async with self.sessions() as session, session.begin():
             await session.execute(update(CollectiveSend).where(CollectiveSend.id == send_id).values(
                 status="done", lease_owner=None, lease_until=0.0))
         await self._progress(actor.id, send_id, job.total, job.total, "done")
 
+    async def _keep_lease(self, send_id: int, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                if not await self._lease(send_id):
+                    lost.set()
+                    return
+            except Exception:  # the next beat tries again; the lease has two more
+                log.warning("collective send %s: renewing the lease failed", send_id, exc_info=True)
+
+    async def _record(self, send_id: int, results: dict[int, tuple[int | None, int | None]]) -> int:
+        """The step's families done (one statement), and the job's count."""
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            await session.execute(_MARK_DONE, [
+                {"b_send": send_id, "b_student": student_id, "b_conversation": conversation_id,
+                 "b_message": message_id, "b_at": now}
+                for student_id, (conversation_id, message_id) in results.items()])
+            done = (await session.execute(select(func.count()).select_from(CollectiveTarget).where(
+                CollectiveTarget.send_id == send_id, CollectiveTarget.done_at.is_not(None)))).scalar_one()
+            await session.execute(update(CollectiveSend).where(CollectiveSend.id == send_id).values(done=done))
+        return done
+
     async def _deliver(self, actor: "Actor", job: CollectiveSend, student_ids: Sequence[int]
-                       ) -> dict[int, tuple[int | None, int | None]]:
+                       ) -> tuple[dict[int, tuple[int | None, int | None]], BaseException | None]:
         """Post the job's message to these families, together: their conversations
         are looked up in three queries, the missing ones created side by side, and
         the sends share group commits (chat.sending).  A family refused (e.g.
         direction locked its conversation, R10) is recorded as (None, None): the job
-        must not stall on one family."""
+        must not stall on one family.  Returns what was delivered, and the first
+        unexpected failure (a database error), once every family of the step has
+        finished: the delivered ones are recorded before it is raised."""
         conversations = await self.family_conversations(actor, student_ids)
 
         async def one(student_id: int) -> tuple[int | None, int | None]:
@@ -226,8 +253,10 @@ class CollectiveSends:
                 return None, None
             return conversation_id, ack["message_id"]
 
-        answers = await asyncio.gather(*(one(student_id) for student_id in student_ids))
-        return dict(zip(student_ids, answers))
+        answers = await asyncio.gather(*(one(student_id) for student_id in student_ids), return_exceptions=True)
+        failures = [a for a in answers if isinstance(a, BaseException)]
+        return ({s: a for s, a in zip(student_ids, answers) if not isinstance(a, BaseException)},
+                failures[0] if failures else None)
 
     async def _progress(self, author_id: int, send_id: int, done: int, total: int, status: str) -> None:
         await self.service.hub.publish_person(author_id, "frame", dumps(
@@ -235,7 +264,10 @@ class CollectiveSends:
 
     async def deliver_one(self, actor: "Actor", job: CollectiveSend, student_id: int) -> tuple[int | None, int | None]:
         """Post the job's message in this family's private conversation (idempotent)."""
-        return (await self._deliver(actor, job, [student_id]))[student_id]
+        results, failure = await self._deliver(actor, job, [student_id])
+        if failure is not None:
+            raise failure
+        return results[student_id]
 
     async def family_conversations(self, actor: "Actor", student_ids: Sequence[int]) -> "_Families":
         """Per child: the conversation about it whose active members are exactly the

@@ -332,7 +332,10 @@ class _Flusher:
     def write_held(self) -> None:
         holding, self.holding = self.holding, []
         for conn in holding:
-            conn.write_held()
+            try:
+                conn.write_held()
+            except Exception as exc:  # a transport that refuses: that socket is done, the others go on
+                conn._broken(exc)
 
 
 _flushers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher]" = weakref.WeakKeyDictionary()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, select
 
 from chat.service import ChatService
@@ -165,3 +166,61 @@ async def test_a_job_of_several_steps_reuses_each_familys_conversation_and_skips
     sent = await messages_with(service, "Deuxième envoi")
     assert sorted(m.conversation_id for m in sent) == sorted(
         c for s, c in conversation_of.items() if s != locked_student)
+
+
+async def test_a_step_that_outlasts_the_lease_keeps_it(service, monkeypatch):
+    """The lease is renewed while a step runs, not only between steps: another
+    worker cannot take the job while a slow step is still delivering."""
+    from chat import collective as collective_module
+
+    monkeypatch.setattr(collective_module, "LEASE_SECONDS", 0.3)
+    nadia = await actor_for(service, NADIA)
+    created = await service.collective.create(nadia, "slow", "Lent", await group_students(service, "ERA-301"),
+                                              start=False)
+    send_id = created["send"]["id"]
+    send = service.send_message
+    sending = asyncio.Event()
+
+    async def slow_send(*args, **kwargs):
+        sending.set()
+        await asyncio.sleep(1.0)  # three leases long
+        return await send(*args, **kwargs)
+
+    monkeypatch.setattr(service, "send_message", slow_send)
+    other = ChatService(service.settings, service.engine)
+    running = asyncio.create_task(service.collective.run(send_id))
+    await sending.wait()
+    await asyncio.sleep(0.6)  # twice the lease: without renewal it would have run out
+    assert await other.collective._lease(send_id) is False
+    await running
+    job = await wait_done(service, send_id)
+    assert job.done == 5 and len(await messages_with(service, "Lent")) == 5
+
+
+async def test_a_family_failing_unexpectedly_stops_the_job_after_recording_the_others(service, monkeypatch):
+    """A database error on one family (not a refusal): the rest of its step is
+    recorded, the job stays running, and running it again finishes it with one
+    message per family."""
+    nadia = await actor_for(service, NADIA)
+    students = await group_students(service, "ERA-301")
+    created = await service.collective.create(nadia, "boom", "Une erreur", students, start=False)
+    send_id = created["send"]["id"]
+    send = service.send_message
+
+    async def failing_send(actor, conversation_id, client_id, text):
+        if client_id.endswith(f"-{students[2]}"):
+            raise RuntimeError("database went away")
+        return await send(actor, conversation_id, client_id, text)
+
+    monkeypatch.setattr(service, "send_message", failing_send)
+    with pytest.raises(RuntimeError):
+        await service.collective.run(send_id)
+    async with service.sessions() as session:
+        job = await session.get(CollectiveSend, send_id)
+    assert job.status == "running" and job.done == 4
+    monkeypatch.setattr(service, "send_message", send)
+    await service.collective.run(send_id)
+    job = await wait_done(service, send_id)
+    assert job.done == 5
+    sent = await messages_with(service, "Une erreur")
+    assert len(sent) == 5 and len({m.conversation_id for m in sent}) == 5

@@ -556,3 +556,21 @@ async def test_a_senders_message_and_its_ok_reach_its_socket_in_one_write(server
         [write] = spy.writes
         assert write.index(b'"kind":"message.new"') < write.index(b'"type":"ok"')
     await marie.close()
+
+
+async def test_a_socket_refusing_its_held_frames_does_not_keep_others_from_theirs():
+    refusing, refused = direct_connection(1)
+    fine, transport = direct_connection(2)
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("transport closed")
+
+    refused.write = broken
+    refusing.push("a", hold=True)
+    fine.push("b", hold=True)
+    await asyncio.sleep(0.01)
+    assert transport.writes == [frames("b")]
+    assert refusing.state is hub_module.ConnectionState.CLOSED  # the reader loop sees the end
+    fine.push("c", hold=True)  # the next turn is written as usual
+    await asyncio.sleep(0.01)
+    assert transport.writes == [frames("b"), frames("c")]
