@@ -46,7 +46,7 @@ def _configure_logging(level: str) -> None:
 
 
 async def _prepare(settings: Settings):
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, settings.database_pool_size)
     await upgrade(engine)
     return engine
 

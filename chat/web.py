@@ -743,7 +743,7 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         if app.state.service is not None:
             yield
             return
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, settings.database_pool_size)
         if migrate:
             await upgrade(engine)
         app.state.service = ChatService(settings, engine)

@@ -122,6 +122,7 @@ def test_redis_url_is_kept(tmp_path):
         ("RATE_PER_SECOND", "fast"),
         ("RATE_BURST", "0.5"),
         ("SEND_QUEUE_FRAMES", "-3"),
+        ("DATABASE_POOL_SIZE", "0"),
         ("PING_INTERVAL_SECONDS", "0"),
         ("SQLITE_CHECKPOINT_SECONDS", "-1"),
     ],
@@ -179,6 +180,11 @@ def test_allowed_origins_are_split_trimmed_and_lose_their_trailing_slash(tmp_pat
 def test_rate_limits_are_read_as_numbers(tmp_path):
     settings = load_settings(env(tmp_path, RATE_PER_SECOND="2.5", RATE_BURST="1", SEND_QUEUE_FRAMES="10"))
     assert (settings.rate_per_second, settings.rate_burst, settings.send_queue_frames) == (2.5, 1.0, 10)
+
+
+def test_the_postgresql_pool_size_is_twenty_unless_set(tmp_path):
+    assert load_settings(env(tmp_path)).database_pool_size == 20
+    assert load_settings(env(tmp_path, DATABASE_POOL_SIZE="8")).database_pool_size == 8
 
 
 def test_the_keepalive_interval_is_read_in_seconds(tmp_path):

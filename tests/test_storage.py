@@ -165,6 +165,33 @@ async def test_migration_0008_rebuilds_the_recipient_rows_without_rowid_and_back
         await engine.dispose()
 
 
+async def test_postgresql_keeps_its_pool_open_and_never_opens_more(settings, backend):
+    """DATABASE_POOL_SIZE connections and no overflow: a request arriving while
+    all are busy waits for one to come back instead of opening another (which
+    the pool would close again on its return), and the connections stay open."""
+    if backend == "embedded":
+        pytest.skip("SQLite has one connection and no server")
+    from sqlalchemy import text
+
+    from chat.storage.db import create_engine
+
+    engine = create_engine(settings.database_url, pool_size=2)
+
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            pids = {(await c.execute(text("SELECT pg_backend_pid()"))).scalar_one() for c in (first, second)}
+            third = asyncio.ensure_future(engine.connect().__aenter__())
+            done, _ = await asyncio.wait([third], timeout=0.3)
+            assert not done  # waiting for one of the two, not opening a third
+        third_connection = await third
+        reused = (await third_connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        await third_connection.close()
+        assert reused in pids  # one of the two, kept open
+        assert engine.sync_engine.pool.checkedin() == 2
+    finally:
+        await engine.dispose()
+
+
 async def test_postgresql_connections_cut_under_the_pool_are_replaced_and_no_message_is_lost(service, backend):
     """PostgreSQL restarted, or an administrator's ``pg_terminate_backend``: every
     pooled connection is dead.  The next send (the group-commit path on the

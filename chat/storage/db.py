@@ -165,8 +165,10 @@ def sqlite_checkpointer(url: str, interval: float = CHECKPOINT_INTERVAL) -> Chec
     return Checkpointer(database, interval) if database and database != ":memory:" else None
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url`` with the settings that make it safe to share."""
+def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
+    """An async engine for ``url`` with the settings that make it safe to share.
+    PostgreSQL: ``pool_size`` connections, kept open, and no overflow
+    (``Settings.database_pool_size``); SQLite: one connection."""
     if is_sqlite(url):
         database = make_url(url).database or ":memory:"
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60,
@@ -196,7 +198,10 @@ def create_engine(url: str) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10)
+    # No overflow: connections opened past the pool under a burst (a reconnect
+    # storm) were closed again as soon as they were returned, and each new one
+    # cost a backend start and its statements prepared again.
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _alive(_dbapi_connection, record, _proxy) -> None:
