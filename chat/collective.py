@@ -7,9 +7,10 @@ every step of FAMILIES_PER_STEP families — never a Redis-only flag), then for
 each target finds or creates the family's conversation (the child, its
 guardians, the staff member) and posts the message with a client id derived
 from the job and the student.  The families of a step go together: their
-conversations are looked up at once, and their messages share group commits.  Message sends are idempotent on that id, so a worker that dies
-between posting and recording the target is harmless: whoever resumes the job
-posts again and gets the same message back.  Jobs left running are resumed at
+conversations are looked up at once, and their messages share group commits.
+Message sends are idempotent on that id, so a worker that dies between
+posting and recording the target is harmless: whoever resumes the job posts
+again and gets the same message back.  Jobs left running are resumed at
 start-up, by exactly one worker thanks to the lease.
 """
 

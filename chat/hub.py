@@ -179,10 +179,12 @@ class Connection:
             return True
         socket = self._socket
         if socket is not None:
+            if wire is None:
+                wire = text_frame(frame.encode())
             held = self._held
             if held is not None:
                 if hold and len(held) < MAX_HELD_FRAMES:
-                    held.append(wire if wire is not None else text_frame(frame.encode()))
+                    held.append(wire)
                     return True
                 self.write_held()  # what came first goes first
             transport = socket.transport
@@ -191,10 +193,10 @@ class Connection:
             if transport.get_write_buffer_size() > self._limit * BYTES_PER_QUEUED_FRAME:
                 return False
             if hold:
-                self._held = [wire if wire is not None else text_frame(frame.encode())]
+                self._held = [wire]
                 _flusher().hold(self)
             else:
-                transport.write(wire if wire is not None else text_frame(frame.encode()))
+                transport.write(wire)
             return True
         queue = self._queue
         if len(queue) >= self._limit:

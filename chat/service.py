@@ -114,7 +114,7 @@ _SIGNED_IN = select(Person.id, Person.role, Person.name, Person.language, Person
     Person.id == bindparam("id"))
 _ACTIVE = select(Participant.conversation_id).where(
     Participant.person_id == bindparam("person"), Participant.active == True)  # noqa: E712
-# What creating a conversation reads and writes (chat.storage.direct).
+# What creating a conversation reads and writes (chat.storage.direct; _INSERT_EVENT: every event).
 _STUDENT_FACTS = select(Student.id, Student.school_id, Student.group_id).where(Student.id == bindparam("id"))
 _CHILD_GUARDIANS = select(Guardianship.person_id).where(Guardianship.student_id == bindparam("id"))
 _NAMES = select(Person.id, Person.name, Person.role).where(Person.id.in_(_IDS))
@@ -440,12 +440,14 @@ class ChatService:
         self, session, conversation_id: int, kind: str, actor_id: int | None, message_id: int | None = None,
         seq: int | None = None, **data: Any,
     ) -> tuple[int, str]:
+        """Log one event (``session``: an ORM session or a direct connection)."""
         if seq is None:
             seq = await self._next_seq(session, conversation_id)
         now = utcnow()
         frame = event_frame(kind, conversation_id, seq, actor_id, now, **data)
-        session.add(Event(conversation_id=conversation_id, seq=seq, kind=kind, actor_id=actor_id,
-                          message_id=message_id, frame=frame, created_at=now))
+        await session.execute(_INSERT_EVENT, {
+            "conversation_id": conversation_id, "seq": seq, "kind": kind, "actor_id": actor_id,
+            "message_id": message_id, "frame": frame, "created_at": now})
         return seq, frame
 
     async def _names(self, session, person_ids: Iterable[int]) -> dict[int, Any]:
@@ -484,13 +486,10 @@ class ChatService:
                 {"conversation_id": conversation.id, "person_id": pid, "active": True, "visible_from_seq": 1,
                  "last_read_seq": 0, "joined_at": now, "left_at": None} for pid in member_ids])
             people = await self._names(session, member_ids)
-            frame = event_frame(
-                "conversation.created", conversation.id, seq, actor.id, now,
+            await self._append(
+                session, conversation.id, "conversation.created", actor.id, seq=seq,
                 name=name, child_id=child_id, members=[_member_view(people[p]) for p in member_ids],
                 system=system_text("system.created", {"actor": actor.name}))
-            await session.execute(_INSERT_EVENT, {
-                "conversation_id": conversation.id, "seq": seq, "kind": "conversation.created",
-                "actor_id": actor.id, "message_id": None, "frame": frame, "created_at": now})
             summary = await self._summary(session, conversation, actor.id)
         joined = dumps({"type": "conversation.joined", "conversation": summary | {"unread": 0}})
         for pid in member_ids:
