@@ -144,9 +144,10 @@ _MY_CONVERSATIONS = select(
 ).join(Participant, Participant.conversation_id == Conversation.id).where(
     Participant.person_id == bindparam("person"), Participant.active == True,  # noqa: E712
 ).order_by(func.coalesce(Conversation.last_message_at, Conversation.created_at).desc(), Conversation.id.desc())
-# Unread per conversation (``ids``): messages by others, not retracted, after
-# max(read marker, first visible seq - 1), each conversation's found on the
-# (conversation, seq) index from its participant row.
+# Unread per conversation (``ids``): messages by others, not retracted (R8),
+# after max(read marker, first visible seq - 1) (R4: a member added without
+# history), each conversation's found on the (conversation, seq) index from its
+# participant row.
 _UNREAD = select(Message.conversation_id, func.count()).select_from(Participant).join(
     Message, and_(Message.conversation_id == Participant.conversation_id,
                   Message.seq > case((Participant.last_read_seq >= Participant.visible_from_seq - 1,
