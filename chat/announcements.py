@@ -27,6 +27,7 @@ from chat.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from chat.frames import dumps, timestamp
 from chat.policies import announcements as rules
 from chat.policies import messages
+from chat.policies import text as text_rules
 from chat.policies.facts import Role
 from chat.storage import direct
 from chat.storage.models import (
@@ -250,6 +251,8 @@ class Announcements:
         bad = sorted(set(kinds) - set(INTEGRATION_KINDS))
         if bad or not kinds:
             raise BadRequest("request.invalid", detail=f"kinds must be among {sorted(INTEGRATION_KINDS)}")
+        # Its name is shown to families as the notices' source: the rules of every name.
+        name = text_rules.strip_bidi_controls(text_rules.check_no_control_characters(name, "name"))
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         async with self.sessions() as session, session.begin():
             school = (await session.execute(select(School).where(School.code == school_code))).scalar_one_or_none()

@@ -31,6 +31,7 @@ from sqlalchemy import and_, exists, func, or_, select
 from chat.errors import BadRequest, Forbidden, NotFound
 from chat.frames import dumps, timestamp
 from chat.policies.facts import Role
+from chat.policies.text import check_no_control_characters, strip_bidi_controls
 from chat.service import Actor, ChatService
 from chat.storage.models import (
     AuditEntry,
@@ -137,12 +138,18 @@ def _page(limit: int, offset: int) -> None:
         raise BadRequest("request.invalid", detail="offset must be 0 or more")
 
 
+def _shown(name: str | None) -> str | None:
+    """A stored name as the archive shows it: without bidirectional controls,
+    also when it was stored before names were cleaned (chat.policies.text)."""
+    return None if name is None else strip_bidi_controls(name)
+
+
 def _person_view(person: Person | None, person_id: int | None) -> dict[str, Any] | None:
     if person_id is None:
         return None
     if person is None:
         return {"id": person_id, "name": None, "role": None}
-    return {"id": person.id, "name": person.name, "role": person.role}
+    return {"id": person.id, "name": _shown(person.name), "role": person.role}
 
 
 class Archive:
@@ -198,7 +205,7 @@ class Archive:
         if since is not None and until is not None and since > until:
             raise BadRequest("request.invalid", detail="since must not be after until")
         if text is not None:
-            text = text.strip()
+            text = check_no_control_characters(text, "q").strip()
             if len(text) > SEARCH_TEXT_MAX:
                 raise BadRequest("request.invalid", detail=f"q: {SEARCH_TEXT_MAX} characters at most")
             text = text or None
@@ -245,7 +252,7 @@ class Archive:
             .where(Participant.conversation_id.in_(ids)).order_by(Participant.active.desc(), Person.name)
         )).all():
             members.setdefault(row.conversation_id, []).append(
-                {"id": person.id, "name": person.name, "role": person.role, "active": row.active})
+                {"id": person.id, "name": _shown(person.name), "role": person.role, "active": row.active})
         counts = dict((await session.execute(
             select(Message.conversation_id, func.count()).where(Message.conversation_id.in_(ids))
             .group_by(Message.conversation_id)
@@ -258,9 +265,10 @@ class Archive:
             student = children.get(c.child_id)
             result.append({
                 "id": c.id,
-                "name": c.name,
+                "name": _shown(c.name),
                 "school_id": c.school_id,
-                "child": {"id": student.id, "name": f"{student.first_name} {student.last_name}"} if student else None,
+                "child": {"id": student.id, "name": _shown(f"{student.first_name} {student.last_name}")}
+                if student else None,
                 "creator_id": c.creator_id,
                 "members": members.get(c.id, []),
                 "created_at": timestamp(c.created_at),
@@ -285,7 +293,7 @@ class Archive:
         plus who exported it and when)."""
         await self._open_conversation(actor, conversation_id, "archive.export", format="json")
         document = await self._load(conversation_id)
-        return dumps({"exported_at": timestamp(utcnow()), "exported_by": {"id": actor.id, "name": actor.name},
+        return dumps({"exported_at": timestamp(utcnow()), "exported_by": {"id": actor.id, "name": _shown(actor.name)},
                       **document})
 
     async def export_html(self, actor: Actor, conversation_id: int) -> str:
@@ -344,9 +352,10 @@ class Archive:
 
         return {
             "id": conversation.id,
-            "name": conversation.name,
-            "school": {"id": school.id, "name": school.name, "timezone": school.timezone},
-            "child": {"id": student.id, "name": f"{student.first_name} {student.last_name}"} if student else None,
+            "name": _shown(conversation.name),
+            "school": {"id": school.id, "name": _shown(school.name), "timezone": school.timezone},
+            "child": {"id": student.id, "name": _shown(f"{student.first_name} {student.last_name}")}
+            if student else None,
             "creator": person(conversation.creator_id),
             "created_at": timestamp(conversation.created_at),
             "last_message_at": timestamp(conversation.last_message_at),
@@ -408,6 +417,14 @@ class Archive:
         for key in ("name", "child_id", "members", "history_shared", "reason", "system"):
             if key in frame:
                 view[key] = frame[key]
+        # Names inside stored frames (a rename, the members, system texts that quote names).
+        if isinstance(view.get("name"), str):
+            view["name"] = _shown(view["name"])
+        if isinstance(view.get("members"), list):
+            view["members"] = [m | {"name": _shown(m["name"])} if isinstance(m, dict) and isinstance(m.get("name"), str)
+                               else m for m in view["members"]]
+        if isinstance(view.get("system"), dict):
+            view["system"] = {k: _shown(v) if isinstance(v, str) else v for k, v in view["system"].items()}
         if "person" in frame:
             view["person"] = person(frame["person"])
         return view
@@ -549,7 +566,7 @@ def render_html(document: dict[str, Any], reader: Actor, now: datetime) -> str:
         f"<dd>{page.when(document['created_at'])} {page.label('by')} {page.name(document['creator'])}</dd>",
         f"<dt>{page.label('status')}</dt><dd>{status}</dd>",
         f"<dt>{page.label('exported')}</dt>"
-        f"<dd>{page.when(timestamp(now))} {page.label('by')} {page.text(reader.name)}</dd>",
+        f"<dd>{page.when(timestamp(now))} {page.label('by')} {page.text(_shown(reader.name))}</dd>",
         "</dl>",
         "</header>",
         "<section>",

@@ -5,7 +5,9 @@ The whole file is checked before anything is written, then loaded in one
 transaction: a bad fiche number, an unknown school or a duplicate e-mail stops
 the load with an error naming the place (``directory.invalid``), and nothing
 is changed.  Loading again updates by natural key (codes, e-mails, fiche
-numbers), so a school board can re-export and reload.
+numbers), so a school board can re-export and reload.  No text in the file may
+hold a control character, and names are stored without bidirectional controls
+(chat.policies.text).
 
 The format (docs/operations.md has a full example)::
 
@@ -37,6 +39,7 @@ from chat.errors import BadRequest
 from chat.i18n import LANGUAGES
 from chat.policies import features
 from chat.policies.facts import Role
+from chat.policies.text import refused_character, strip_bidi_controls
 from chat.policies.working_hours import parse_schedule
 from chat.storage.db import session_factory
 from chat.storage.models import (
@@ -55,6 +58,9 @@ CODE_PERMANENT = re.compile(r"\A[A-Z]{4}[0-9]{8}\Z")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 STAFF_ROLES = {Role.TEACHER.value, Role.STAFF.value, Role.DIRECTION.value, Role.TRANSPORT.value}
 DEFAULT_WORKING_HOURS = {day: [["08:00", "16:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
+# The names people see, per list: stored without bidirectional controls (chat.policies.text).
+NAME_FIELDS = {"organisations": ("name",), "schools": ("name",), "groups": ("name",), "staff": ("name",),
+               "students": ("first_name", "last_name"), "guardians": ("name",)}
 
 
 def invalid(where: str, problem: str) -> BadRequest:
@@ -84,6 +90,35 @@ def _language(item: dict[str, Any], where: str) -> str:
     return language
 
 
+def _check_characters(value: Any, where: str) -> None:
+    """No text anywhere in the file holds a control character: the rule of every
+    text that enters the hub, the same on SQLite and PostgreSQL (chat.policies.text)."""
+    if isinstance(value, str):
+        character = refused_character(value)
+        if character is not None:
+            raise invalid(where, f"control character {character} (only tab, line feed and carriage return are allowed)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_characters(str(key), where)
+            _check_characters(item, f"{where}.{key}" if where != "(root)" else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_characters(item, f"{where}[{i}]")
+
+
+def _without_bidi_controls(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` whose names have no bidirectional controls ("‮gnp.exe"
+    would read "exe.png" to every member); the caller's objects are left as they are."""
+    cleaned = dict(data)
+    for key, fields in NAME_FIELDS.items():
+        items = data.get(key)
+        if isinstance(items, list):
+            cleaned[key] = [
+                {**item, **{f: strip_bidi_controls(item[f]) for f in fields if isinstance(item.get(f), str)}}
+                if isinstance(item, dict) else item for item in items]
+    return cleaned
+
+
 @dataclass
 class Directory:
     """A checked directory, ready to load."""
@@ -92,9 +127,12 @@ class Directory:
 
 
 def validate(data: Any) -> Directory:
-    """Check the whole directory; raise ``directory.invalid`` at the first problem."""
+    """Check the whole directory; raise ``directory.invalid`` at the first problem.
+    The directory returned has its names without bidirectional controls."""
     if not isinstance(data, dict):
         raise invalid("(root)", "expected a JSON object")
+    _check_characters(data, "(root)")
+    data = _without_bidi_controls(data)
     orgs: set[str] = set()
     for i, org in enumerate(_list(data, "organisations")):
         code = _text(org, "code", f"organisations[{i}]", 64)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from chat.errors import BadRequest
+from chat.policies.text import check_no_control_characters
 
 
 def dumps(value: Any) -> str:
@@ -88,7 +89,9 @@ class Fields:
         return value
 
     def str(self, name: str, required: bool = True, default: str | None = None) -> Any:
-        return self._get(name, (str,), "string", required, default)
+        value = self._get(name, (str,), "string", required, default)
+        # Every text a client sends passes here: one rule on both backends (text.control_characters).
+        return value if value is None else check_no_control_characters(value, name)
 
     def int(self, name: str, required: bool = True, default: int | None = None) -> Any:
         value = self._get(name, (int,), "integer", required, default)
@@ -109,6 +112,8 @@ class Fields:
         values = self._get(name, (list,), "array of strings", required, [])
         if len(values) > limit or not all(isinstance(v, str) and len(v) <= 64 for v in values):
             raise BadRequest("request.wrong_type", field=name, expected="array of strings", got="other")
+        for value in values:
+            check_no_control_characters(value, name)
         return values
 
     def int_map(self, name: str) -> dict[int, int]:

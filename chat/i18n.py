@@ -50,6 +50,12 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Les messages binaires ne sont pas acceptés; envoyez du texte JSON.",
         "Binary frames are not accepted; send JSON text.",
     ),
+    "text.control_characters": (
+        "Le champ « {field} » contient un caractère de contrôle ({character}); seuls la tabulation, "
+        "le saut de ligne et le retour chariot sont acceptés.",
+        "The field '{field}' contains a control character ({character}); only tab, line feed and "
+        "carriage return are accepted.",
+    ),
     "rate_limited": (
         "Trop de requêtes. Réessayez dans {retry_after} s.",
         "Too many requests. Retry in {retry_after} s.",

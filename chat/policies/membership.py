@@ -6,6 +6,7 @@ from typing import Iterable, Sequence
 
 from chat.errors import BadRequest, Forbidden, NotFound, RuleViolation
 from chat.policies.facts import ChildFacts, PersonFacts, Role
+from chat.policies.text import check_no_control_characters, strip_bidi_controls
 
 # A conversation is between a family and the school team around one child, or
 # among staff.  50 people covers a whole class team plus both families many
@@ -106,10 +107,12 @@ def check_departure(person_id: int, members: Sequence[PersonFacts]) -> None:
 
 
 def check_name(name: str | None) -> str | None:
-    """R3: a group conversation's name, trimmed; blank means no name."""
+    """R3: a group conversation's name, trimmed; blank means no name.  Control
+    characters are refused; bidirectional controls are removed, as from every
+    name shown to members (chat.policies.text)."""
     if name is None:
         return None
-    name = name.strip()
+    name = strip_bidi_controls(check_no_control_characters(name, "name")).strip()
     if len(name) > MAX_NAME_CHARS:
         raise BadRequest("conversation.name_too_long", limit=MAX_NAME_CHARS)
     return name or None
