@@ -508,3 +508,30 @@ async def test_the_archive_export_shows_names_stored_before_without_their_bidi_c
     assert document["events"][0]["name"] == "gnp.exe"
     assert rtl_text in [m["text"] for m in document["messages"]]  # a message's text is kept as written
     assert rtl_text in exported["html"].text
+
+
+# -- lone surrogates: not JSON, on either backend ----------------------------------------------------
+async def test_a_lone_surrogate_escape_in_a_frame_is_invalid_json_and_nothing_is_stored(server, caplog):
+    scene = await build_scene(server)
+    raw = '{"type":"message.send","id":1,"conversation_id":%d,"client_id":"s-1","text":"a\\ud800b"}' % scene.conversation
+    async with await server.connect(MARIE) as client:
+        before = await stored_rows(server)
+        await client.send_raw(raw)
+        answer = await client.reply(None)  # not JSON: no id could be read
+        assert answer["code"] == "request.invalid_json"
+        assert (await client.request("ping"))["pong"] is True
+        assert await stored_rows(server) == before
+    no_tracebacks(caplog)
+
+
+async def test_a_lone_surrogate_escape_in_a_json_body_is_invalid_json_and_nothing_is_stored(server, caplog):
+    scene = await build_scene(server)
+    token = await server.token(MARIE)
+    before = await stored_rows(server)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        response = await http.post(f"/api/conversations/{scene.conversation}/messages",
+                                   content=b'{"client_id":"s-2","text":"a\\udc00b"}',
+                                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "request.invalid_json"
+    assert await stored_rows(server) == before
+    no_tracebacks(caplog)
