@@ -143,8 +143,9 @@ class CollectiveSends:
                 await self.resume_all()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("looking for collective sends to resume failed")
+            except Exception as exc:
+                if not self.service.database.outage(exc):  # an outage is logged once (chat.storage.health)
+                    log.exception("looking for collective sends to resume failed")
             await asyncio.sleep(LEASE_SECONDS)
 
     async def stop(self) -> None:
