@@ -504,3 +504,17 @@ async def test_sqlite_locked_past_its_busy_timeout_answers_service_unavailable(b
     assert len(logs.lines("database unreachable")) == 1
     assert logs.tracebacks() == []
     await marie.close()
+
+
+async def test_a_collective_send_stopped_by_an_outage_leaves_one_line_and_no_traceback(service, logs, monkeypatch):
+    """A job that meets the outage stops (it stays running in the database and is
+    taken up again by the next look-up); the log has the outage's line only."""
+
+    async def refused(send_id: int, stop_after: int | None = None) -> None:
+        raise ConnectionRefusedError(111, "Connect call failed")
+
+    monkeypatch.setattr(service.collective, "run", refused)
+    service.collective._spawn(1)
+    await logs.wait_for("database unreachable")
+    await logs.wait_for("database reachable again")
+    assert logs.tracebacks() == []
