@@ -119,6 +119,17 @@ class CollectiveSends:
         task.send_id = send_id  # type: ignore[attr-defined]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task) -> None:
+        """A job that failed stays running in the database and is taken up again
+        by the next look-up (``_watch``); a database outage is logged once
+        (chat.storage.health), anything else here with its traceback."""
+        if task.cancelled() or task.exception() is None:
+            return
+        if not self.service.database.outage(task.exception()):
+            log.error("collective send %s stopped; it is taken up again within %.0f s", task.send_id,
+                      LEASE_SECONDS, exc_info=task.exception())
 
     async def resume_all(self) -> int:
         """At start-up: take up every job still running (another worker's lease may hold some)."""
@@ -143,8 +154,9 @@ class CollectiveSends:
                 await self.resume_all()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("looking for collective sends to resume failed")
+            except Exception as exc:
+                if not self.service.database.outage(exc):  # an outage is logged once (chat.storage.health)
+                    log.exception("looking for collective sends to resume failed")
             await asyncio.sleep(LEASE_SECONDS)
 
     async def stop(self) -> None:
@@ -212,8 +224,9 @@ class CollectiveSends:
                 if not await self._lease(send_id):
                     lost.set()
                     return
-            except Exception:  # the next beat tries again; the lease has two more
-                log.warning("collective send %s: renewing the lease failed", send_id, exc_info=True)
+            except Exception as exc:  # the next beat tries again; the lease has two more
+                if not self.service.database.outage(exc):
+                    log.warning("collective send %s: renewing the lease failed", send_id, exc_info=True)
 
     async def _record(self, send_id: int, results: dict[int, tuple[int | None, int | None]]) -> int:
         """The step's families done (one statement), and the job's count."""

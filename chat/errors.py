@@ -16,6 +16,8 @@ The tree::
     ├── Conflict              state does not allow it                 (409)
     ├── TooLarge              an upload above the R7 limit            (413)
     ├── RateLimited           too fast; carries ``retry_after``       (429)
+    ├── ServiceUnavailable    the database cannot be reached now;     (503)
+    │                         carries ``retry_after``
     └── ConfigError           bad configuration at start-up (never sent to a client)
 """
 
@@ -86,6 +88,17 @@ class RateLimited(ChatError):
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(retry_after=round(max(retry_after, 0.001), 3))
+
+
+class ServiceUnavailable(ChatError):
+    """The database cannot be reached (chat.storage.health): nothing was done,
+    and the same request can be sent again after ``retry_after`` seconds."""
+
+    status = 503
+    code = "service.unavailable"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(retry_after=retry_after)
 
 
 class ConfigError(ChatError):

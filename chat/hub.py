@@ -41,7 +41,7 @@ import time
 import weakref
 from collections import deque
 from enum import Enum
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable, Protocol
 
 import orjson
 
@@ -55,9 +55,34 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_SHUTDOWN = 1012  # service restart: reconnect and resume
 CLOSE_POLICY = 1008
+# The database is unreachable while the connection is being set up: reconnect
+# with backoff (RFC 6455's "try again later").
+CLOSE_TRY_AGAIN = 1013
+# A gap fill failed for a reason other than an outage or a lost membership: the
+# connection cannot keep its promise of every event in order, so it ends and
+# the client resumes (RFC 6455's "internal error").
+CLOSE_INTERNAL_ERROR = 1011
 
 ReplayFn = Callable[[int, int, int, int], Awaitable[list[tuple[int, str]]]]
 # replay(person_id, conversation_id, after_seq, limit) -> [(seq, frame)], authorised.
+
+
+class Database(Protocol):
+    """What the hub asks of the database's health (chat.storage.health.DatabaseHealth)."""
+
+    def outage(self, exc: BaseException) -> bool: ...  # is this failure an outage (noted if so)?
+    async def available(self) -> None: ...  # return once the database is reachable again
+
+
+class _AlwaysReachable:
+    """A hub with no database behind it (its unit tests): no failure is an outage."""
+
+    def outage(self, exc: BaseException) -> bool:
+        return False
+
+    async def available(self) -> None:
+        return None
+
 
 # One replay query returns at most this many events; a fill loops until done.
 REPLAY_BATCH = 500
@@ -379,11 +404,16 @@ class Hub:
         replay: ReplayFn,
         redis_prefix: str = "chat",
         refresh: Callable[[], Awaitable[None]] | None = None,
+        database: Database | None = None,
     ) -> None:
         self._replay = replay
         # Called first on a resync: re-reads memberships and sign-outs that
         # person-channel messages may have carried during a broker outage.
         self._refresh = refresh
+        # A replay or a refresh that meets a database outage waits for its end and goes on.
+        self._database: Database = database if database is not None else _AlwaysReachable()
+        # One resync at a time: two refreshes interleaved could show one join twice.
+        self._resync_lock = asyncio.Lock()
         self._resync_scheduled = False
         self.broker: Broker = create_broker(broker_url, self._on_message, self._resync, prefix=redis_prefix)
         # person id -> their connections here: a tuple, as most people have one
@@ -472,6 +502,10 @@ class Hub:
                 await self.broker.unsubscribe(person_channel(conn.person_id))
         for conversation_id in list(conn.positions) + list(conn.pending):
             await self._unsubscribe(conn, conversation_id)
+        await self.unregister_audiences(conn)
+
+    async def unregister_audiences(self, conn: Connection) -> None:
+        """Stop listening to announcements (the undoing of :meth:`register_audiences`)."""
         for channel, subs in list(self.audiences.items()):
             if conn in subs:
                 subs.discard(conn)
@@ -529,7 +563,15 @@ class Hub:
                 position = conn.positions.get(conversation_id)
                 if position is None:
                     return
-                events = await self._replay(conn.person_id, conversation_id, position, REPLAY_BATCH)
+                try:
+                    events = await self._replay(conn.person_id, conversation_id, position, REPLAY_BATCH)
+                except Exception as exc:
+                    if not self._database.outage(exc):
+                        raise
+                    # The database is away: the fill goes on from here once it is back;
+                    # meanwhile live events are noted (pending), as during any fill.
+                    await self._database.available()
+                    continue
                 for seq, frame in events:
                     await conn.writable()
                     if seq > conn.positions.get(conversation_id, seq):
@@ -543,10 +585,17 @@ class Hub:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # not a member any more, database hiccup: client must reload
-            log.info("gap fill stopped for conversation %s: %s", conversation_id, getattr(exc, "code", exc))
+        except Exception as exc:
             conn.positions.pop(conversation_id, None)
             conn.pending.pop(conversation_id, None)
+            if getattr(exc, "code", None) == "conversation.not_found":
+                # Not a member any more: its conversation.left comes (or came) on the person's channel.
+                log.info("gap fill stopped for conversation %s: %s", conversation_id, exc.code)
+            else:
+                # Anything else would leave the client silently behind: it resumes instead.
+                log.warning("gap fill for conversation %s failed (%s); closing the connection (%d) so that the "
+                            "client resumes", conversation_id, type(exc).__name__, CLOSE_INTERNAL_ERROR)
+                self._spawn(conn.close(CLOSE_INTERNAL_ERROR, "gap fill failed: resume from your last seq"))
         finally:
             if conversation_id in conn.filling:
                 conn.filling.discard(conversation_id)
@@ -727,17 +776,24 @@ class Hub:
             conn.push(frame)
 
     async def _resync(self) -> None:
-        """After a broker outage: fetch from the database what may have been missed."""
-        if self._refresh is not None:
-            try:
-                await self._refresh()
-            except Exception:
-                log.exception("refreshing memberships after a broker outage failed")
-        for conns in list(self.by_person.values()):
-            for conn in list(conns):
-                for conversation_id in list(conn.positions):
-                    if conversation_id not in conn.filling:
-                        self._start_fill(conn, conversation_id)
+        """After a broker outage: fetch from the database what may have been missed.
+        If the database is away too, the refresh waits for it and tries again,
+        and so does each fill: every live conversation is filled once it is back."""
+        async with self._resync_lock:
+            while self._refresh is not None:
+                try:
+                    await self._refresh()
+                except Exception as exc:
+                    if self._database.outage(exc):
+                        await self._database.available()
+                        continue
+                    log.exception("refreshing memberships after a broker outage failed")
+                break
+            for conns in list(self.by_person.values()):
+                for conn in list(conns):
+                    for conversation_id in list(conn.positions):
+                        if conversation_id not in conn.filling:
+                            self._start_fill(conn, conversation_id)
 
     def connection_count(self) -> int:
         return sum(len(c) for c in self.by_person.values())

@@ -60,6 +60,10 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Trop de requêtes. Réessayez dans {retry_after} s.",
         "Too many requests. Retry in {retry_after} s.",
     ),
+    "service.unavailable": (
+        "Le service est momentanément indisponible. Réessayez dans {retry_after} s.",
+        "The service is temporarily unavailable. Retry in {retry_after} s.",
+    ),
     # --- authentication (R21) ---------------------------------------------
     "auth.missing_token": (
         "Authentification requise : aucun jeton fourni.",

@@ -182,8 +182,9 @@ class Notifier:
                 await self.email_unread()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("notification pass failed; retrying at the next one")
+            except Exception as exc:
+                if not self.service.database.outage(exc):  # an outage is logged once (chat.storage.health)
+                    log.exception("notification pass failed; retrying at the next one")
             await asyncio.sleep(RELEASE_INTERVAL_SECONDS)
 
     # -- creating (inside the caller's transaction) -------------------------------------------------

@@ -256,8 +256,9 @@ class SendBatcher:
             accepted, now = await self._write(batch, turn)
         except Exception as exc:
             # Nothing of this batch was committed: each send goes again alone,
-            # where a lost race on a client_id becomes a duplicate answer.
-            if len(batch) > 1 or not isinstance(exc, ChatError):
+            # where a lost race on a client_id becomes a duplicate answer (and,
+            # after a database restart, on a new connection).  An outage is logged once, not per batch.
+            if (len(batch) > 1 or not isinstance(exc, ChatError)) and not self.service.database.outage(exc):
                 log.info("batch of %d sends rolled back (%s); sending one by one", len(batch), type(exc).__name__)
             await asyncio.gather(*(self._alone(item) for item in batch if not item.future.done()))
             return

@@ -38,6 +38,7 @@ from chat.policies import features, membership, messages
 from chat.policies.facts import ChildFacts, PersonFacts, Role
 from chat.storage import direct
 from chat.storage.db import is_sqlite, session_factory, sqlite_checkpointer
+from chat.storage.health import DatabaseHealth
 from chat.tasks import cancel_and_wait
 from chat.storage.models import (
     AuditEntry,
@@ -223,7 +224,10 @@ class ChatService:
         self.settings = settings
         self.engine = engine
         self.sessions = session_factory(engine)
-        self.hub = Hub(settings.broker_url, self.replay, settings.redis_prefix, refresh=self.refresh_connections)
+        # An outage of the database answers service.unavailable, logged once (chat.storage.health).
+        self.database = DatabaseHealth(engine)
+        self.hub = Hub(settings.broker_url, self.replay, settings.redis_prefix, refresh=self.refresh_connections,
+                       database=self.database)
         self.store = AttachmentStore(settings.attachments_dir)
         self._gc_task: asyncio.Task | None = None
         self._checkpoint_task: asyncio.Task | None = None
@@ -262,6 +266,7 @@ class ChatService:
         await cancel_and_wait(self._gc_task, self._checkpoint_task)
         await self.metrics.stop()
         await self.hub.stop()
+        await self.database.stop()
 
     async def _collect_uploads_forever(self) -> None:
         while True:
@@ -269,8 +274,9 @@ class ChatService:
                 removed = await self.collect_uploads(time.time())
                 if removed:
                     log.info("garbage-collected %d unattached uploads", removed)
-            except Exception:
-                log.exception("upload garbage collection failed")
+            except Exception as exc:
+                if not self.database.outage(exc):
+                    log.exception("upload garbage collection failed")
             await asyncio.sleep(UPLOAD_GC_INTERVAL_SECONDS)
 
     # -- authentication (R21) ------------------------------------------------------

@@ -28,13 +28,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from chat import logsafety
 from chat.auth import bearer_from_headers
 from chat.config import Settings
-from chat.errors import BadRequest, ChatError, Forbidden, NotFound, RateLimited
+from chat.errors import BadRequest, ChatError, Forbidden, NotFound, RateLimited, ServiceUnavailable
 from chat.frames import Fields, dumps, error_frame, parse, reply
-from chat.hub import CLOSE_POLICY, CLOSE_UNAUTHENTICATED, Connection, ConnectionState
+from chat.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, Connection, ConnectionState
 from chat.i18n import normalise_language
 from chat.policies.ratelimit import Bucket, take
 from chat.service import HISTORY_DEFAULT, Actor, ChatService
 from chat.storage.db import create_engine, upgrade
+from chat.storage.health import OUTAGE_ERRORS
 from chat.storage.models import Upload
 
 log = logging.getLogger("chat.web")
@@ -52,7 +53,7 @@ def _language(request: Request, actor: Actor | None = None) -> str:
 
 def error_response(exc: ChatError, language: str) -> JSONResponse:
     headers = {}
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, (RateLimited, ServiceUnavailable)):
         headers["Retry-After"] = str(max(1, int(exc.fields["retry_after"] + 0.999)))
     return JSONResponse({"error": exc.to_dict(language)}, status_code=exc.status, headers=headers)
 
@@ -507,16 +508,26 @@ class Session:
 
     async def start(self, positions: dict[int, int], announcements_after: int | None = None) -> dict[str, Any]:
         """Go live: replay from the client's positions, live-only elsewhere; replay
-        the announcements received after ``announcements_after``."""
-        self.started = True
+        the announcements received after ``announcements_after``.
+
+        Every read comes before the connection changes: a start that fails (the
+        database is away) leaves the connection as it was, not started, and the
+        client may send ``resume`` again (docs/protocol.md section 3)."""
         await self.service.hub.register_audiences(
             self.conn, await self.service.announcements.audience_channels(self.actor.id))
-        if announcements_after is not None:
-            for view in await self.service.announcements.mine(self.actor, after=announcements_after, limit=200):
-                self.service.hub.send(self.conn, dumps({"type": "announcement", "announcement": view}))
-        latest = await self.service.positions(self.actor.id)
+        try:  # the audiences first, so that no announcement slips between the replay and live ones
+            replayed = [] if announcements_after is None else await self.service.announcements.mine(
+                self.actor, after=announcements_after, limit=200)
+            latest = await self.service.positions(self.actor.id)
+            reasons = await self.service.resume_checks(self.actor.id, positions)
+            conversations = await self.service.list_conversations(self.actor)  # after latest: its last_seq >= them
+        except BaseException:
+            await self.service.hub.unregister_audiences(self.conn)
+            raise
+        self.started = True
+        for view in replayed:
+            self.service.hub.send(self.conn, dumps({"type": "announcement", "announcement": view}))
         resumed, reset = [], []
-        reasons = await self.service.resume_checks(self.actor.id, positions)
         for conversation_id, position in positions.items():
             reason = reasons[conversation_id]
             if reason is not None:
@@ -531,8 +542,7 @@ class Session:
         for conversation_id, last_seq in latest.items():
             if conversation_id not in resumed:
                 self.service.hub.track(self.conn, conversation_id, last_seq)
-        return {"resumed": resumed, "reset": reset,
-                "conversations": await self.service.list_conversations(self.actor)}
+        return {"resumed": resumed, "reset": reset, "conversations": conversations}
 
     async def receive(self, message: dict[str, Any]) -> bool:
         """Handle one ASGI message from the socket; False once the session is over.
@@ -584,7 +594,12 @@ class Session:
             self.service.hub.send(self.conn, error_frame(request_id, exc.to_dict(self.actor.language)))
         except (asyncio.CancelledError, WebSocketDisconnect):
             raise
-        except Exception:
+        except Exception as exc:
+            database = self.service.database
+            if database.outage(exc):  # expected: logged once per outage, the client retries
+                self.service.hub.send(self.conn, error_frame(request_id, database.unavailable().to_dict(
+                    self.actor.language)))
+                return
             log.exception("unexpected error handling a frame")
             self.service.hub.send(self.conn, error_frame(request_id, ChatError("internal.error").to_dict(self.actor.language)))
 
@@ -633,14 +648,22 @@ async def _open_session(websocket: WebSocket) -> Session | None:
     language = normalise_language(headers.get("accept-language"))
     try:
         actor = await service.authenticate(token)
+        conversation_ids = await service.active_conversation_ids(actor.id)
     except ChatError as exc:
         await websocket.send_text(error_frame(None, exc.to_dict(language)))
         await websocket.close(CLOSE_UNAUTHENTICATED, exc.code)
         return None
+    except Exception as exc:
+        if not service.database.outage(exc):
+            raise
+        # Nothing is registered yet: the client reconnects with backoff (docs/protocol.md section 9).
+        await websocket.send_text(error_frame(None, service.database.unavailable().to_dict(language)))
+        await websocket.close(CLOSE_TRY_AGAIN, "service unavailable")
+        return None
     _release_handshake(websocket.scope)
     session = Session(service, settings, websocket, actor)
     conn = session.conn
-    await service.hub.register(conn, await service.active_conversation_ids(actor.id))
+    await service.hub.register(conn, conversation_ids)
     conn.push(dumps({"type": "hello", "protocol": 1, "person": {
         "id": actor.id, "name": actor.name, "role": actor.role, "language": actor.language}}))
     return session
@@ -785,9 +808,18 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         language = normalise_language(request.headers.get("accept-language"))
         return JSONResponse({"error": ChatError("internal.error").to_dict(language)}, status_code=500)
 
+    async def outage_or_unexpected(request: Request, exc: Exception) -> Response:
+        """A database outage is expected: 503 service.unavailable with Retry-After,
+        logged once per outage.  Anything else goes on to :func:`unexpected`."""
+        database = request.app.state.service.database
+        if not database.outage(exc):
+            raise exc
+        return error_response(database.unavailable(), normalise_language(request.headers.get("accept-language")))
+
     # The web widget (issue 7): static files, outside /api and /ws, never attachments.
     routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True), name="static"))
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: unexpected},
+    handlers = {Exception: unexpected} | dict.fromkeys(OUTAGE_ERRORS, outage_or_unexpected)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
                     middleware=[Middleware(WebSocketFastPath), Middleware(SecurityHeaders)])
     app.state.settings = settings
     app.state.service = service
