@@ -36,12 +36,15 @@ class Clock:
 
 
 class Recorder:
-    """A delivery channel that keeps what it was given."""
+    """A delivery channel (in the e-mail's place) that keeps what it was given."""
+
+    name = "email"
+    timeout = 5.0
 
     def __init__(self) -> None:
         self.deliveries: list[tuple[str, bool, list[dict]]] = []
 
-    async def deliver(self, person, items, digest) -> None:
+    async def deliver(self, person, items, digest, key) -> None:
         self.deliveries.append((person.email, digest, items))
 
 
@@ -84,11 +87,13 @@ async def test_r15_held_at_2140_friday_released_tuesday_8am_after_thanksgiving_a
 
     clock.set(TUESDAY_8AM)
     assert await service.notifier.release_due() == 2
+    await service.notifier.send_due()
     assert [(email, digest, len(items)) for email, digest, items in recorder.deliveries] == [
         ("nadia.chabot@erables.test", True, 2)]
     feed = await service.notifier.feed(nadia)
     assert feed["unread"] == 2 and [n["held"] for n in feed["notifications"]] == [True, True]
     assert await service.notifier.release_due() == 0  # released once
+    assert await service.notifier.send_due() == 0 and len(recorder.deliveries) == 1  # and sent once
 
 
 async def test_r15_messages_are_live_at_once_only_the_notification_waits(server):
@@ -102,6 +107,7 @@ async def test_r15_messages_are_live_at_once_only_the_notification_waits(server)
         assert await count(server.service, Notification.person_id == nadia_id, Notification.held == True) == 1  # noqa: E712
         clock.set(TUESDAY_8AM)
         await server.service.notifier.release_due()
+        await server.service.notifier.send_due()
         digest = await nadia.next("notification.digest")
         assert len(digest["notifications"]) == 1 and digest["unread"] == 1
         assert digest["notifications"][0]["text"]["fr"].startswith("Marie Tremblay vous a écrit")
@@ -120,6 +126,7 @@ async def test_r15_held_notifications_survive_a_restart(settings, engine):
     second = ChatService(settings, engine)
     recorder = attach(second, clock)
     assert await second.notifier.release_due() == 1
+    await second.notifier.send_due()
     assert recorder.deliveries[0][0] == "nadia.chabot@erables.test"
 
 
@@ -134,6 +141,7 @@ async def test_r15_two_workers_release_each_notification_once(settings, engine):
     clock.set(TUESDAY_8AM)
     released = await asyncio.gather(a.notifier.release_due(), b.notifier.release_due())
     assert sum(released) == 20
+    await asyncio.gather(a.notifier.send_due(), b.notifier.send_due())
     items = [n["id"] for r in (recorder_a, recorder_b) for _, _, batch in r.deliveries for n in batch]
     assert len(items) == len(set(items)) == 20
 
@@ -173,6 +181,7 @@ async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(se
     await service.send_message(marie, cid, "b", "Deuxième message")
     clock.set(TUESDAY_8AM)
     assert await service.notifier.release_due() == 2
+    await service.notifier.send_due()
     (recipients, message), = [m for m in mailbox.messages if m[0] == ["nadia.chabot@erables.test"]]
     assert message["Subject"] == "Clic : 2 notification(s) pendant votre absence"
     body = message.get_content()
@@ -183,6 +192,7 @@ async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(se
     await service.send_message(nadia, cid, "n", "Réponse de l'enseignante")
     clock.set(TUESDAY_8AM + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     assert await service.notifier.email_unread() >= 1
+    await service.notifier.send_due()
     jean_mail = [m for r, m in mailbox.messages if r == ["jean.tremblay@parent.test"]]
     assert jean_mail and jean_mail[-1]["Subject"].startswith("Clic: ") and "Hello Jean Tremblay," in jean_mail[-1].get_content()
     assert "Nadia Chabot wrote to you" in jean_mail[-1].get_content()
@@ -220,6 +230,7 @@ async def test_reading_the_conversation_reads_its_notifications_so_no_e_mail_fol
     await service.mark_read(marie, cid, ack["seq"])
     clock.set(clock.now + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     await service.notifier.email_unread()
+    await service.notifier.send_due()
     assert [d for d in recorder.deliveries if d[0] == "marie.tremblay@parent.test"] == []
 
 
@@ -236,6 +247,7 @@ async def test_r17_a_switched_off_kind_for_one_child_creates_no_notification_and
     assert await count(service, Notification.person_id == marie.id) == 0
     clock.set(clock.now + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     await service.notifier.email_unread()
+    await service.notifier.send_due()
     assert [d for d in recorder.deliveries if d[0] == "marie.tremblay@parent.test"] == []
     # The other kinds, and the same kind for the other guardian, still notify.
     await service.react(nadia, (await service.send_message(marie, cid, "mine", "Merci"))["message_id"], "👍", True)
