@@ -431,3 +431,31 @@ def test_the_notification_lease_is_120_s_and_must_outlast_every_delivery_timeout
     assert load_settings({**env, "NOTIFY_LEASE_SECONDS": "50", "SMTP_TIMEOUT_SECONDS": "20"}).notify_lease_seconds == 50
     with pytest.raises(ConfigError):
         load_settings({**env, "NOTIFY_CONCURRENCY": "0"})
+
+
+async def test_a_send_pass_looks_deliveries_up_in_the_partial_index_of_those_still_to_send(service, backend):
+    """The delivery rows of every digest ever sent stay in the table; a send pass
+    claims through the partial index of rows not done (migration 0010), by
+    channel and due time, without a scan or a sort.  On SQLite's query plan."""
+    if backend != "embedded":
+        pytest.skip("query plans are checked on SQLite")
+    statements: dict[str, tuple] = {}
+
+    def record(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        if statement.lstrip().startswith("SELECT notificationdelivery.id") and "ORDER BY" in statement:
+            statements[statement] = tuple(parameters)
+
+    await service.notifier.stop()
+    engine = service.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await service.notifier.send_due()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(statements) == 1, statements  # one statement, for every channel
+    async with service.engine.connect() as connection:
+        for statement, parameters in statements.items():
+            plan = [row[-1] for row in (await connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters)).all()]
+            assert any("USING INDEX ix_notificationdelivery_due (channel=?" in step for step in plan), plan
+            assert not any("TEMP B-TREE" in step or step.startswith("SCAN") for step in plan), plan
