@@ -81,6 +81,20 @@ class Settings:
     # SQLite: how often the WAL is copied into the database file (chat.storage.db):
     # shorter for a shorter latency tail at light load, longer for throughput.
     sqlite_checkpoint_seconds: float = 0.2
+    # Notification deliveries (R15 digests, unread e-mails; chat/notifications.py).
+    # Each attempt on a channel is cut off after its timeout, everything included:
+    # a relay or gateway that hangs costs one slot that long, never the others.
+    smtp_timeout_seconds: float = 30.0
+    notify_webhook_timeout_seconds: float = 10.0
+    # Attempts in flight per channel and worker: 8 keeps well under the connection
+    # limits of common relays, and with every attempt hanging to its timeout, the
+    # 41 staff of a school still have their first e-mail attempt within 6 x 30 s.
+    notify_concurrency: int = 8
+    # The lease a worker holds on a delivery while it attempts it (renewed every
+    # third of it).  At least twice the longest timeout, so that an attempt in
+    # flight is never taken over; short, so that a dead worker's deliveries are
+    # taken up by another within two minutes.
+    notify_lease_seconds: float = 120.0
 
     @property
     def origins(self) -> tuple[str, ...]:
@@ -214,10 +228,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         demo=_get(env, "CHAT_DEMO", _flag, False),
         ping_interval=_get(env, "PING_INTERVAL_SECONDS", _positive(float), 20.0),
         sqlite_checkpoint_seconds=_get(env, "SQLITE_CHECKPOINT_SECONDS", _positive(float), 0.2),
+        smtp_timeout_seconds=_get(env, "SMTP_TIMEOUT_SECONDS", _positive(float), 30.0),
+        notify_webhook_timeout_seconds=_get(env, "NOTIFY_WEBHOOK_TIMEOUT_SECONDS", _positive(float), 10.0),
+        notify_concurrency=_get(env, "NOTIFY_CONCURRENCY", _positive(int), 8),
+        notify_lease_seconds=_get(env, "NOTIFY_LEASE_SECONDS", _positive(float), 120.0),
     )
+    check_notification_lease(settings.notify_lease_seconds,
+                             (settings.smtp_timeout_seconds, settings.notify_webhook_timeout_seconds))
     if not secret:  # only once everything else is known to be right
         secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))
     return settings.with_(secret_key=secret)
+
+
+def check_notification_lease(lease: float, timeouts: tuple[float, ...]) -> None:
+    """A delivery's lease must outlast any attempt twice over (see Settings): else a
+    worker could take over a delivery whose attempt is still in flight, and send it
+    again.  Raises ConfigError naming NOTIFY_LEASE_SECONDS."""
+    longest = max(timeouts, default=0.0)
+    if lease < 2 * longest:
+        raise ConfigError(variable="NOTIFY_LEASE_SECONDS", value=f"{lease:g}",
+                          problem=f"expected at least twice the longest delivery timeout ({longest:g} s), "
+                                  f"so that no attempt outlives its lease")
 
 
 def _hide_password(value: object) -> object:

@@ -11,15 +11,26 @@ working hours, released as one digest, shown in a feed per person and child.
   of the school's schedule, Quebec's statutory holidays, the school's closed
   days and the person's own hours.  Messages themselves are always delivered
   live; only the notification waits.
-* Release: a background pass claims due rows with a lease in the database
-  (``UPDATE … WHERE delivered_at IS NULL AND deliver_at <= now AND
-  lease_until < now``), so with several workers each notification is
-  released exactly once; then it pushes one ``notification.digest`` frame and
-  sends one digest e-mail per person.  Held rows survive restarts: the first
-  pass after start-up releases whatever came due meanwhile.
+* Release: a background pass releases due rows in **one transaction**: it
+  locks them (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer),
+  marks them delivered and writes, per person, one :class:`NotificationDelivery`
+  row for each channel (the ``notification.digest`` frame, the e-mail, the
+  push).  With several workers each notification is released once, into one
+  digest; a worker that dies mid-release released nothing, and the next pass of
+  any worker releases it all.  Held rows survive restarts: the first pass after
+  start-up releases whatever came due meanwhile.
+* Sending: each channel has its own task, which attempts due delivery rows,
+  ``concurrency`` at a time, each attempt under a lease on its row and cut off
+  after the channel's timeout (at most half the lease), so a slow channel or
+  person holds up nothing else.  A failed attempt is retried from the database
+  with backoff (:func:`retry_delay`), a success is marked done only by the worker
+  still holding the lease.  That is *at least once* per digest and channel, with
+  one send in practice: a second can only follow a crash (or a lost database)
+  between the channel's answer and its record, and carries the same key.
 * Notifications delivered at once (parents, staff at work) ping through the
   live event itself (the message, the announcement); if still unread after
-  ``EMAIL_AFTER_SECONDS`` they are e-mailed as one digest (urgent ones at once).
+  ``EMAIL_AFTER_SECONDS`` they are queued for e-mail (and push) in one
+  transaction the same way, one digest per person (urgent ones at once).
 
 The clock is injectable (``clock``) so tests move time without sleeping.
 """
@@ -34,19 +45,19 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 from sqlalchemy import Boolean, Float, Text, and_, bindparam, exists, func, insert, literal, null, or_, select, update
 
-from chat.config import Settings
+from chat.config import Settings, check_notification_lease
 from chat.errors import BadRequest, NotFound
 from chat.frames import dumps, timestamp
 from chat.i18n import notification_text
-from chat.mail import Channel, EmailChannel, Recipient, WebhookChannel, create_mailer, with_retries
+from chat.mail import Channel, EmailChannel, Recipient, WebhookChannel, create_mailer
 from chat.policies import working_hours
 from chat.policies.facts import SCHOOL_STAFF, Role
-from chat.storage.models import Notification, NotificationPreference, Person, School, Student
+from chat.storage.models import Notification, NotificationDelivery, NotificationPreference, Person, School, Student
 from chat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -59,10 +70,19 @@ KINDS = ("message", "added", "announcement", "reaction", "transport", "observati
 # short enough that a parent away from the app learns of a teacher's answer the same hour.
 EMAIL_AFTER_SECONDS = 600
 # The release pass runs this often; a held digest goes out within a minute of 08:00.
+# Each channel's send task also looks this often for deliveries another worker
+# released or whose retry came due.
 RELEASE_INTERVAL_SECONDS = 30.0
-# Longer than a whole pass can take (five retries of about 30 s per person, for
-# many people), so that no other worker claims rows still being released.
-LEASE_SECONDS = 900.0
+# A digest frame is one publish to the broker (well under a millisecond): five
+# seconds means the broker is stuck, and the attempt is retried later.
+FRAME_TIMEOUT_SECONDS = 5.0
+# A failed attempt is retried after 30 s, then twice as long each time up to 15
+# minutes: a relay back within minutes is used within a minute, a dead one costs a
+# try every quarter of an hour.  After a day a digest is news no longer: the
+# channel gives it up (logged as an error); the notifications stay in the feed.
+RETRY_FIRST_SECONDS = 30.0
+RETRY_MAX_SECONDS = 900.0
+GIVE_UP_AFTER_SECONDS = 24 * 3600.0
 # Bound on the release cache (it is cleared when full).
 CACHE_ENTRIES = 10_000
 # A school's hours and closed days are re-read at most this often (as its
@@ -112,6 +132,37 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def retry_delay(attempts: int) -> float:
+    """Seconds until the next attempt after ``attempts`` failed ones (30 s doubling, at most 15 min)."""
+    return min(RETRY_FIRST_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS)
+
+
+def delivery_bound(people: int, concurrency: int, timeout: float) -> float:
+    """The documented bound on a channel's first attempts for ``people`` digests
+    released together: every one has been attempted (sent, or failed and due for
+    a retry) within this many seconds of the send task starting on them, whatever
+    the other channels do — ``ceil(people / concurrency)`` rounds of at most one
+    timeout each (database time aside)."""
+    return -(-people // concurrency) * timeout
+
+
+class FrameChannel:
+    """The ``notification.digest`` frame on the person channel (every connection of
+    the person, on every worker).  Best effort live, like every person frame: a
+    person not connected, or a broker outage, finds the notifications in the feed."""
+
+    name = "frame"
+    timeout = FRAME_TIMEOUT_SECONDS
+
+    def __init__(self, notifier: "Notifier") -> None:
+        self.notifier = notifier
+
+    async def deliver(self, person: Recipient, items: list[dict[str, Any]], digest: bool, key: str) -> None:
+        frame = {"type": "notification.digest", "digest_id": key, "notifications": items,
+                 "unread": await self.notifier.unread_count(person.id)}
+        await self.notifier.service.hub.publish_person(person.id, "frame", dumps(frame))
+
+
 @dataclass
 class Pending:
     """A notification to create: who, what kind, about which child, what it says."""
@@ -156,36 +207,66 @@ class Notifier:
         self.clock = clock
         self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if channels is None:
-            channels = [EmailChannel(create_mailer(settings.smtp_url), settings.mail_from, settings.app_url)]
+            channels = [EmailChannel(create_mailer(settings.smtp_url, settings.smtp_timeout_seconds),
+                                     settings.mail_from, settings.app_url, settings.smtp_timeout_seconds)]
             if settings.notify_webhook_url:
-                channels.append(WebhookChannel(settings.notify_webhook_url))
+                channels.append(WebhookChannel(settings.notify_webhook_url, settings.notify_webhook_timeout_seconds))
+        # The external channels (an unread e-mail goes to these); a held digest also
+        # goes to the frame.
         self.channels = list(channels)
+        self.frame = FrameChannel(self)
+        self.lease_seconds = settings.notify_lease_seconds
+        self.concurrency = settings.notify_concurrency
+        check_notification_lease(self.lease_seconds, tuple(c.timeout for c in (self.frame, *self.channels)))
+        self._wake = {c.name: asyncio.Event() for c in (self.frame, *self.channels)}
         self._holidays: dict[int, frozenset[date]] = {}
         # Parsed school calendars (school id -> read at, calendar), and release
         # answers by (calendar, personal hours) with the span of time they hold for.
         self._calendars: dict[int, tuple[float, _Calendar]] = {}
         self._releases: dict[tuple, tuple[datetime, datetime, datetime | None]] = {}
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        """The release pass, and one send task per channel (so that a channel that
+        hangs holds up no other)."""
         self.holidays(self.clock().year)  # the holidays library loads its tables on first use (~0.5 s)
-        self._task = asyncio.create_task(self._run_forever(), name="notification-release")
+        self._tasks = [asyncio.create_task(self._release_forever(), name="notification-release")] + [
+            asyncio.create_task(self._send_forever(channel), name=f"notification-send-{channel.name}")
+            for channel in (self.frame, *self.channels)]
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        """Stop the passes.  An attempt cut short keeps its lease: another worker
+        (or this one after a restart) attempts it again once the lease has passed."""
+        await cancel_and_wait(*self._tasks)
 
-    async def _run_forever(self) -> None:
+    async def _release_forever(self) -> None:
         while True:
             try:
-                await self.release_due()
-                await self.email_unread()
+                if await self.release_due() + await self.email_unread():
+                    for wake in self._wake.values():
+                        wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if not self.service.database.outage(exc):  # an outage is logged once (chat.storage.health)
                     log.exception("notification pass failed; retrying at the next one")
             await asyncio.sleep(RELEASE_INTERVAL_SECONDS)
+
+    async def _send_forever(self, channel: Channel) -> None:
+        wake = self._wake[channel.name]
+        while True:
+            wake.clear()
+            try:
+                await self.send_due(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sending %s notifications failed; retrying at the next pass", channel.name)
+            try:
+                await asyncio.wait_for(wake.wait(), RELEASE_INTERVAL_SECONDS)
+            except TimeoutError:
+                pass
 
     # -- creating (inside the caller's transaction) -------------------------------------------------
     def holidays(self, year: int) -> frozenset[date]:
@@ -297,99 +378,196 @@ class Notifier:
         await session.execute(statement, {**params, "n_kind": kind, "n_code": code, "n_fields": dumps(fields),
                                           "n_link": dumps(link), "n_urgent": bool(urgent), "n_now": now})
 
-    # -- releasing (background, exactly once per row) ------------------------------------------------
-    async def _claim(self, condition, order=(Notification.id,)) -> list[Notification]:
-        now = self.clock()
+    # -- releasing (background, each row once, in one transaction) -----------------------------------
+    async def _queue(self, condition, order, now: datetime, *, digest: bool) -> int:
+        """Take up to RELEASE_BATCH rows matching ``condition`` (in ``order``, that of
+        the partial index the condition matches) and, in the same transaction,
+        mark them (delivered for a release, e-mailed for the unread pass) and write
+        one delivery row per person and channel for those still unread.  Another
+        worker's transaction skips the rows this one locked (PostgreSQL) or waits
+        for it (SQLite's single writer) and then finds them marked, so each row is
+        taken once; a crash before the commit takes nothing."""
         epoch = now.timestamp()
         async with self.sessions() as session, session.begin():
-            ids = (await session.execute(
-                select(Notification.id).where(condition, Notification.lease_until < epoch)
-                .order_by(*order).limit(RELEASE_BATCH))).scalars().all()
-            if not ids:
-                return []
-            await session.execute(
-                update(Notification).where(Notification.id.in_(ids), Notification.lease_until < epoch)
-                .values(lease_owner=self.worker, lease_until=epoch + LEASE_SECONDS))
-        async with self.sessions() as session:
-            return list((await session.execute(select(Notification).where(
-                Notification.id.in_(ids), Notification.lease_owner == self.worker,
-                Notification.lease_until == epoch + LEASE_SECONDS))).scalars().all())
+            rows = (await session.execute(
+                select(Notification.id, Notification.person_id, Notification.read_at).where(condition)
+                .order_by(*order).limit(RELEASE_BATCH).with_for_update(skip_locked=True))).all()
+            if not rows:
+                return 0
+            unread: dict[int, list[int]] = defaultdict(list)
+            for row in rows:
+                if row.read_at is None:
+                    unread[row.person_id].append(row.id)
+            if digest:
+                # Read meanwhile (the person opened the conversation): delivered, not announced again.
+                await session.execute(update(Notification).where(Notification.id.in_([r.id for r in rows]))
+                                      .values(delivered_at=now))
+            # E-mailed = in a digest whose e-mail is queued: the unread pass leaves it alone.
+            queued = [i for ids in unread.values() for i in ids]
+            if queued:
+                await session.execute(update(Notification).where(Notification.id.in_(queued)).values(emailed_at=now))
+            channels = [self.frame, *self.channels] if digest else self.channels
+            deliveries = [{"person_id": person_id, "channel": channel.name, "digest": digest,
+                           "notification_ids": dumps(ids), "created_at": now, "due_at": epoch, "attempts": 0,
+                           "lease_until": 0.0}
+                          for person_id, ids in unread.items() for channel in channels]
+            if deliveries:
+                await session.execute(insert(NotificationDelivery), deliveries)
+        return len(rows)
 
     async def release_due(self) -> int:
         """R15: release held notifications whose working time has come, as one digest
-        per person (a live frame and an e-mail).  Returns how many were released."""
+        per person (a frame, an e-mail, a push: delivery rows that :meth:`send_due`
+        sends).  Returns how many were released."""
         now = self.clock()
         # Earliest due first, in the order of the partial index of held rows (by id,
         # SQLite would rather walk the whole table in id order).
-        claimed = await self._claim(and_(Notification.delivered_at.is_(None), Notification.deliver_at <= now),
-                                    order=(Notification.deliver_at, Notification.id))
-        if not claimed:
-            return 0
-        by_person = self._group(claimed)
-        recipients = await self._recipients(by_person)
-        for person_id, items in by_person.items():
-            ids = [n.id for n in items]
-            async with self.sessions() as session, session.begin():
-                await session.execute(update(Notification).where(Notification.id.in_(ids)).values(delivered_at=now))
-            for n in items:
-                n.delivered_at = now
-            # Read meanwhile (the person opened the conversation): delivered, not announced again.
-            rendered = [self.render(n, recipients[person_id].language) for n in items if n.read_at is None]
-            if not rendered:
-                async with self.sessions() as session, session.begin():
-                    await session.execute(update(Notification).where(Notification.id.in_(ids)).values(
-                        lease_owner=None, lease_until=0.0))
-                continue
-            await self.service.hub.publish_person(person_id, "frame", dumps(
-                {"type": "notification.digest", "notifications": rendered, "unread": await self.unread_count(person_id)}))
-            # If the e-mail fails for good, the rows stay unread and un-e-mailed: the
-            # unread pass tries again later.  Delivery in the bell has happened either way.
-            sent = await self._send(recipients[person_id], rendered, digest=True)
-            async with self.sessions() as session, session.begin():
-                await session.execute(update(Notification).where(Notification.id.in_(ids)).values(
-                    emailed_at=now if sent else None, lease_owner=None, lease_until=0.0))
-        return len(claimed)
+        return await self._queue(and_(Notification.delivered_at.is_(None), Notification.deliver_at <= now),
+                                 (Notification.deliver_at, Notification.id), now, digest=True)
 
     async def email_unread(self) -> int:
-        """E-mail what stayed unread (urgent ones at once), one digest per person."""
+        """Queue what stayed unread (urgent ones at once) for e-mail, one digest per
+        person (delivery rows for the e-mail and the push).  Returns how many."""
         now = self.clock()
         cutoff = now - timedelta(seconds=EMAIL_AFTER_SECONDS)
-        # Oldest first, in the order of the partial index of unread, un-e-mailed rows
-        # (by id, SQLite would rather walk the whole table in id order).
-        claimed = await self._claim(and_(
+        # Oldest first, in the order of the partial index of unread, un-e-mailed rows.
+        return await self._queue(and_(
             Notification.delivered_at.is_not(None), Notification.read_at.is_(None), Notification.emailed_at.is_(None),
             or_(Notification.delivered_at <= cutoff, Notification.urgent == True)),  # noqa: E712
-            order=(Notification.delivered_at, Notification.id))
-        if not claimed:
-            return 0
-        by_person = self._group(claimed)
-        recipients = await self._recipients(by_person)
-        for person_id, items in by_person.items():
-            rendered = [self.render(n, recipients[person_id].language) for n in items]
-            sent = await self._send(recipients[person_id], rendered, digest=False)
+            (Notification.delivered_at, Notification.id), now, digest=False)
+
+    # -- sending (background, per channel, each attempt under a lease) -------------------------------
+    async def send_due(self, channel: Channel | None = None) -> int:
+        """Attempt every delivery due now on ``channel`` (every channel at once when
+        None), ``concurrency`` at a time per channel; returns how many were done
+        (sent, nothing left to send, or given up).  Failed ones wait for their retry."""
+        channels = [channel] if channel is not None else [self.frame, *self.channels]
+        return sum(await asyncio.gather(*(self._drain(c) for c in channels)))
+
+    async def _drain(self, channel: Channel) -> int:
+        done = 0
+        in_flight: set[asyncio.Task] = set()
+        keeper = asyncio.create_task(self._keep_leases(channel.name))
+        try:
+            more = True
+            while True:
+                free = self.concurrency - len(in_flight)
+                if more and free > 0:
+                    try:
+                        deliveries = await self._claim(channel.name, free)
+                    except Exception as exc:  # the database: let the attempts in flight finish and record
+                        log.warning("claiming %s deliveries failed (%s); trying again at the next pass",
+                                    channel.name, type(exc).__name__)
+                        deliveries = []
+                    more = len(deliveries) == free
+                    in_flight.update(asyncio.create_task(self._attempt(channel, d)) for d in deliveries)
+                if not in_flight:
+                    return done
+                finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                done += sum(task.result() for task in finished)
+        finally:
+            await cancel_and_wait(keeper, *in_flight)
+
+    async def _claim(self, channel: str, limit: int) -> list[NotificationDelivery]:
+        """Take up to ``limit`` due deliveries of ``channel`` whose lease is free (never
+        held, given back, or passed: its worker died) for one attempt each."""
+        now = self.clock().timestamp()
+        async with self.sessions() as session, session.begin():
+            ids = (await session.execute(
+                select(NotificationDelivery.id).where(
+                    NotificationDelivery.channel == channel, NotificationDelivery.done_at.is_(None),
+                    NotificationDelivery.due_at <= now, NotificationDelivery.lease_until < now)
+                .order_by(NotificationDelivery.due_at, NotificationDelivery.id).limit(limit)
+                .with_for_update(skip_locked=True))).scalars().all()
+            if not ids:
+                return []
+            await session.execute(
+                update(NotificationDelivery).where(NotificationDelivery.id.in_(ids),
+                                                   NotificationDelivery.lease_until < now)
+                .values(lease_owner=self.worker, lease_until=now + self.lease_seconds,
+                        attempts=NotificationDelivery.attempts + 1))
+            claimed = (await session.execute(select(NotificationDelivery).where(
+                NotificationDelivery.id.in_(ids), NotificationDelivery.lease_owner == self.worker)
+                .order_by(NotificationDelivery.id))).scalars().all()
+            session.expunge_all()
+        return list(claimed)
+
+    async def _keep_leases(self, channel: str) -> None:
+        """Renew this worker's leases on ``channel`` every third of a lease, while its
+        attempts run (each is shorter than half a lease anyway: this covers a slow
+        database when recording the outcome)."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                async with self.sessions() as session, session.begin():
+                    await session.execute(update(NotificationDelivery).where(
+                        NotificationDelivery.channel == channel, NotificationDelivery.lease_owner == self.worker,
+                        NotificationDelivery.done_at.is_(None)).values(
+                        lease_until=self.clock().timestamp() + self.lease_seconds))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next beat tries again; the lease has two more
+                log.warning("renewing the %s delivery leases failed (%s)", channel, type(exc).__name__)
+
+    async def _attempt(self, channel: Channel, delivery: NotificationDelivery) -> int:
+        """One attempt, cut off after the channel's timeout; its outcome recorded only
+        if this worker still holds the lease.  1 when the delivery is done."""
+        error: str | None = None
+        items: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(channel.timeout):
+                person, items = await self._contents(delivery)
+                if items:
+                    key = f"{delivery.id}.{delivery.created_at:%Y%m%d%H%M%S}"
+                    await channel.deliver(person, items, delivery.digest, key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = type(exc).__name__
+        now = self.clock()
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": 0.0, "last_error": error}
+        if error is None:
+            values.update(done_at=now, outcome="sent" if items else "nothing")
+        elif now.timestamp() - delivery.created_at.timestamp() >= GIVE_UP_AFTER_SECONDS:
+            values.update(done_at=now, outcome="failed")
+            log.error("%s to person %s given up after %d attempts: %s", channel.name, delivery.person_id,
+                      delivery.attempts, error)
+        else:
+            delay = retry_delay(delivery.attempts)
+            values.update(due_at=now.timestamp() + delay)
+            log.warning("%s to person %s failed (attempt %d, next in %g s): %s", channel.name, delivery.person_id,
+                        delivery.attempts, delay, error)
+        # Recorded only while this worker still owns the row: a claim always writes its
+        # owner, so "owner = me" means no one has taken it over.  (Also requiring
+        # "lease_until > now" would only add copies: an attempt that ended after its
+        # lease lapsed, with no one having taken it, would then be made again.)
+        try:
             async with self.sessions() as session, session.begin():
-                await session.execute(update(Notification).where(Notification.id.in_([n.id for n in items])).values(
-                    emailed_at=now if sent else None, lease_owner=None, lease_until=0.0 if sent else now.timestamp() + 300))
-        return len(claimed)
+                result = await session.execute(update(NotificationDelivery).where(
+                    NotificationDelivery.id == delivery.id, NotificationDelivery.lease_owner == self.worker)
+                    .values(**values))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one line: the database is down, and every attempt would say so
+            log.warning("recording a %s delivery to person %s failed (%s); it is attempted again after its lease",
+                        channel.name, delivery.person_id, type(exc).__name__)
+            return 0
+        if result.rowcount != 1:
+            # Only if this worker stalled for longer than the lease less the timeout.
+            log.warning("%s delivery %s: another worker took it over during the attempt", channel.name, delivery.id)
+            return 0
+        return 1 if "done_at" in values else 0
 
-    @staticmethod
-    def _group(rows: Iterable[Notification]) -> dict[int, list[Notification]]:
-        grouped: dict[int, list[Notification]] = defaultdict(list)
-        for row in rows:
-            grouped[row.person_id].append(row)
-        return grouped
-
-    async def _recipients(self, by_person: dict[int, list[Notification]]) -> dict[int, Recipient]:
+    async def _contents(self, delivery: NotificationDelivery) -> tuple[Recipient, list[dict[str, Any]]]:
+        """Who, and the digest's notifications they have not read meanwhile, rendered
+        in their language."""
         async with self.sessions() as session:
-            people = (await session.execute(select(Person).where(Person.id.in_(list(by_person))))).scalars().all()
-        return {p.id: Recipient(p.id, p.name, p.email, p.language) for p in people}
-
-    async def _send(self, person: Recipient, items: list[dict[str, Any]], digest: bool) -> bool:
-        """Every channel gets it; the answer is the first (e-mail) channel's, so a
-        failing webhook does not make the e-mail go out again and again."""
-        results = [await with_retries(lambda c=channel: c.deliver(person, items, digest),
-                                      f"{type(channel).__name__} to person {person.id}") for channel in self.channels]
-        return results[0] if results else True
+            person = await session.get(Person, delivery.person_id)
+            rows = (await session.execute(select(Notification).where(
+                Notification.id.in_(orjson.loads(delivery.notification_ids)), Notification.read_at.is_(None))
+                .order_by(Notification.id))).scalars().all()
+        recipient = Recipient(person.id, person.name, person.email, person.language)
+        return recipient, [self.render(n, person.language) for n in rows]
 
     # -- reading (R16) and preferences (R17) ---------------------------------------------------------
     @staticmethod

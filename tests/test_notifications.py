@@ -36,16 +36,22 @@ class Clock:
 
 
 class Recorder:
-    """A delivery channel that keeps what it was given."""
+    """A delivery channel (in the e-mail's place) that keeps what it was given."""
+
+    name = "email"
+    timeout = 5.0
 
     def __init__(self) -> None:
         self.deliveries: list[tuple[str, bool, list[dict]]] = []
 
-    async def deliver(self, person, items, digest) -> None:
+    async def deliver(self, person, items, digest, key) -> None:
         self.deliveries.append((person.email, digest, items))
 
 
-def attach(service: ChatService, clock: Clock, channels=None) -> Recorder:
+async def attach(service: ChatService, clock: Clock, channels=None) -> Recorder:
+    """The test's notifier in place of the service's, whose passes (on the real
+    clock, later than the tests' dates) are stopped first."""
+    await service.notifier.stop()
     recorder = Recorder()
     service.notifier = Notifier(service, service.settings, clock=clock, channels=channels or [recorder])
     return recorder
@@ -64,7 +70,7 @@ async def count(service: ChatService, *where) -> int:
 
 async def test_r15_held_at_2140_friday_released_tuesday_8am_after_thanksgiving_as_one_digest(service):
     clock = Clock(FRIDAY_EVENING)
-    recorder = attach(service, clock)
+    recorder = await attach(service, clock)
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service)
     await service.send_message(marie, cid, "fri", "Léa a oublié son sac.")
@@ -84,16 +90,18 @@ async def test_r15_held_at_2140_friday_released_tuesday_8am_after_thanksgiving_a
 
     clock.set(TUESDAY_8AM)
     assert await service.notifier.release_due() == 2
+    await service.notifier.send_due()
     assert [(email, digest, len(items)) for email, digest, items in recorder.deliveries] == [
         ("nadia.chabot@erables.test", True, 2)]
     feed = await service.notifier.feed(nadia)
     assert feed["unread"] == 2 and [n["held"] for n in feed["notifications"]] == [True, True]
     assert await service.notifier.release_due() == 0  # released once
+    assert await service.notifier.send_due() == 0 and len(recorder.deliveries) == 1  # and sent once
 
 
 async def test_r15_messages_are_live_at_once_only_the_notification_waits(server):
     clock = Clock(FRIDAY_EVENING)
-    attach(server.service, clock)
+    await attach(server.service, clock)
     async with await server.connect(MARIE) as marie, await server.connect(NADIA) as nadia:
         cid = await lea_conversation(server.service)
         await marie.request("message.send", conversation_id=cid, client_id="late", text="Bonsoir")
@@ -102,6 +110,7 @@ async def test_r15_messages_are_live_at_once_only_the_notification_waits(server)
         assert await count(server.service, Notification.person_id == nadia_id, Notification.held == True) == 1  # noqa: E712
         clock.set(TUESDAY_8AM)
         await server.service.notifier.release_due()
+        await server.service.notifier.send_due()
         digest = await nadia.next("notification.digest")
         assert len(digest["notifications"]) == 1 and digest["unread"] == 1
         assert digest["notifications"][0]["text"]["fr"].startswith("Marie Tremblay vous a écrit")
@@ -110,7 +119,7 @@ async def test_r15_messages_are_live_at_once_only_the_notification_waits(server)
 async def test_r15_held_notifications_survive_a_restart(settings, engine):
     clock = Clock(FRIDAY_EVENING)
     first = ChatService(settings, engine)
-    attach(first, clock)
+    await attach(first, clock)
     marie = await actor_for(first, MARIE)
     cid = await lea_conversation(first)
     await first.send_message(marie, cid, "before-restart", "Message du vendredi soir")
@@ -118,15 +127,16 @@ async def test_r15_held_notifications_survive_a_restart(settings, engine):
 
     clock.set(TUESDAY_8AM + timedelta(minutes=1))
     second = ChatService(settings, engine)
-    recorder = attach(second, clock)
+    recorder = await attach(second, clock)
     assert await second.notifier.release_due() == 1
+    await second.notifier.send_due()
     assert recorder.deliveries[0][0] == "nadia.chabot@erables.test"
 
 
 async def test_r15_two_workers_release_each_notification_once(settings, engine):
     clock = Clock(FRIDAY_EVENING)
     a, b = ChatService(settings, engine), ChatService(settings, engine)
-    recorder_a, recorder_b = attach(a, clock), attach(b, clock)
+    recorder_a, recorder_b = await attach(a, clock), await attach(b, clock)
     marie = await actor_for(a, MARIE)
     cid = await lea_conversation(a)
     for i in range(20):
@@ -134,6 +144,7 @@ async def test_r15_two_workers_release_each_notification_once(settings, engine):
     clock.set(TUESDAY_8AM)
     released = await asyncio.gather(a.notifier.release_due(), b.notifier.release_due())
     assert sum(released) == 20
+    await asyncio.gather(a.notifier.send_due(), b.notifier.send_due())
     items = [n["id"] for r in (recorder_a, recorder_b) for _, _, batch in r.deliveries for n in batch]
     assert len(items) == len(set(items)) == 20
 
@@ -173,6 +184,7 @@ async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(se
     await service.send_message(marie, cid, "b", "Deuxième message")
     clock.set(TUESDAY_8AM)
     assert await service.notifier.release_due() == 2
+    await service.notifier.send_due()
     (recipients, message), = [m for m in mailbox.messages if m[0] == ["nadia.chabot@erables.test"]]
     assert message["Subject"] == "Clic : 2 notification(s) pendant votre absence"
     body = message.get_content()
@@ -183,6 +195,7 @@ async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(se
     await service.send_message(nadia, cid, "n", "Réponse de l'enseignante")
     clock.set(TUESDAY_8AM + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     assert await service.notifier.email_unread() >= 1
+    await service.notifier.send_due()
     jean_mail = [m for r, m in mailbox.messages if r == ["jean.tremblay@parent.test"]]
     assert jean_mail and jean_mail[-1]["Subject"].startswith("Clic: ") and "Hello Jean Tremblay," in jean_mail[-1].get_content()
     assert "Nadia Chabot wrote to you" in jean_mail[-1].get_content()
@@ -191,7 +204,7 @@ async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(se
 # -- feed (R16) and preferences (R17) ---------------------------------------------------------------------
 async def test_r16_feed_is_newest_first_per_child_with_unread_counts_and_marking_read(service):
     clock = Clock(TUESDAY_8AM + timedelta(hours=2))
-    attach(service, clock)
+    await attach(service, clock)
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service)
     for i in range(3):
@@ -213,19 +226,20 @@ async def test_r16_feed_is_newest_first_per_child_with_unread_counts_and_marking
 
 async def test_reading_the_conversation_reads_its_notifications_so_no_e_mail_follows(service):
     clock = Clock(TUESDAY_8AM + timedelta(hours=2))
-    recorder = attach(service, clock)
+    recorder = await attach(service, clock)
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service)
     ack = await service.send_message(nadia, cid, "n", "Bonjour")
     await service.mark_read(marie, cid, ack["seq"])
     clock.set(clock.now + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     await service.notifier.email_unread()
+    await service.notifier.send_due()
     assert [d for d in recorder.deliveries if d[0] == "marie.tremblay@parent.test"] == []
 
 
 async def test_r17_a_switched_off_kind_for_one_child_creates_no_notification_and_no_e_mail(service):
     clock = Clock(TUESDAY_8AM + timedelta(hours=2))
-    recorder = attach(service, clock)
+    recorder = await attach(service, clock)
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     lea = await child_id(service, "Léa")
     await service.notifier.set_preference(marie, lea, "message", False)
@@ -236,6 +250,7 @@ async def test_r17_a_switched_off_kind_for_one_child_creates_no_notification_and
     assert await count(service, Notification.person_id == marie.id) == 0
     clock.set(clock.now + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     await service.notifier.email_unread()
+    await service.notifier.send_due()
     assert [d for d in recorder.deliveries if d[0] == "marie.tremblay@parent.test"] == []
     # The other kinds, and the same kind for the other guardian, still notify.
     await service.react(nadia, (await service.send_message(marie, cid, "mine", "Merci"))["message_id"], "👍", True)
@@ -262,7 +277,7 @@ async def test_a_school_with_no_working_hours_notifies_at_once_instead_of_never(
     async with service.sessions() as session, session.begin():
         await session.execute(update(School).where(School.code == "ERABLES").values(working_hours="{}"))
     clock = Clock(FRIDAY_EVENING)
-    attach(service, clock)
+    await attach(service, clock)
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service)
     await service.send_message(marie, cid, "x", "Bonsoir")
@@ -273,7 +288,7 @@ async def test_r17_an_announcement_switched_off_for_one_child_creates_no_notific
     from chat.storage.models import Group
 
     clock = Clock(TUESDAY_8AM + timedelta(hours=2))
-    attach(service, clock)
+    await attach(service, clock)
     marie, jean, nadia = [await actor_for(service, e) for e in (MARIE, JEAN, NADIA)]
     await service.notifier.set_preference(marie, await child_id(service, "Léa"), "announcement", False)
     async with service.sessions() as session:
@@ -289,7 +304,7 @@ async def test_an_integration_notice_notifies_each_guardian_once_for_the_child_u
     from chat.storage.models import Student
 
     clock = Clock(TUESDAY_8AM - timedelta(hours=10))  # night: staff would be held, guardians are not
-    attach(service, clock)
+    await attach(service, clock)
     marie, jean = await actor_for(service, MARIE), await actor_for(service, JEAN)
     lea = await child_id(service, "Léa")
     await service.notifier.set_preference(jean, lea, "transport", False)
@@ -308,7 +323,7 @@ async def test_r17_an_announcement_switched_off_for_all_children_creates_none_fo
     """Off for all children (child 0): no notification for Marie, while the
     others (Jean, Léa's other guardian, too) still get theirs."""
     clock = Clock(TUESDAY_8AM + timedelta(hours=2))
-    attach(service, clock)
+    await attach(service, clock)
     marie, jean, direction = [await actor_for(service, e) for e in (MARIE, JEAN, DIRECTION)]
     await service.notifier.set_preference(marie, None, "announcement", False)
     async with service.sessions() as session:

@@ -357,7 +357,38 @@ class Notification(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=Moment)
     emailed_at: datetime | None = None
     read_at: datetime | None = None
-    # A lease in the database: with several workers each notification is released once.
+    # Unused since migration 0010: a release is now one transaction (no lease), and
+    # the slow part, telling people, is leased per NotificationDelivery row.  Kept
+    # because dropping a column rebuilds the whole table on SQLite.
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float = Field(default=0.0)
+
+
+class NotificationDelivery(SQLModel, table=True):
+    """One digest to send on one channel (``frame``, ``email``, ``push``): what is
+    left to tell a person once their notifications are released (R15) or due for
+    an unread e-mail.  Written in the transaction that releases them, so a
+    committed release never lacks its deliveries; sent, retried with backoff or
+    given up later, each attempt under a lease (migration 0010)."""
+
+    __table_args__ = (
+        # The send passes: rows still to send, per channel, by due time.
+        Index("ix_notificationdelivery_due", "channel", "due_at", **_where("done_at IS NULL")),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int  # person.id (no foreign key, as Notification)
+    channel: str = Field(max_length=16)
+    digest: bool = Field(default=True)  # a held digest (R15), or unread notifications e-mailed
+    # JSON list of the notification ids the digest carries (those read before it is
+    # sent are left out of it then).
+    notification_ids: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
+    due_at: float = Field(default=0.0)  # epoch seconds: the next attempt
+    attempts: int = Field(default=0)  # counted when an attempt starts (a crash counts too)
+    last_error: str | None = Field(default=None, max_length=100)  # an exception's class, never its text
+    done_at: datetime | None = Field(default=None, sa_type=Moment)
+    outcome: str | None = Field(default=None, max_length=16)  # sent | nothing (all read) | failed (given up)
+    # The worker attempting it, until when (epoch seconds).
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: float = Field(default=0.0)
 
