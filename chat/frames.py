@@ -7,6 +7,7 @@ errors that say what was expected and what came (``request.wrong_type``).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,6 +50,31 @@ def reply(request_id: Any, **data: Any) -> str:
 
 def error_frame(request_id: Any, body: dict[str, Any]) -> str:
     return dumps({"type": "error", "id": request_id, **body})
+
+
+# Ids and seqs are 64-bit signed integers (docs/protocol.md §1): the database's
+# BIGINT (PostgreSQL, migration 0009) and INTEGER (SQLite).  A value outside
+# is refused when the frame or request is read, before it reaches a query.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A plain decimal integer as text (a JSON object key, a URL's path or query):
+# an optional minus and ASCII digits.  Python's int() also takes spaces,
+# underscores, a plus sign and non-ASCII digits.
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
+
+
+def is_int64(value: Any) -> bool:
+    """A JSON integer (not a boolean) within the 64-bit range."""
+    return isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
+
+
+def decimal_int64(raw: str) -> int | None:
+    """``raw`` as an integer if it is a plain decimal integer within the 64-bit
+    range, else None.  At most 20 characters are read: a longer string of
+    digits is out of range without being converted."""
+    if _DECIMAL.fullmatch(raw) is None:
+        return None
+    value = int(raw)
+    return value if INT64_MIN <= value <= INT64_MAX else None
 
 
 _TYPE_NAMES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object", float: "number"}
@@ -95,7 +121,7 @@ class Fields:
 
     def int(self, name: str, required: bool = True, default: int | None = None) -> Any:
         value = self._get(name, (int,), "integer", required, default)
-        if value is not None and not -(2**63) < value < 2**63:
+        if value is not None and not INT64_MIN <= value <= INT64_MAX:
             raise BadRequest("request.wrong_type", field=name, expected="64-bit integer", got="larger number")
         return value
 
@@ -104,7 +130,7 @@ class Fields:
 
     def int_list(self, name: str, required: bool = True) -> list[int]:
         values = self._get(name, (list,), "array of integers", required, [])
-        if len(values) > 1000 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if len(values) > 1000 or not all(is_int64(v) for v in values):
             raise BadRequest("request.wrong_type", field=name, expected="array of integers", got="other")
         return values
 
@@ -123,11 +149,10 @@ class Fields:
         if len(raw) > 10000:
             raise BadRequest("request.wrong_type", field=name, expected="at most 10000 entries", got=str(len(raw)))
         for key, value in raw.items():
-            try:
-                conversation_id = int(key)
-            except ValueError:
-                raise BadRequest("request.wrong_type", field=name, expected="integer keys", got=key[:20]) from None
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            conversation_id = decimal_int64(key)
+            if conversation_id is None:
+                raise BadRequest("request.wrong_type", field=name, expected="64-bit integer keys", got=key[:20])
+            if not is_int64(value) or value < 0:
                 raise BadRequest("request.wrong_type", field=name, expected="non-negative integers", got=type_name(value))
             result[conversation_id] = value
         return result

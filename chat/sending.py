@@ -71,7 +71,7 @@ def _existing(size: int):
     statement = _EXISTING_BY_SIZE.get(size)
     if statement is None:
         m = _MESSAGES.c
-        pairs = ", ".join(f"(CAST(:a{i} AS INTEGER), CAST(:c{i} AS VARCHAR(64)))" for i in range(size))
+        pairs = ", ".join(f"(CAST(:a{i} AS BIGINT), CAST(:c{i} AS VARCHAR(64)))" for i in range(size))
         statement = _EXISTING_BY_SIZE[size] = text(
             f"WITH sent (author_id, client_id) AS (VALUES {pairs}) "
             f"SELECT m.id, m.author_id, m.client_id, m.conversation_id, m.seq, m.created_at "

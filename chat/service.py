@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import orjson
-from sqlalchemy import (Integer, String, and_, bindparam, case, cast, func, insert, literal, null, or_, select,
+from sqlalchemy import (BigInteger, String, and_, bindparam, case, cast, func, insert, literal, null, or_, select,
                         union_all, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -89,7 +89,7 @@ def _facts_statement():
                       (cast(null(), String) if role is None else role).label("role"))
 
     return union_all(
-        tagged(_ROLE, Person.id, cast(null(), Integer), Person.role).where(Person.id.in_(ids)),
+        tagged(_ROLE, Person.id, cast(null(), BigInteger), Person.role).where(Person.id.in_(ids)),
         tagged(_SCHOOL, StaffSchool.person_id, StaffSchool.school_id).where(StaffSchool.person_id.in_(ids)),
         tagged(_GROUP, TeacherGroup.person_id, TeacherGroup.group_id).where(TeacherGroup.person_id.in_(ids)),
         tagged(_CHILD, Guardianship.person_id, Guardianship.student_id).where(Guardianship.person_id.in_(ids)))

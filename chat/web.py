@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import Headers, MutableHeaders
@@ -29,7 +30,7 @@ from chat import logsafety
 from chat.auth import bearer_from_headers
 from chat.config import Settings
 from chat.errors import BadRequest, ChatError, Forbidden, NotFound, RateLimited, ServiceUnavailable
-from chat.frames import Fields, dumps, error_frame, parse, reply
+from chat.frames import Fields, decimal_int64, dumps, error_frame, parse, reply
 from chat.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, Connection, ConnectionState
 from chat.i18n import normalise_language
 from chat.policies.ratelimit import Bucket, take
@@ -98,10 +99,39 @@ def _query_int(request: Request, name: str, default: int | None = None) -> int |
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest("request.wrong_type", field=name, expected="integer", got=raw[:20]) from None
+    value = decimal_int64(raw)
+    if value is None:
+        raise BadRequest("request.wrong_type", field=name, expected="64-bit integer", got=raw[:20])
+    return value
+
+
+class PathId(Convertor[str]):
+    """``{name:id}`` in a route: a path segment of digits, with a minus or not,
+    read by :func:`_path_id` once the caller is authenticated.  Starlette's
+    ``int`` convertor converts while routing, where an id outside 64 bits (or
+    past Python's 4,300 digits) could only fail as a 500; and it leaves a
+    negative id to the plain-text 404 of an unknown path."""
+
+    regex = "-?[0-9]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: Any) -> str:
+        return str(value)
+
+
+register_url_convertor("id", PathId())
+
+
+def _path_id(request: Request, name: str) -> int:
+    """A ``{name:id}`` path parameter: 64-bit, else ``request.wrong_type`` (400);
+    an id that names nothing (zero, negative) is the route's own not_found."""
+    raw = request.path_params[name]
+    value = decimal_int64(raw)
+    if value is None:
+        raise BadRequest("request.wrong_type", field=name, expected="64-bit integer", got=raw[:20])
+    return value
 
 
 async def http_me(service: ChatService, actor: Actor, request: Request) -> Any:
@@ -122,12 +152,12 @@ async def http_conversations(service: ChatService, actor: Actor, request: Reques
 
 
 async def http_conversation(service: ChatService, actor: Actor, request: Request) -> Any:
-    return await service.conversation(actor, int(request.path_params["conversation_id"]))
+    return await service.conversation(actor, _path_id(request, "conversation_id"))
 
 
 async def http_events(service: ChatService, actor: Actor, request: Request) -> Any:
     frames = await service.history(
-        actor, int(request.path_params["conversation_id"]),
+        actor, _path_id(request, "conversation_id"),
         after=_query_int(request, "after"), before=_query_int(request, "before"),
         limit=_query_int(request, "limit", HISTORY_DEFAULT),
     )
@@ -138,7 +168,7 @@ async def http_events(service: ChatService, actor: Actor, request: Request) -> A
 async def http_send(service: ChatService, actor: Actor, request: Request) -> Any:
     fields = await _json_body(request)
     return await service.send_message(
-        actor, int(request.path_params["conversation_id"]), fields.str("client_id"), fields.str("text", False, ""),
+        actor, _path_id(request, "conversation_id"), fields.str("client_id"), fields.str("text", False, ""),
         fields.str_list("attachments", required=False))
 
 
@@ -198,7 +228,7 @@ async def http_announcements(service: ChatService, actor: Actor, request: Reques
 
 
 async def http_announcement(service: ChatService, actor: Actor, request: Request) -> Any:
-    return await service.announcements.detail(actor, int(request.path_params["announcement_id"]))
+    return await service.announcements.detail(actor, _path_id(request, "announcement_id"))
 
 
 async def http_integration_notice(request: Request) -> Response:
@@ -222,7 +252,7 @@ async def http_collective(service: ChatService, actor: Actor, request: Request) 
                                                  f.int_list("students", required=False),
                                                  f.int_list("groups", required=False))
         return JSONResponse(result, status_code=202)
-    return await service.collective.status(actor, int(request.path_params["send_id"]))
+    return await service.collective.status(actor, _path_id(request, "send_id"))
 
 
 async def http_notifications(service: ChatService, actor: Actor, request: Request) -> Any:
@@ -231,7 +261,7 @@ async def http_notifications(service: ChatService, actor: Actor, request: Reques
 
 
 async def http_notification(service: ChatService, actor: Actor, request: Request) -> Any:
-    return await service.notifier.open(actor, int(request.path_params["notification_id"]))
+    return await service.notifier.open(actor, _path_id(request, "notification_id"))
 
 
 async def http_notifications_read(service: ChatService, actor: Actor, request: Request) -> Any:
@@ -784,19 +814,19 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         Route("/api/auth/signout", endpoint(http_signout), methods=["POST"]),
         Route("/api/contacts", endpoint(http_contacts)),
         Route("/api/conversations", endpoint(http_conversations), methods=["GET", "POST"]),
-        Route("/api/conversations/{conversation_id:int}", endpoint(http_conversation)),
-        Route("/api/conversations/{conversation_id:int}/events", endpoint(http_events)),
-        Route("/api/conversations/{conversation_id:int}/messages", endpoint(http_send), methods=["POST"]),
+        Route("/api/conversations/{conversation_id:id}", endpoint(http_conversation)),
+        Route("/api/conversations/{conversation_id:id}/events", endpoint(http_events)),
+        Route("/api/conversations/{conversation_id:id}/messages", endpoint(http_send), methods=["POST"]),
         Route("/api/uploads", endpoint(http_upload), methods=["POST"]),
         Route("/api/announcements", endpoint(http_announcements), methods=["GET", "POST"]),
-        Route("/api/announcements/{announcement_id:int}", endpoint(http_announcement)),
+        Route("/api/announcements/{announcement_id:id}", endpoint(http_announcement)),
         Route("/api/integrations/notices", http_integration_notice, methods=["POST"]),
         Route("/api/collective", endpoint(http_collective), methods=["POST"]),
         Route("/api/notifications", endpoint(http_notifications)),
         Route("/api/notifications/read", endpoint(http_notifications_read), methods=["POST"]),
-        Route("/api/notifications/{notification_id:int}", endpoint(http_notification)),
+        Route("/api/notifications/{notification_id:id}", endpoint(http_notification)),
         Route("/api/preferences", endpoint(http_preferences), methods=["GET", "PUT"]),
-        Route("/api/collective/{send_id:int}", endpoint(http_collective)),
+        Route("/api/collective/{send_id:id}", endpoint(http_collective)),
         Route("/api/attachments/{upload_id:str}", endpoint(http_attachment)),
         WebSocketRoute(WS_PATH, websocket_endpoint),  # reached directly by WebSocketFastPath
         Route("/api/demo/people", demo_people, methods=["GET", "POST"]),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from chat.errors import BadRequest, Forbidden
+from chat.frames import is_int64
 from chat.policies.facts import PersonFacts, Role
 
 # An announcement is a notice, not a newsletter: 4,000 characters like a message.
@@ -38,14 +39,15 @@ class Audience:
 
 
 def parse_audience(raw: Any) -> Audience:
-    """``{"groups": [ids]}``, ``{"school": id}`` or ``{"organisation": id}``."""
+    """``{"groups": [ids]}``, ``{"school": id}`` or ``{"organisation": id}``; ids are
+    64-bit (docs/protocol.md §1), like every id the database holds."""
     if not isinstance(raw, dict) or len(raw) != 1:
         raise BadRequest("announcement.audience_invalid")
     (key, value), = raw.items()
     if key == "groups" and isinstance(value, list) and value and len(value) <= 200 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+            is_int64(v) for v in value):
         return Audience(groups=tuple(dict.fromkeys(value)))
-    if key in ("school", "organisation") and isinstance(value, int) and not isinstance(value, bool):
+    if key in ("school", "organisation") and is_int64(value):
         return Audience(school=value) if key == "school" else Audience(organisation=value)
     raise BadRequest("announcement.audience_invalid")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 from sqlmodel.sql.sqltypes import UTCDateTime
 
@@ -24,6 +24,13 @@ def utcnow() -> datetime:
 def _where(condition: str) -> dict:
     """A partial index's condition, for both databases."""
     return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
+# Ids, the columns that refer to one, and seqs are 64-bit (docs/protocol.md §1):
+# BIGINT on PostgreSQL (migration 0009, which also widens the sequences that
+# number new rows).  SQLite's INTEGER holds 64 bits already, and a primary key
+# must be declared exactly INTEGER there to be the rowid that numbers new rows.
+Int64 = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Moment(UTCDateTime):
@@ -49,15 +56,15 @@ class Moment(UTCDateTime):
 
 
 class Organisation(SQLModel, table=True):
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
     code: str = Field(unique=True, max_length=64)
     name: str = Field(max_length=200)
 
 
 class School(SQLModel, table=True):
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
     code: str = Field(unique=True, max_length=64)
-    organisation_id: int = Field(foreign_key="organisation.id", index=True)
+    organisation_id: int = Field(foreign_key="organisation.id", index=True, sa_type=Int64)
     name: str = Field(max_length=200)
     timezone: str = Field(default="America/Toronto", max_length=64)
     # JSON: {"mon": [["08:00", "16:00"]], …}; used by the notification issue (R15).
@@ -74,16 +81,16 @@ class School(SQLModel, table=True):
 
 class Group(SQLModel, table=True):
     __tablename__ = "school_group"
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
     code: str = Field(unique=True, max_length=64)
-    school_id: int = Field(foreign_key="school.id", index=True)
+    school_id: int = Field(foreign_key="school.id", index=True, sa_type=Int64)
     name: str = Field(max_length=200)
 
 
 class Person(SQLModel, table=True):
     """Staff (teacher, staff, direction, transport) and guardians (parent)."""
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
     email: str = Field(unique=True, max_length=254)
     name: str = Field(max_length=200)
     role: str = Field(max_length=16)
@@ -95,21 +102,21 @@ class Person(SQLModel, table=True):
 
 
 class StaffSchool(SQLModel, table=True):
-    person_id: int = Field(foreign_key="person.id", primary_key=True)
-    school_id: int = Field(foreign_key="school.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
+    school_id: int = Field(foreign_key="school.id", primary_key=True, sa_type=Int64)
 
 
 class TeacherGroup(SQLModel, table=True):
-    person_id: int = Field(foreign_key="person.id", primary_key=True)
-    group_id: int = Field(foreign_key="school_group.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
+    group_id: int = Field(foreign_key="school_group.id", primary_key=True, sa_type=Int64)
 
 
 class Student(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("organisation_id", "fiche"),)
-    id: int | None = Field(default=None, primary_key=True)
-    organisation_id: int = Field(foreign_key="organisation.id")
-    school_id: int = Field(foreign_key="school.id", index=True)
-    group_id: int | None = Field(default=None, foreign_key="school_group.id", index=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    organisation_id: int = Field(foreign_key="organisation.id", sa_type=Int64)
+    school_id: int = Field(foreign_key="school.id", index=True, sa_type=Int64)
+    group_id: int | None = Field(default=None, foreign_key="school_group.id", index=True, sa_type=Int64)
     first_name: str = Field(max_length=100)
     last_name: str = Field(max_length=100)
     date_of_birth: date
@@ -121,34 +128,34 @@ class Guardianship(SQLModel, table=True):
     # By student with the guardian in the entry: a school's families are read
     # from its students without a look-up in the table (migration 0008).
     __table_args__ = (Index("ix_guardianship_student_id", "student_id", "person_id"),)
-    person_id: int = Field(foreign_key="person.id", primary_key=True)
-    student_id: int = Field(foreign_key="student.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
+    student_id: int = Field(foreign_key="student.id", primary_key=True, sa_type=Int64)
 
 
 class Conversation(SQLModel, table=True):
-    id: int | None = Field(default=None, primary_key=True)
-    school_id: int = Field(foreign_key="school.id", index=True)
-    child_id: int | None = Field(default=None, foreign_key="student.id", index=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    school_id: int = Field(foreign_key="school.id", index=True, sa_type=Int64)
+    child_id: int | None = Field(default=None, foreign_key="student.id", index=True, sa_type=Int64)
     name: str | None = Field(default=None, max_length=100)
-    creator_id: int = Field(foreign_key="person.id")
+    creator_id: int = Field(foreign_key="person.id", sa_type=Int64)
     created_at: datetime = Field(default_factory=utcnow)
     # The last sequence number handed out; events are numbered 1, 2, 3… without gaps.
-    last_seq: int = Field(default=0)
+    last_seq: int = Field(default=0, sa_type=Int64)
     last_message_at: datetime | None = Field(default=None, sa_type=Moment)
     # R10: direction's lock; nobody posts, reacts, edits or adds people while set.
     locked_at: datetime | None = Field(default=None)
-    locked_by: int | None = Field(default=None, foreign_key="person.id")
+    locked_by: int | None = Field(default=None, foreign_key="person.id", sa_type=Int64)
     lock_reason: str | None = Field(default=None, max_length=500)
 
 
 class Participant(SQLModel, table=True):
     __table_args__ = (Index("ix_participant_person_active", "person_id", "active"),)
-    conversation_id: int = Field(foreign_key="conversation.id", primary_key=True)
-    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", primary_key=True, sa_type=Int64)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
     active: bool = Field(default=True)
     # R4: events before this seq are hidden from a member added without history.
-    visible_from_seq: int = Field(default=1)
-    last_read_seq: int = Field(default=0)
+    visible_from_seq: int = Field(default=1, sa_type=Int64)
+    last_read_seq: int = Field(default=0, sa_type=Int64)
     joined_at: datetime = Field(default_factory=utcnow)
     left_at: datetime | None = Field(default=None)
 
@@ -162,11 +169,11 @@ class Event(SQLModel, table=True):
     MessageVersion for direction's archive (R9).
     """
 
-    conversation_id: int = Field(foreign_key="conversation.id", primary_key=True)
-    seq: int = Field(primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", primary_key=True, sa_type=Int64)
+    seq: int = Field(primary_key=True, sa_type=Int64)
     kind: str = Field(max_length=32)
-    actor_id: int | None = Field(default=None, foreign_key="person.id")
-    message_id: int | None = Field(default=None, index=True)
+    actor_id: int | None = Field(default=None, foreign_key="person.id", sa_type=Int64)
+    message_id: int | None = Field(default=None, index=True, sa_type=Int64)
     frame: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
 
@@ -177,10 +184,10 @@ class Message(SQLModel, table=True):
         UniqueConstraint("author_id", "client_id"),
         Index("ix_message_conversation_seq", "conversation_id", "seq"),
     )
-    id: int | None = Field(default=None, primary_key=True)
-    conversation_id: int = Field(foreign_key="conversation.id")
-    seq: int
-    author_id: int | None = Field(default=None, foreign_key="person.id")  # None: system message
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    conversation_id: int = Field(foreign_key="conversation.id", sa_type=Int64)
+    seq: int = Field(sa_type=Int64)
+    author_id: int | None = Field(default=None, foreign_key="person.id", sa_type=Int64)  # None: system message
     client_id: str | None = Field(default=None, max_length=64)
     text: str = Field(sa_column=Column(Text, nullable=False))
     version: int = Field(default=1)
@@ -192,15 +199,15 @@ class Message(SQLModel, table=True):
 class MessageVersion(SQLModel, table=True):
     """Every earlier text of an edited message (R8, R9)."""
 
-    message_id: int = Field(foreign_key="message.id", primary_key=True)
+    message_id: int = Field(foreign_key="message.id", primary_key=True, sa_type=Int64)
     version: int = Field(primary_key=True)
     text: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime
 
 
 class Reaction(SQLModel, table=True):
-    message_id: int = Field(foreign_key="message.id", primary_key=True)
-    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    message_id: int = Field(foreign_key="message.id", primary_key=True, sa_type=Int64)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
     emoji: str = Field(primary_key=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -209,7 +216,7 @@ class Upload(SQLModel, table=True):
     """An uploaded file (R7): stored by content hash, attached to at most one message."""
 
     id: str = Field(primary_key=True, max_length=32)
-    owner_id: int = Field(foreign_key="person.id", index=True)
+    owner_id: int = Field(foreign_key="person.id", index=True, sa_type=Int64)
     sha256: str = Field(max_length=64, index=True)
     size: int
     content_type: str = Field(max_length=100)
@@ -217,19 +224,19 @@ class Upload(SQLModel, table=True):
     width: int | None = None
     height: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
-    message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
-    conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
+    message_id: int | None = Field(default=None, foreign_key="message.id", index=True, sa_type=Int64)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id", sa_type=Int64)
 
 
 class Announcement(SQLModel, table=True):
     """R13 one-way posts, and R12 integration notices (transport, observations,
     absences): persisted once, with one recipient row per family member."""
 
-    id: int | None = Field(default=None, primary_key=True)
-    organisation_id: int = Field(foreign_key="organisation.id", index=True)
-    school_id: int | None = Field(default=None, foreign_key="school.id", index=True)
-    author_id: int | None = Field(default=None, foreign_key="person.id")
-    integration_key_id: int | None = Field(default=None, foreign_key="integrationkey.id")
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    organisation_id: int = Field(foreign_key="organisation.id", index=True, sa_type=Int64)
+    school_id: int | None = Field(default=None, foreign_key="school.id", index=True, sa_type=Int64)
+    author_id: int | None = Field(default=None, foreign_key="person.id", sa_type=Int64)
+    integration_key_id: int | None = Field(default=None, foreign_key="integrationkey.id", sa_type=Int64)
     kind: str = Field(default="announcement", max_length=32)
     # JSON: {"groups": [ids]} | {"school": id} | {"organisation": id} | {"students": [ids]}
     audience: str = Field(sa_column=Column(Text, nullable=False))
@@ -254,16 +261,16 @@ class AnnouncementRecipient(SQLModel, table=True):
     # (not every SQLAlchemy reflects it, and compare_metadata does not check it).
     __table_args__ = (Index("ix_announcementrecipient_person", "person_id", "announcement_id"),
                       {"sqlite_with_rowid": False})
-    announcement_id: int = Field(primary_key=True)  # announcement.id
-    person_id: int = Field(primary_key=True)  # person.id
+    announcement_id: int = Field(primary_key=True, sa_type=Int64)  # announcement.id
+    person_id: int = Field(primary_key=True, sa_type=Int64)  # person.id
     # JSON list of the recipient's children the announcement concerns (the label).
     child_ids: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     read_at: datetime | None = None
 
 
 class AnnouncementReaction(SQLModel, table=True):
-    announcement_id: int = Field(foreign_key="announcement.id", primary_key=True)
-    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    announcement_id: int = Field(foreign_key="announcement.id", primary_key=True, sa_type=Int64)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
     emoji: str = Field(primary_key=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -272,9 +279,9 @@ class CollectiveSend(SQLModel, table=True):
     """R14: one message to many families, delivered by a resumable job."""
 
     __table_args__ = (UniqueConstraint("author_id", "client_id"),)
-    id: int | None = Field(default=None, primary_key=True)
-    author_id: int = Field(foreign_key="person.id", index=True)
-    school_id: int = Field(foreign_key="school.id")
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    author_id: int = Field(foreign_key="person.id", index=True, sa_type=Int64)
+    school_id: int = Field(foreign_key="school.id", sa_type=Int64)
     client_id: str = Field(max_length=64)
     text: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(default="running", max_length=16)  # running | done
@@ -287,18 +294,18 @@ class CollectiveSend(SQLModel, table=True):
 
 
 class CollectiveTarget(SQLModel, table=True):
-    send_id: int = Field(foreign_key="collectivesend.id", primary_key=True)
-    student_id: int = Field(foreign_key="student.id", primary_key=True)
-    conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
-    message_id: int | None = Field(default=None, foreign_key="message.id")
+    send_id: int = Field(foreign_key="collectivesend.id", primary_key=True, sa_type=Int64)
+    student_id: int = Field(foreign_key="student.id", primary_key=True, sa_type=Int64)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id", sa_type=Int64)
+    message_id: int | None = Field(default=None, foreign_key="message.id", sa_type=Int64)
     done_at: datetime | None = None
 
 
 class IntegrationKey(SQLModel, table=True):
     """R12: a school system's key to the publishing API, scoped to a school and kinds."""
 
-    id: int | None = Field(default=None, primary_key=True)
-    school_id: int = Field(foreign_key="school.id", index=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    school_id: int = Field(foreign_key="school.id", index=True, sa_type=Int64)
     name: str = Field(max_length=100)
     kinds: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))  # JSON list
     key_hash: str = Field(unique=True, max_length=64)  # sha256 of the key; the key is shown once
@@ -310,9 +317,9 @@ class AuditEntry(SQLModel, table=True):
     """Who looked at or changed what (R9 archive reads, R10 locks).  Append-only:
     the database refuses UPDATE and DELETE on this table (migration 0003)."""
 
-    id: int | None = Field(default=None, primary_key=True)
-    actor_id: int | None = Field(default=None, foreign_key="person.id", index=True)
-    school_id: int | None = Field(default=None, foreign_key="school.id", index=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    actor_id: int | None = Field(default=None, foreign_key="person.id", index=True, sa_type=Int64)
+    school_id: int | None = Field(default=None, foreign_key="school.id", index=True, sa_type=Int64)
     action: str = Field(max_length=64)
     target: str = Field(default="", max_length=200)
     details: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
@@ -335,12 +342,12 @@ class Notification(SQLModel, table=True):
         # Reading a conversation reads its notifications.
         Index("ix_notification_conversation_id", "conversation_id", **_where("conversation_id IS NOT NULL")),
     )
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
     # No foreign keys (migration 0006; see AnnouncementRecipient): the rows come, in
     # the event's own transaction, from participant and guardianship rows, which
     # have them; people and students are never deleted (R9).
-    person_id: int  # person.id
-    child_id: int | None = None  # student.id
+    person_id: int = Field(sa_type=Int64)  # person.id
+    child_id: int | None = Field(default=None, sa_type=Int64)  # student.id
     # message | added | announcement | reaction | transport | observation | absence
     kind: str = Field(max_length=32)
     # The text is rendered per reader language from a code and its fields (R22).
@@ -349,7 +356,7 @@ class Notification(SQLModel, table=True):
     # JSON link to the source: {"conversation_id":…, "message_id":…} or {"announcement_id":…}
     link: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     # Reading a conversation reads its notifications too.
-    conversation_id: int | None = Field(default=None)
+    conversation_id: int | None = Field(default=None, sa_type=Int64)
     urgent: bool = Field(default=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
     deliver_at: datetime = Field(default_factory=utcnow, sa_type=Moment)
@@ -375,8 +382,8 @@ class NotificationDelivery(SQLModel, table=True):
         # The send passes: rows still to send, per channel, by due time.
         Index("ix_notificationdelivery_due", "channel", "due_at", **_where("done_at IS NULL")),
     )
-    id: int | None = Field(default=None, primary_key=True)
-    person_id: int  # person.id (no foreign key, as Notification)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    person_id: int = Field(sa_type=Int64)  # person.id (no foreign key, as Notification)
     channel: str = Field(max_length=16)
     digest: bool = Field(default=True)  # a held digest (R15), or unread notifications e-mailed
     # JSON list of the notification ids the digest carries (those read before it is
@@ -396,7 +403,7 @@ class NotificationDelivery(SQLModel, table=True):
 class NotificationPreference(SQLModel, table=True):
     """R17: a parent switches a kind off (or on again) for one child; 0 = not about a child."""
 
-    person_id: int = Field(foreign_key="person.id", primary_key=True)
-    child_id: int = Field(default=0, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
+    child_id: int = Field(default=0, primary_key=True, sa_type=Int64)
     kind: str = Field(primary_key=True, max_length=32)
     enabled: bool = Field(default=True)

@@ -10,7 +10,7 @@ digest and channel; the rows are sent, each attempt under its own lease,
 retried with backoff and marked done only by the worker still holding them.
 
 Revision ID: 0010
-Revises: 0008 (issue #17: to be re-chained after 0009, the 64-bit ids)
+Revises: 0009
 Create Date: 2026-12-04 16:30:00
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
@@ -30,8 +30,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         'notificationdelivery',
-        sa.Column('id', sa.Integer(), nullable=False),
-        sa.Column('person_id', sa.Integer(), nullable=False),
+        sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+        sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
         sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column('digest', sa.Boolean(), nullable=False),
         sa.Column('notification_ids', sa.Text(), nullable=False),
