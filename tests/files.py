@@ -166,3 +166,14 @@ def svg_image() -> bytes:
 def legacy_doc() -> bytes:
     """The start of an OLE2 compound file, as a Word 97–2003 .doc is."""
     return bytes.fromhex("D0CF11E0A1B11AE1") + bytes(16) + b"\x3e\x00\x03\x00\xfe\xff\x09\x00" + bytes(2048)
+
+
+def docx_with_damaged_content_types() -> bytes:
+    """A DOCX whose [Content_Types].xml (the first entry) does not inflate: its
+    deflate stream starts with an invalid block type."""
+    data = bytearray(docx())
+    header = data.index(b"PK\x03\x04")
+    name_length, extra_length = struct.unpack("<HH", data[header + 26:header + 30])
+    start = header + 30 + name_length + extra_length
+    data[start:start + 4] = b"\xff\xff\xff\xff"
+    return bytes(data)
