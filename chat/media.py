@@ -275,8 +275,9 @@ def docx_parts(path: Path) -> tuple[list[ZipEntry], str | None]:
                     raise BadRequest("attachment.zip_bomb", reason="content_types")
                 with archive.open(info) as part:
                     content_types = part.read(MAX_CONTENT_TYPES_BYTES).decode("utf-8", errors="replace")
-    # zlib.error: a part whose deflate stream is damaged (zipfile checks the CRC only after inflating).
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, RuntimeError,
-            NotImplementedError):
+    # zlib.error: a part whose deflate stream is damaged (zipfile checks the CRC only after inflating);
+    # UnicodeDecodeError: an entry name flagged as UTF-8 whose bytes are not.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, UnicodeDecodeError, EOFError, OSError,
+            RuntimeError, NotImplementedError):
         raise BadRequest("attachment.type_not_allowed", detected="damaged zip") from None
     return entries, content_types

@@ -177,3 +177,17 @@ def docx_with_damaged_content_types() -> bytes:
     start = header + 30 + name_length + extra_length
     data[start:start + 4] = b"\xff\xff\xff\xff"
     return bytes(data)
+
+
+def docx_with_false_utf8_name() -> bytes:
+    """A DOCX whose central directory marks an entry's name as UTF-8 (flag bit 11)
+    though the name's bytes are not UTF-8."""
+    name = b"word/media/image.bin"
+    data = bytearray(docx({name.decode(): b"x"}))
+    entry = data.index(b"PK\x01\x02")
+    while data[entry + 46:entry + 46 + len(name)] != name:
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    (flags,) = struct.unpack("<H", data[entry + 8:entry + 10])
+    data[entry + 8:entry + 10] = struct.pack("<H", flags | 0x800)
+    data[entry + 46 + name.index(b"image")] = 0xFF
+    return bytes(data)
