@@ -191,3 +191,20 @@ def docx_with_false_utf8_name() -> bytes:
     data[entry + 8:entry + 10] = struct.pack("<H", flags | 0x800)
     data[entry + 46 + name.index(b"image")] = 0xFF
     return bytes(data)
+
+
+def pdf_with_disguised_object_stream(type_entry: bytes = b"/Type /Obj#53tm") -> bytes:
+    """The hidden JavaScript of :func:`pdf_with_hidden_javascript`, in an object
+    stream whose type is disguised: an escaped name (``/Obj#53tm`` reads
+    ``/ObjStm``) or a comment between the key and its value."""
+    import zlib
+
+    hidden = b"4 0 << /Type /Action /S /JavaScript /JS (app.alert(1)) >>"
+    stream = zlib.compress(hidden)
+    return _pdf([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        b"<< " + type_entry + b" /N 1 /First 4 /Filter /FlateDecode /Length %d >>\nstream\n" % len(stream)
+        + stream + b"\nendstream",
+    ])
