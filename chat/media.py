@@ -207,17 +207,20 @@ def strip_image(mime: str, source: Path, target: Path) -> Rewritten:
 
 # -- PDF --------------------------------------------------------------------------------------------
 _NAME = re.compile(rb"/([^\s()<>\[\]{}/%]{1,127})")
-_OBJSTM = re.compile(rb"/Type\s*/ObjStm")
 _STREAM = re.compile(rb"stream\r?\n")
 _HEX = re.compile(rb"#([0-9A-Fa-f]{2})")
 # Inflating object streams is bounded: a PDF's dictionaries are small.
 MAX_INFLATED_BYTES = 32 * 1024 * 1024
 
 
+def _name(raw: bytes) -> str:
+    """A name as a PDF reader reads it: ``#xx`` escapes decoded (``/Obj#53tm`` is ``/ObjStm``)."""
+    return _HEX.sub(lambda m: bytes([int(m.group(1), 16)]), raw).decode("latin-1")
+
+
 def _names(data: bytes, found: set[str]) -> None:
     for match in _NAME.finditer(data):
-        raw = _HEX.sub(lambda m: bytes([int(m.group(1), 16)]), match.group(1))
-        found.add(raw.decode("latin-1"))
+        found.add(_name(match.group(1)))
 
 
 def pdf_names(path: Path) -> set[str]:
@@ -231,10 +234,12 @@ def pdf_names(path: Path) -> set[str]:
         while chunk := f.read(CHUNK):
             data = tail + chunk
             base = offset - len(tail)
-            _names(data, found)
-            for match in _OBJSTM.finditer(data):
-                stream = _STREAM.search(data, match.end())
-                if stream is not None:
+            for match in _NAME.finditer(data):
+                name = _name(match.group(1))
+                found.add(name)
+                # An object stream is known by its /ObjStm name, however it is written:
+                # escaped, or apart from its /Type key by a comment or a line break.
+                if name == "ObjStm" and (stream := _STREAM.search(data, match.end())) is not None:
                     stream_offsets.append(base + stream.end())
             offset += len(chunk)
             tail = data[-overlap:]
@@ -275,6 +280,9 @@ def docx_parts(path: Path) -> tuple[list[ZipEntry], str | None]:
                     raise BadRequest("attachment.zip_bomb", reason="content_types")
                 with archive.open(info) as part:
                     content_types = part.read(MAX_CONTENT_TYPES_BYTES).decode("utf-8", errors="replace")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, RuntimeError, NotImplementedError):
+    # zlib.error: a part whose deflate stream is damaged (zipfile checks the CRC only after inflating);
+    # UnicodeDecodeError: an entry name flagged as UTF-8 whose bytes are not.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, UnicodeDecodeError, EOFError, OSError,
+            RuntimeError, NotImplementedError):
         raise BadRequest("attachment.type_not_allowed", detected="damaged zip") from None
     return entries, content_types

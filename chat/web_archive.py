@@ -38,9 +38,14 @@ def _query_datetime(request: Request, name: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(raw)
-    except ValueError:
+        if moment.utcoffset() is None:
+            return moment.replace(tzinfo=timezone.utc)
+        # Compared and stored in UTC: 0001-01-01T00:00+14:00 is a valid date
+        # whose instant lies before year 1, and cannot be converted.
+        moment.astimezone(timezone.utc)
+        return moment
+    except (ValueError, OverflowError):
         raise BadRequest("request.wrong_type", field=name, expected="ISO 8601 date-time", got=raw[:40]) from None
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def _archive(service: ChatService) -> Archive:

@@ -166,3 +166,45 @@ def svg_image() -> bytes:
 def legacy_doc() -> bytes:
     """The start of an OLE2 compound file, as a Word 97–2003 .doc is."""
     return bytes.fromhex("D0CF11E0A1B11AE1") + bytes(16) + b"\x3e\x00\x03\x00\xfe\xff\x09\x00" + bytes(2048)
+
+
+def docx_with_damaged_content_types() -> bytes:
+    """A DOCX whose [Content_Types].xml (the first entry) does not inflate: its
+    deflate stream starts with an invalid block type."""
+    data = bytearray(docx())
+    header = data.index(b"PK\x03\x04")
+    name_length, extra_length = struct.unpack("<HH", data[header + 26:header + 30])
+    start = header + 30 + name_length + extra_length
+    data[start:start + 4] = b"\xff\xff\xff\xff"
+    return bytes(data)
+
+
+def docx_with_false_utf8_name() -> bytes:
+    """A DOCX whose central directory marks an entry's name as UTF-8 (flag bit 11)
+    though the name's bytes are not UTF-8."""
+    name = b"word/media/image.bin"
+    data = bytearray(docx({name.decode(): b"x"}))
+    entry = data.index(b"PK\x01\x02")
+    while data[entry + 46:entry + 46 + len(name)] != name:
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    (flags,) = struct.unpack("<H", data[entry + 8:entry + 10])
+    data[entry + 8:entry + 10] = struct.pack("<H", flags | 0x800)
+    data[entry + 46 + name.index(b"image")] = 0xFF
+    return bytes(data)
+
+
+def pdf_with_disguised_object_stream(type_entry: bytes = b"/Type /Obj#53tm") -> bytes:
+    """The hidden JavaScript of :func:`pdf_with_hidden_javascript`, in an object
+    stream whose type is disguised: an escaped name (``/Obj#53tm`` reads
+    ``/ObjStm``) or a comment between the key and its value."""
+    import zlib
+
+    hidden = b"4 0 << /Type /Action /S /JavaScript /JS (app.alert(1)) >>"
+    stream = zlib.compress(hidden)
+    return _pdf([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        b"<< " + type_entry + b" /N 1 /First 4 /Filter /FlateDecode /Length %d >>\nstream\n" % len(stream)
+        + stream + b"\nendstream",
+    ])

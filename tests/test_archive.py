@@ -266,6 +266,9 @@ async def test_r9_search_by_date_range(server):
 @pytest.mark.parametrize("params, code", [
     ({"since": "hier"}, "request.wrong_type"),
     ({"until": "2025-13-45"}, "request.wrong_type"),
+    # Valid dates whose instant in UTC falls outside years 1–9999 (found by tests/test_fuzz_frames.py).
+    ({"until": "0001-01-01T00:00:00+14:00"}, "request.wrong_type"),
+    ({"since": "9999-12-31T23:59:59-14:00"}, "request.wrong_type"),
     ({"participant": "marie"}, "request.wrong_type"),
     ({"child": "1.5"}, "request.wrong_type"),
     ({"limit": "beaucoup"}, "request.wrong_type"),

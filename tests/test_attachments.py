@@ -106,8 +106,13 @@ async def test_the_name_extension_follows_the_content_not_the_name(server):
     (files.docm, "devoir.docx", "attachment.macro"),
     (files.docx_bomb, "rapport.docx", "attachment.zip_bomb"),
     (files.docx_traversal, "lettre.docx", "attachment.unsafe_archive"),
+    (files.docx_with_damaged_content_types, "lettre.docx", "attachment.type_not_allowed"),
+    (files.docx_with_false_utf8_name, "lettre.docx", "attachment.type_not_allowed"),
     (files.pdf_with_javascript, "autorisation.pdf", "attachment.pdf_active_content"),
     (files.pdf_with_hidden_javascript, "autorisation.pdf", "attachment.pdf_active_content"),
+    (files.pdf_with_disguised_object_stream, "autorisation.pdf", "attachment.pdf_active_content"),
+    (lambda: files.pdf_with_disguised_object_stream(b"/Type % un commentaire\n/ObjStm"), "autorisation.pdf",
+     "attachment.pdf_active_content"),
     (files.legacy_doc, "lettre.doc", "attachment.legacy_doc"),
 ])
 async def test_a_bad_file_is_refused_with_its_own_code_and_nothing_is_stored(server, maker, name, code):
