@@ -30,6 +30,7 @@ from sqlalchemy import and_, exists, func, or_, select
 
 from chat.errors import BadRequest, Forbidden, NotFound
 from chat.frames import dumps, timestamp
+from chat.policies.attachments import require_upload_id
 from chat.policies.facts import Role
 from chat.policies.text import check_no_control_characters, strip_bidi_controls
 from chat.service import Actor, ChatService
@@ -435,7 +436,7 @@ class Archive:
         not; the download is audited.  Files never posted are not in the archive."""
         self._direction_role(actor)
         async with self.service.sessions() as session, session.begin():
-            upload = await session.get(Upload, upload_id)
+            upload = await session.get(Upload, require_upload_id(upload_id))
             if upload is None or upload.message_id is None:
                 raise NotFound("attachment.not_found", upload_id=upload_id)
             message = await session.get(Message, upload.message_id)

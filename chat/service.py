@@ -668,6 +668,7 @@ class ChatService:
         """R7: only the sender's own uploads, each attached once."""
         if not upload_ids:
             return []
+        upload_ids = [attachment_rules.require_upload_id(upload_id) for upload_id in upload_ids]
         rows = {u.id: u for u in (await session.execute(
             select(Upload).where(Upload.id.in_(upload_ids)).with_for_update())).scalars().all()}
         uploads = []
@@ -695,7 +696,7 @@ class ChatService:
         conversation it was posted in who can see that message (R4) while it is not
         retracted (R8).  Anyone else gets attachment.not_found."""
         async with self.sessions() as session:
-            upload = await session.get(Upload, upload_id)
+            upload = await session.get(Upload, attachment_rules.require_upload_id(upload_id))
             if upload is None:
                 raise NotFound("attachment.not_found", upload_id=upload_id)
             if upload.owner_id == actor.id:

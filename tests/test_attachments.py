@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from chat.policies.attachments import MAX_FILE_BYTES
+from chat.errors import NotFound
+from chat.policies.attachments import MAX_FILE_BYTES, require_upload_id
 from chat.storage.models import Upload
 from tests import files
 from tests.conftest import JEAN, MARIE, NADIA, child_id, person_by_email
@@ -325,3 +326,23 @@ async def test_uploads_need_a_token_and_an_allowed_origin(server):
         assert cross_site.status_code == 403
         assert cross_site.json()["error"]["code"] == "origin.forbidden"
     assert await uploads_count(server) == 0
+
+
+@pytest.mark.parametrize("upload_id", ["\x00", "a" * 31, "A" * 32, "0" * 33, "9" * 5000, "../../etc/passwd", ""])
+def test_text_without_the_shape_of_an_upload_id_names_no_upload(upload_id):
+    """Issue #17: an upload id is 32 lower-case hex digits; any other text is
+    attachment.not_found before any look-up (a NUL answered 500 on PostgreSQL)."""
+    with pytest.raises(NotFound) as refused:
+        require_upload_id(upload_id)
+    assert refused.value.code == "attachment.not_found"
+    assert len(refused.value.fields["upload_id"]) <= 32
+    assert require_upload_id("0123456789abcdef" * 2) == "0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize("path", ["/api/attachments/%00", "/api/attachments/" + "9" * 5000])
+async def test_a_download_path_that_names_no_upload_is_not_found(server, path):
+    token = await server.token(MARIE)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get(path, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "attachment.not_found"

@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
-from chat.errors import BadRequest, TooLarge
+from chat.errors import BadRequest, NotFound, TooLarge
 
 # R7: the Clic École limits.
 MAX_FILES_PER_MESSAGE = 10
@@ -145,3 +145,17 @@ def safe_filename(name: str | None, extension: str) -> str:
         stem = "_" + stem
     stem = stem[: MAX_FILENAME_CHARS - len(extension) - 1].rstrip(" .") or "fichier"
     return f"{stem}.{extension}"
+
+
+# Upload ids are uuid4().hex (chat/service.py, upload): any other text names no
+# upload, whatever the table holds.
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def require_upload_id(upload_id: str) -> str:
+    """``upload_id`` if it has the shape of an upload id, else ``attachment.not_found``
+    before any look-up: a NUL (which PostgreSQL cannot even compare) or a 4,000-digit
+    path names no upload.  The error echoes at most 32 characters of it."""
+    if _UPLOAD_ID.fullmatch(upload_id) is None:
+        raise NotFound("attachment.not_found", upload_id=upload_id[:32])
+    return upload_id
