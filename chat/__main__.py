@@ -117,7 +117,7 @@ async def _run_server(settings: Settings, sock: socket.socket) -> None:
     """One hub process serving ``sock`` until told to stop."""
     import uvicorn
 
-    from chat.web import create_app
+    from chat.web import HubServer, create_app
 
     app = create_app(settings, migrate=False)
     config = uvicorn.Config(
@@ -131,7 +131,7 @@ async def _run_server(settings: Settings, sock: socket.socket) -> None:
         lifespan="on",
         proxy_headers=True,
     )
-    server = uvicorn.Server(config)
+    server = HubServer(config)
     _tune_gc()
     await server.serve(sockets=[sock])
 

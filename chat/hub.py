@@ -497,10 +497,15 @@ class Hub:
                     closed += 1
         return closed
 
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every connection of this process with ``code`` and ``reason``,
+        all at once (one that cannot be written to does not hold up the others)."""
+        closing = [conn.close(code, reason) for conns in list(self.by_person.values()) for conn in conns]
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
+
     async def stop(self) -> None:
-        for conns in list(self.by_person.values()):
-            for conn in list(conns):
-                await conn.close(CLOSE_SHUTDOWN, "server restarting")
+        await self.close_all(CLOSE_SHUTDOWN, SHUTDOWN_REASON)
         for task in list(self._tasks):
             task.cancel()
         await self.broker.disconnect()

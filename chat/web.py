@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 from typing import Any, Awaitable, Callable
 
+import uvicorn
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -760,6 +761,20 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, add_headers)
+
+
+class HubServer(uvicorn.Server):
+    """uvicorn's server, except that the hub closes its own connections first
+    when it stops.  uvicorn's shutdown closes every open WebSocket itself, with
+    1012 and no reason, before the application hears of it (the lifespan's
+    shutdown comes after); clients are promised the reason `server restarting`
+    (docs/protocol.md §9)."""
+
+    async def shutdown(self, sockets=None) -> None:
+        service = getattr(getattr(self.config.app, "state", None), "service", None)
+        if service is not None:
+            await service.hub.close_all(CLOSE_SHUTDOWN, SHUTDOWN_REASON)
+        await super().shutdown(sockets)
 
 
 def create_app(settings: Settings, service: ChatService | None = None, migrate: bool = True) -> Starlette:

@@ -186,3 +186,29 @@ async def test_a_client_that_never_reads_its_close_frame_is_dropped_with_what_wa
 
 
 test_a_client_that_never_reads_its_close_frame_is_dropped_with_what_waited_for_it.close_grace = 0.2
+
+
+# -- 1012: the server stops ---------------------------------------------------------------------------------
+async def test_a_stopped_server_closes_every_connection_with_1012_server_restarting(settings, engine, service,
+                                                                                  tmp_path, monkeypatch):
+    """`python -m chat serve` stopped (SIGTERM) while a client is connected: the
+    client gets 1012 with the reason docs/protocol.md promises."""
+    import chat
+    from tests.test_workers import connect, start_worker
+
+    # The server process runs this tree's code, whatever `pip install -e` points at.
+    tree = str(Path(chat.__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH")])))
+    worker = await start_worker(settings, tmp_path)
+    try:
+        client = await connect(service, worker, MARIE)
+        worker.process.send_signal(signal.SIGTERM)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(client.ws.recv(), WAIT)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1012, "server restarting")
+        await asyncio.get_running_loop().run_in_executor(None, worker.process.wait, 20)
+    finally:
+        if worker.process.poll() is None:
+            worker.kill()
