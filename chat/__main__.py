@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from chat import auth, demo, directory
+from chat import auth, demo, directory, logsafety
 from chat.config import Settings, describe, load_settings
 from chat.errors import ChatError, ConfigError
 from chat.i18n import error_text
@@ -43,6 +43,7 @@ def _configure_logging(level: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    logsafety.install()
 
 
 async def _prepare(settings: Settings):

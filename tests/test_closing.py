@@ -212,3 +212,40 @@ async def test_a_stopped_server_closes_every_connection_with_1012_server_restart
     finally:
         if worker.process.poll() is None:
             worker.kill()
+
+
+# -- what the WebSocket layer refuses -----------------------------------------------------------------------
+@pytest.fixture
+def server_log():
+    """Every record uvicorn's loggers emit (they do not propagate to the root)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+async def test_text_frames_that_are_not_utf8_close_with_1007_and_log_one_line_without_traceback(
+        server, server_log, monkeypatch):
+    limiter = getattr(logsafety, "BAD_INPUT", None)
+    if limiter is not None:  # as if no earlier test had sent any
+        monkeypatch.setattr(limiter, "last", float("-inf"))
+        monkeypatch.setattr(limiter, "left_out", 0)
+    token = await server.token(MARIE)
+    for _ in range(3):
+        client = await RawClient.open(server.ws_url, token)
+        client.send_frame(OP_TEXT, b'{"type":"ping","id":1,"x":"\xff\xfe"}')
+        frames, code, _reason = await client.read_until_close()
+        assert code == 1007 and frames == []
+        await client.close()
+    async with await server.connect(MARIE) as marie:
+        assert (await marie.request("ping"))["pong"] is True
+    assert not [r for r in server_log if r.levelno >= logging.ERROR or r.exc_info or r.exc_text]
+    warnings = [r.getMessage() for r in server_log if r.levelno == logging.WARNING]
+    assert warnings == ["a client sent a text frame that is not UTF-8: closed with 1007"]
