@@ -249,3 +249,53 @@ async def test_text_frames_that_are_not_utf8_close_with_1007_and_log_one_line_wi
     assert not [r for r in server_log if r.levelno >= logging.ERROR or r.exc_info or r.exc_text]
     warnings = [r.getMessage() for r in server_log if r.levelno == logging.WARNING]
     assert warnings == ["a client sent a text frame that is not UTF-8: closed with 1007"]
+
+
+async def test_a_compressed_frame_without_negotiation_closes_with_1002(server, server_log):
+    client = await RawClient.open(server.ws_url, await server.token(MARIE))
+    client.send_frame(OP_TEXT, b'{"type":"ping","id":1}', rsv1=True)  # permessage-deflate is never negotiated
+    frames, code, reason = await client.read_until_close()
+    assert (frames, code, reason) == ([], 1002, "reserved bits must be 0")
+    await client.close()
+    assert not [r for r in server_log if r.levelno >= logging.WARNING]
+
+
+async def test_the_1_mib_limit_applies_to_the_whole_message_not_to_each_frame(server):
+    """Two fragments of 600 KiB, each under the hard limit, make a message above it."""
+    client = await server.connect(MARIE)
+    part = "a" * (600 * 1024)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await client.ws.send([part, part])  # one message in two frames
+        while True:
+            await client._receive(WAIT)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_fragmented_message_is_one_frame_for_the_64_kib_limit(server):
+    client = await RawClient.open(server.ws_url, await server.token(MARIE))
+    body = json.dumps({"type": "ping", "id": 7, "pad": "a" * (80 * 1024)}).encode()
+    client.send_frame(OP_TEXT, body[:len(body) // 2], fin=False)
+    client.send_frame(0x0, body[len(body) // 2:], fin=True)
+    opcode, payload = await client.read_frame()
+    answer = json.loads(payload)
+    assert (answer["type"], answer["code"], answer["id"]) == ("error", "request.too_large", None)
+    assert answer["fields"]["size"] == len(body)
+    client.send_json({"type": "ping", "id": 8})  # the connection stays open
+    assert json.loads((await client.read_frame())[1]) == {"type": "ok", "id": 8, "pong": True}
+    await client.close()
+
+
+async def test_unknown_keys_in_a_client_frame_are_ignored(server):
+    async with await server.connect(MARIE) as marie:
+        answer = await marie.request("ping", colour="blue", nested={"a": [1, 2]})
+        assert answer == {"type": "ok", "id": answer["id"], "pong": True}
+
+
+async def test_retry_after_is_a_field_of_the_error_in_fractional_seconds(server):
+    async with await server.connect(MARIE) as marie:
+        ids = [await marie.send("ping") for _ in range(int(server.settings.rate_burst) * 2)]
+        answers = [await marie.reply(i) for i in ids]
+    limited = [a for a in answers if a["type"] == "error"]
+    assert limited and {a["code"] for a in limited} == {"rate_limited"}
+    retry_after = limited[0]["fields"]["retry_after"]
+    assert isinstance(retry_after, float) and 0 < retry_after < 1  # 20 frames/s: a twentieth of a second or so
