@@ -296,7 +296,7 @@ class Connection:
         caught up.  Counts only, never content."""
         held = self._held or ()
         frames = len(self._queue) + len(held)
-        hub_bytes = sum(len(f) for f in self._queue) + sum(len(w) for w in held)
+        hub_bytes = sum(len(f.encode()) for f in self._queue) + sum(len(w) for w in held)
         text = f"{frames} frames ({hub_bytes} bytes) waiting in the hub"
         socket = self._socket
         if socket is not None:
