@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from chat import auth, demo, directory
+from chat import auth, demo, directory, logsafety
 from chat.config import Settings, describe, load_settings
 from chat.errors import ChatError, ConfigError
 from chat.i18n import error_text
@@ -43,6 +43,7 @@ def _configure_logging(level: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    logsafety.install()
 
 
 async def _prepare(settings: Settings):
@@ -117,7 +118,7 @@ async def _run_server(settings: Settings, sock: socket.socket) -> None:
     """One hub process serving ``sock`` until told to stop."""
     import uvicorn
 
-    from chat.web import create_app
+    from chat.web import HubServer, create_app
 
     app = create_app(settings, migrate=False)
     config = uvicorn.Config(
@@ -131,7 +132,7 @@ async def _run_server(settings: Settings, sock: socket.socket) -> None:
         lifespan="on",
         proxy_headers=True,
     )
-    server = uvicorn.Server(config)
+    server = HubServer(config)
     _tune_gc()
     await server.serve(sockets=[sock])
 

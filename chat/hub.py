@@ -24,7 +24,8 @@ nothing is lost for it: it reconnects and resumes from its last seq.
 On uvicorn's sans-I/O WebSocket protocol (the server's default) frames skip
 the outbox: each event is framed once (:func:`text_frame`) and the same bytes
 are written to every recipient's transport, as ``websockets.broadcast()``
-does; the bound is then the transport's unsent bytes (about 1 KiB a frame).
+does; the bound is then the transport's unsent bytes (about 1 KiB a frame),
+and the kernel is let hold only a little more (:func:`limit_kernel_unsent`).
 Conversation events and replies are held until the end of the event-loop turn
 and each socket gets what it was sent in that turn as one write: a batch of
 sends gives its sender the message and its ``ok`` together, and a member the
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket as socket_module
 import struct
 import time
 import weakref
@@ -54,6 +56,8 @@ log = logging.getLogger("chat.hub")
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_SHUTDOWN = 1012  # service restart: reconnect and resume
+SHUTDOWN_REASON = "server restarting"
+SLOW_CONSUMER_REASON = "slow consumer: resume from your last seq"
 CLOSE_POLICY = 1008
 # The database is unreachable while the connection is being set up: reconnect
 # with backoff (RFC 6455's "try again later").
@@ -107,6 +111,42 @@ BYTES_PER_QUEUED_FRAME = 1024
 # A direct socket holds at most this many frames for the end of the turn; the
 # next one writes them out first.
 MAX_HELD_FRAMES = 64
+# What the kernel may hold unsent per socket (TCP_NOTSENT_LOWAT), so that what a
+# client does not read waits in the transport, where the bound above counts it.
+# Left alone, the kernel's send buffer grows to 4 MB (tcp_wmem), four times the
+# bound: a client that stopped reading was dropped by the keepalive (1006, and
+# no log line) before the bound was reached.  Unlike SO_SNDBUF it leaves the
+# bytes in flight alone, so a long link keeps its throughput.  Measured on the
+# fan-out benchmark in docs/architecture.md §2.
+KERNEL_UNSENT_BYTES = 16 * 1024
+# Linux's ioctl for the bytes a socket has not sent yet (SIOCOUTQNSD).
+_SIOCOUTQNSD = 0x894B
+
+
+def limit_kernel_unsent(transport) -> None:
+    """Bound what the kernel holds unsent for this transport's socket (see
+    ``KERNEL_UNSENT_BYTES``); where the option does not exist, nothing."""
+    option = getattr(socket_module, "TCP_NOTSENT_LOWAT", None)
+    sock = transport.get_extra_info("socket")
+    if option is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket_module.IPPROTO_TCP, option, KERNEL_UNSENT_BYTES)
+    except OSError:  # not TCP (a Unix socket), or a kernel without it
+        pass
+
+
+def kernel_unsent(transport) -> int | None:
+    """Bytes written to this transport's socket that the kernel has not sent
+    yet; None where that cannot be asked (not Linux, the socket closed)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        import fcntl
+
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, b"\0\0\0\0"))[0]
+    except (ImportError, AttributeError, OSError, ValueError):
+        return None
+
 
 # Shared by every connection with nothing of the kind: an idle connection owns
 # no empty set or deque (a few hundred bytes each, times the open sockets).
@@ -148,6 +188,8 @@ class Connection:
         "_scheduled",
         "_inflight",
         "_held",
+        "_behind",
+        "_behind_since",
         "close_code",
         "issued_at",
         "expires_at",
@@ -188,6 +230,10 @@ class Connection:
         self._inflight: asyncio.Future | None = None
         # A direct socket's frames held for one write at the end of this turn (hold=True).
         self._held: list[bytes] | None = None
+        # A direct socket: frames written since it last had nothing unsent, and
+        # since when (monotonic seconds): how far behind its reader is.
+        self._behind = 0
+        self._behind_since = 0.0
         self.close_code: int | None = None
 
     def push(self, frame: str, wire: bytes | None = None, hold: bool = False) -> bool:
@@ -210,13 +256,22 @@ class Connection:
             if held is not None:
                 if hold and len(held) < MAX_HELD_FRAMES:
                     held.append(wire)
+                    if self._behind:
+                        self._behind += 1
                     return True
                 self.write_held()  # what came first goes first
             transport = socket.transport
             if socket.close_sent or transport.is_closing():
                 return True  # the socket is closing: the reader loop sees the end
-            if transport.get_write_buffer_size() > self._limit * BYTES_PER_QUEUED_FRAME:
-                return False
+            unsent = transport.get_write_buffer_size()
+            if unsent:
+                if unsent > self._limit * BYTES_PER_QUEUED_FRAME:
+                    return False
+                if not self._behind:
+                    self._behind_since = time.monotonic()
+                self._behind += 1
+            elif self._behind:
+                self._behind = 0  # it caught up
             if hold:
                 self._held = [wire]
                 _flusher().hold(self)
@@ -259,6 +314,26 @@ class Connection:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def backlog(self) -> str:
+        """What waits for this client, for the log: frames and bytes in the hub,
+        bytes in the transport and in the kernel, and for how long it has not
+        caught up.  Counts only, never content."""
+        held = self._held or ()
+        frames = len(self._queue) + len(held)
+        hub_bytes = sum(len(f.encode()) for f in self._queue) + sum(len(w) for w in held)
+        text = f"{frames} frames ({hub_bytes} bytes) waiting in the hub"
+        socket = self._socket
+        if socket is not None:
+            transport = socket.transport
+            text += f", {transport.get_write_buffer_size()} bytes unsent in the transport"
+            in_kernel = kernel_unsent(transport)
+            if in_kernel is not None:
+                text += f" and {in_kernel} in the kernel"
+            if self._behind:
+                text += (f"; behind for {time.monotonic() - self._behind_since:.1f} s, "
+                         f"{self._behind} frames written meanwhile")
+        return text
 
     def drain(self) -> None:
         """Send queued frames in order.  A send that completes without waiting (the
@@ -452,10 +527,15 @@ class Hub:
                     closed += 1
         return closed
 
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every connection of this process with ``code`` and ``reason``,
+        all at once (one that cannot be written to does not hold up the others)."""
+        closing = [conn.close(code, reason) for conns in list(self.by_person.values()) for conn in conns]
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
+
     async def stop(self) -> None:
-        for conns in list(self.by_person.values()):
-            for conn in list(conns):
-                await conn.close(CLOSE_SHUTDOWN, "server restarting")
+        await self.close_all(CLOSE_SHUTDOWN, SHUTDOWN_REASON)
         for task in list(self._tasks):
             task.cancel()
         await self.broker.disconnect()
@@ -737,9 +817,12 @@ class Hub:
             self._slow(conn)
 
     def _slow(self, conn: Connection) -> None:
+        if conn.close_code is not None or conn.state is not ConnectionState.OPEN:
+            return  # closing already: one line and one close per connection
+        conn.close_code = CLOSE_SLOW_CONSUMER
         self.stats["slow_consumers"] += 1
-        log.info("closing slow consumer (person %s, %d frames queued)", conn.person_id, conn.queued)
-        self._spawn(conn.close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq"))
+        log.info("closing slow consumer (person %s): %s", conn.person_id, conn.backlog())
+        self._spawn(conn.close(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON))
 
     def _on_person(self, header: dict, frame: str | None, wire: bytes | None) -> None:
         conns = self.by_person.get(header["p"])

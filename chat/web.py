@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 from typing import Any, Awaitable, Callable
 
+import uvicorn
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
@@ -31,7 +32,8 @@ from chat.auth import bearer_from_headers
 from chat.config import Settings
 from chat.errors import BadRequest, ChatError, Forbidden, NotFound, RateLimited, ServiceUnavailable
 from chat.frames import Fields, decimal_int64, dumps, error_frame, parse, reply
-from chat.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, Connection, ConnectionState
+from chat.hub import (CLOSE_POLICY, CLOSE_SHUTDOWN, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, SHUTDOWN_REASON,
+                      Connection, ConnectionState, limit_kernel_unsent)
 from chat.i18n import normalise_language
 from chat.policies.ratelimit import Bucket, take
 from chat.service import HISTORY_DEFAULT, Actor, ChatService
@@ -520,7 +522,26 @@ class Session:
                                socket=websocket.scope.get(SOCKET_KEY))
 
     async def _close(self, code: int, reason: str) -> None:
-        await self.websocket.close(code, reason)
+        socket = self.websocket.scope.get(SOCKET_KEY)
+        if socket is None:
+            await self.websocket.close(code, reason)
+            return
+        # uvicorn's send first waits while the transport holds more than its
+        # high-water mark: the close of a client that stopped reading (4008) would
+        # wait until the keepalive dropped it, and the client would never learn
+        # why.  The close frame goes now, behind what is already queued.
+        writable = socket.writable
+        paused = not writable.is_set()
+        if paused:
+            writable.set()
+        try:
+            await self.websocket.close(code, reason)
+        finally:
+            if paused:
+                writable.clear()  # nothing ran in between: the transport is still paused
+        # A client that has not read up to the close frame within the keepalive's
+        # time to answer is dropped with what waits for it.
+        asyncio.get_running_loop().call_later(self.settings.ping_timeout, _drop_unread, socket.transport)
 
     def _limit(self, frame_type: str) -> None:
         """Per connection and per person token buckets; raise RateLimited with the wait."""
@@ -634,6 +655,13 @@ class Session:
             self.service.hub.send(self.conn, error_frame(request_id, ChatError("internal.error").to_dict(self.actor.language)))
 
 
+def _drop_unread(transport) -> None:
+    """Abort a closed connection whose client still has not read what was sent
+    before the close frame (uvicorn's close waits for those bytes forever)."""
+    if transport.get_write_buffer_size():
+        transport.abort()
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     session = await _open_session(websocket)
     if session is None:
@@ -735,6 +763,7 @@ def _direct_socket(send):
         return None
     protocol = getattr(send, "__self__", None)
     if isinstance(protocol, WebSocketsSansIOProtocol) and not protocol.conn.extensions:
+        limit_kernel_unsent(protocol.transport)  # what the client does not read waits where the hub counts it
         return protocol
     return None
 
@@ -785,6 +814,20 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, add_headers)
+
+
+class HubServer(uvicorn.Server):
+    """uvicorn's server, except that the hub closes its own connections first
+    when it stops.  uvicorn's shutdown closes every open WebSocket itself, with
+    1012 and no reason, before the application hears of it (the lifespan's
+    shutdown comes after); clients are promised the reason `server restarting`
+    (docs/protocol.md §9)."""
+
+    async def shutdown(self, sockets=None) -> None:
+        service = getattr(getattr(self.config.app, "state", None), "service", None)
+        if service is not None:
+            await service.hub.close_all(CLOSE_SHUTDOWN, SHUTDOWN_REASON)
+        await super().shutdown(sockets)
 
 
 def create_app(settings: Settings, service: ChatService | None = None, migrate: bool = True) -> Starlette:
