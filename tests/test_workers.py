@@ -46,12 +46,20 @@ async def start_worker(settings, cwd: Path) -> Worker:
         [sys.executable, "-m", "chat", "serve", "--port", "0"], cwd=cwd, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    return Worker(process, await listening_port(process))
+
+
+async def listening_port(process: subprocess.Popen) -> int:
+    """The port of the ``listening on http://HOST:PORT`` line ``serve`` prints once bound and migrated."""
     loop = asyncio.get_running_loop()
-    line = await asyncio.wait_for(loop.run_in_executor(None, process.stdout.readline), 60)
-    if not line.startswith("listening on "):
-        process.kill()
-        raise AssertionError(f"worker did not start: {line!r}")
-    return Worker(process, int(line.rsplit(":", 1)[1]))
+    lines = []
+    while not (lines and lines[-1].startswith("listening on ")):
+        line = await asyncio.wait_for(loop.run_in_executor(None, process.stdout.readline), 60)
+        if not line:
+            process.kill()
+            raise AssertionError(f"serve did not start: {''.join(lines)!r}")
+        lines.append(line)
+    return int(lines[-1].rsplit(":", 1)[1])
 
 
 @pytest.fixture
@@ -157,8 +165,7 @@ async def test_serve_with_two_workers_shares_one_port_and_replaces_a_dead_worker
     supervisor = subprocess.Popen([sys.executable, "-m", "chat", "serve", "--port", "0", "--workers", "2"],
                                   cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, supervisor.stdout.readline), 60)
-        address = Worker(supervisor, int(line.rsplit(":", 1)[1]))
+        address = Worker(supervisor, await listening_port(supervisor))
         await until(lambda: len(children_of(supervisor.pid)) == 2, "the supervisor did not start two workers")
         first = children_of(supervisor.pid)
         clients = [await connect(service, address, email) for email in (MARIE, NADIA, MARIE, NADIA)]
