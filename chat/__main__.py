@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import logging
 import os
 import socket
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from sqlalchemy import func, select
 
 from chat import auth, demo, directory, logsafety
-from chat.config import Settings, describe, load_settings
+from chat.config import MAX_WORKERS, Settings, describe, load_settings, parse_host, parse_port, parse_workers
 from chat.errors import ChatError, ConfigError
 from chat.i18n import error_text
 from chat.storage.db import create_engine, session_factory, upgrade
@@ -36,14 +38,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("LOG_FORMAT", "").lower() == "json":
+    if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     logsafety.install()
+    if settings.log_level != "debug":
+        # Alembic tells every step of every migration at INFO; `serve` says
+        # "database ready" once instead.  Its warnings and errors still show.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def _prepare(settings: Settings):
@@ -52,10 +58,15 @@ async def _prepare(settings: Settings):
     return engine
 
 
-async def _tokens(settings: Settings, engine, emails: list[str]) -> list[tuple[Person, str]]:
+async def _people(engine, emails: list[str]) -> dict[str, Person]:
+    """The directory people with these e-mails (any case), by lower-case e-mail."""
     async with session_factory(engine)() as session:
         people = (await session.execute(select(Person).where(Person.email.in_([e.lower() for e in emails])))).scalars().all()
-    by_email = {p.email: p for p in people}
+    return {p.email: p for p in people}
+
+
+async def _tokens(settings: Settings, engine, emails: list[str]) -> list[tuple[Person, str]]:
+    by_email = await _people(engine, emails)
     result = []
     for email in emails:
         person = by_email.get(email.lower())
@@ -65,18 +76,83 @@ async def _tokens(settings: Settings, engine, emails: list[str]) -> list[tuple[P
     return result
 
 
-async def load_demo(settings: Settings, engine, quiet: bool = False) -> None:
-    """Load the demo board if the directory is empty, and print demo tokens."""
+async def load_demo(settings: Settings, engine, with_tokens: bool = True) -> None:
+    """Load the demo board if the directory is empty, and list the demo people:
+    with a token each (``demo``), or with where to get one (``serve --demo``)."""
     async with session_factory(engine)() as session:
         count = (await session.execute(select(func.count()).select_from(Person))).scalar_one()
     if count == 0:
         counts = await directory.load(engine, directory.validate(demo.build()))
-        log.info("demo directory loaded: %s", counts)
-    if quiet:
+        print("demo board loaded: " + ", ".join(f"{v} {k[:-1] if v == 1 else k}" for k, v in counts.items()))
+    if with_tokens:
+        print("Demo people (tokens valid %d h):" % (settings.token_ttl_seconds // 3600))
+        for person, token in await _tokens(settings, engine, demo.DEMO_PEOPLE):
+            print(f"  {person.role:<10} {person.name:<16} {person.email}\n    {token}")
         return
-    print("Demo people (tokens valid %d h):" % (settings.token_ttl_seconds // 3600))
-    for person, token in await _tokens(settings, engine, demo.DEMO_PEOPLE):
-        print(f"  {person.role:<10} {person.name:<16} {person.email}\n    {token}")
+    found = await _people(engine, demo.DEMO_PEOPLE)
+    print("Demo people (pick one in the web page, or print a token: python -m chat token EMAIL):")
+    for person in (found[email] for email in demo.DEMO_PEOPLE if email in found):
+        print(f"  {person.role:<10} {person.name:<16} {person.email}")
+    if not found:
+        print("  (none in this directory: the web page lists everyone in it)")
+
+
+class CannotListen(Exception):
+    """The address to serve cannot be bound; the text says why and what to change."""
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """:func:`_listening_socket`, or CannotListen in one line naming the address
+    and the setting to change (checked before anything else is done)."""
+    where = f"{host}:{port}"
+    try:
+        return _listening_socket(host, port)
+    except socket.gaierror:
+        raise CannotListen(f"cannot listen on {where}: unknown host name; choose another with --host "
+                           f"(or HOST)") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            reason = (f"port {port} is already in use (another server?); choose another with --port N "
+                      f"(or PORT=N), or --port 0 (PORT=0) to let the system pick a free one")
+        elif exc.errno == errno.EACCES:
+            reason = (f"permission denied (ports below 1024 need privileges); choose another with --port N "
+                      f"(or PORT=N)")
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            reason = "this machine has no such address; choose another with --host (or HOST)"
+        else:
+            reason = (exc.strerror or str(exc)).lower()
+        raise CannotListen(f"cannot listen on {where}: {reason}") from None
+
+
+def _browser_host(host: str) -> str:
+    """Where a browser on this machine reaches a server bound to ``host``."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+async def _when_answering(host: str, port: int, line: str, timeout: float = 120.0) -> None:
+    """Print ``line`` once the server answers ``/healthz`` (after uvicorn's own
+    start-up lines, whichever process serves): the last thing a new user reads."""
+    connect_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection(connect_host, port)
+            try:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                status = await reader.readline()
+            finally:
+                writer.close()
+            if status.split(b" ")[1:2] == [b"200"]:
+                print(line, flush=True)
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -138,20 +214,35 @@ async def _run_server(settings: Settings, sock: socket.socket) -> None:
 
 
 async def serve(settings: Settings, with_demo: bool, workers: int = 1) -> None:
-    """Migrate, bind, then serve in this process — or in ``workers`` child processes
-    that share the listening socket (the kernel spreads connections between them)
-    and Redis for fan-out.  A worker that dies is started again."""
-    engine = await _prepare(settings)
-    if with_demo:
-        await load_demo(settings, engine)
-    await engine.dispose()
-    sock = _listening_socket(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
+    """Bind (a busy port stops here, before anything is written), migrate, then
+    serve in this process — or in ``workers`` child processes that share the
+    listening socket (the kernel spreads connections between them) and Redis for
+    fan-out.  A worker that dies is started again."""
+    sock = _bind(settings.host, settings.port)
+    try:
+        host, port = sock.getsockname()[:2]
+        settings = settings.with_(port=port)  # --port 0: the allowed origins follow the port chosen
+        engine = await _prepare(settings)
+        print("database ready", flush=True)
+        if with_demo:
+            await load_demo(settings, engine, with_tokens=False)
+        await engine.dispose()
+    except BaseException:
+        sock.close()
+        raise
     print(f"listening on http://{host}:{port}", flush=True)
-    if workers == 1:
-        await _run_server(settings, sock)
-        return
-    await _supervise(settings, sock, workers)
+    ready = None
+    if with_demo:
+        ready = asyncio.ensure_future(_when_answering(
+            host, port, f"open http://{_browser_host(host)}:{port}/ in a browser and pick a person"))
+    try:
+        if workers == 1:
+            await _run_server(settings, sock)
+        else:
+            await _supervise(settings, sock, workers)
+    finally:
+        if ready is not None:
+            ready.cancel()
 
 
 async def _supervise(settings: Settings, sock: socket.socket, workers: int) -> None:
@@ -160,7 +251,7 @@ async def _supervise(settings: Settings, sock: socket.socket, workers: int) -> N
 
     env = {**os.environ, "CHAT_DEMO": "1" if settings.demo else "0", "SECRET_KEY": settings.secret_key,
            "HOST": settings.host, "PORT": str(sock.getsockname()[1])}
-    command = [sys.executable, "-m", "chat", "worker", "--fd", str(sock.fileno())]
+    command = [sys.executable, "-m", "chat", WORKER, "--fd", str(sock.fileno())]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -189,17 +280,37 @@ async def _supervise(settings: Settings, sock: socket.socket, workers: int) -> N
             child.kill()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chat", description="The school–family messaging hub")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit status 2): what was wrong, and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _argument(parse):
+    """An argparse type from a configuration parser: the same rule in the same words."""
+
+    def convert(raw: str):
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, got {raw!r}") from None
+
+    return convert
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m chat", description="The school–family messaging hub")
+    # The metavar lists the commands for people; `worker` (below) is not one of them.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     p_serve = sub.add_parser("serve", help="run the server (configuration from the environment)")
-    p_serve.add_argument("--demo", action="store_true", help="load the demo school if empty and print tokens")
-    p_serve.add_argument("--port", type=int, help="overrides PORT (0 picks a free port)")
-    p_serve.add_argument("--host", help="overrides HOST")
-    p_serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1") or 1),
-                         help="worker processes sharing the port (needs REDIS_URL when above 1)")
-    p_worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by `serve --workers N`
-    p_worker.add_argument("--fd", type=int, required=True)
+    p_serve.add_argument("--demo", action="store_true",
+                         help="load the demo school if the directory is empty and turn on its person picker")
+    p_serve.add_argument("--port", type=_argument(parse_port), help="overrides PORT (0 picks a free port)")
+    p_serve.add_argument("--host", type=_argument(parse_host), help="overrides HOST")
+    p_serve.add_argument("--workers", type=_argument(parse_workers),
+                         help=f"worker processes sharing the port, 1 to {MAX_WORKERS} (overrides WEB_CONCURRENCY; "
+                              "needs REDIS_URL when above 1)")
     sub.add_parser("demo", help="load the demo school (if the directory is empty) and print tokens")
     p_token = sub.add_parser("token", help="mint an access token for a directory person")
     p_token.add_argument("email")
@@ -218,7 +329,24 @@ def main(argv: list[str] | None = None) -> int:
     p_int_sub.add_parser("list", help="list keys (never the keys themselves)")
     p_db = sub.add_parser("db", help="database commands")
     p_db.add_argument("action", choices=["upgrade"])
-    args = parser.parse_args(argv)
+    return parser
+
+
+# `serve --workers N` starts each worker process as `python -m chat worker --fd N`
+# (the listening socket it inherits).  Not a command for people: kept out of the
+# parser, so that --help and its errors never list it.
+WORKER = "worker"
+
+
+def _worker_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog=f"python -m chat {WORKER}")
+    parser.add_argument("--fd", type=int, required=True)
+    return parser.parse_args(argv, namespace=argparse.Namespace(command=WORKER))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _worker_arguments(argv[1:]) if argv[:1] == [WORKER] else _parser().parse_args(argv)
 
     try:
         settings = load_settings()
@@ -229,24 +357,19 @@ def main(argv: list[str] | None = None) -> int:
         changes = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
         if args.demo:
             changes["demo"] = True
-        if "port" in changes and not 0 <= changes["port"] <= 65535:
-            print(f"configuration error: --port={changes['port']}: expected 0–65535", file=sys.stderr)
-            return 2
         settings = settings.with_(**changes)
-        if args.workers < 1 or args.workers > 64:
-            print(f"configuration error: --workers={args.workers}: expected 1–64", file=sys.stderr)
+        workers = args.workers if args.workers is not None else settings.workers
+        if workers > 1 and not settings.redis_url:
+            print(f"configuration error: {workers} worker processes (--workers or WEB_CONCURRENCY) need REDIS_URL "
+                  "to share messages: set REDIS_URL=redis://HOST:6379/0, or run one worker", file=sys.stderr)
             return 2
-        if args.workers > 1 and not settings.redis_url:
-            print("configuration error: --workers above 1 needs REDIS_URL (fan-out between processes)",
-                  file=sys.stderr)
-            return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
 
     async def run() -> int:
         if args.command == "serve":
-            await serve(settings, args.demo, args.workers)
+            await serve(settings, args.demo, workers)
             return 0
-        if args.command == "worker":
+        if args.command == WORKER:
             await _run_server(settings, socket.socket(fileno=args.fd))
             return 0
         engine = await _prepare(settings)
@@ -282,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             await engine.dispose()
         return 0
 
-    if args.command in ("serve", "worker"):
+    if args.command in ("serve", WORKER):
         try:
             import uvloop  # comes with uvicorn[standard]: a faster event loop for the server
 
@@ -293,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run())
     except ChatError as exc:
         print(f"error: {exc.code}: {error_text(exc.code, 'en', exc.fields)}", file=sys.stderr)
+        return 1
+    except CannotListen as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -6,12 +6,17 @@ starlette ``config.py`` habit).  Every limit says why it has its value.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass, replace
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 from chat.errors import ConfigError
 
@@ -39,6 +44,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # "json": the hub's log lines as one JSON object each (log collectors).
+    log_format: str = "text"
+    # Worker processes of `serve` (WEB_CONCURRENCY, or --workers); above 1 needs Redis.
+    workers: int = 1
     # A frame above this is refused with request.too_large (the connection stays);
     # 64 KiB holds the longest text (4,000 characters, up to 16 KiB of UTF-8) with room for fields.
     max_frame_bytes: int = 64 * 1024
@@ -110,31 +119,68 @@ class Settings:
         return replace(self, **changes)
 
 
-def _get(env: Mapping[str, str], name: str, cast: Callable[[str], T], default: T) -> T:
+def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
+    """The variable ``name`` read by ``parse``, or ``default`` when unset or empty.
+
+    ``parse`` raises ValueError whose text is the rule in plain words ("must be
+    a whole number between 0 and 65535"); the ConfigError names the variable."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return cast(raw)
-    except (TypeError, ValueError) as exc:
+        return parse(raw)
+    except ValueError as exc:
         raise ConfigError(variable=name, value=raw, problem=str(exc)) from None
 
 
-def _positive(cast: Callable[[str], T]) -> Callable[[str], T]:
-    def check(raw: str) -> T:
-        value = cast(raw)
-        if value <= 0:  # type: ignore[operator]
-            raise ValueError("expected a positive number")
+def whole_number(low: int, high: int | None = None, unit: str = "") -> Callable[[str], int]:
+    """A parser of whole numbers from ``low`` (to ``high``), its rule said in words."""
+    rule = f"must be a whole number{unit}" + (f" between {low} and {high}" if high is not None else f", at least {low}")
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(rule) from None
+        if value < low or (high is not None and value > high):
+            raise ValueError(rule)
         return value
 
-    return check
+    return parse
 
 
-def _at_least_one(raw: str) -> float:
-    value = float(raw)
-    if value < 1:
-        raise ValueError("expected at least 1 (a burst below one action refuses everything)")
-    return value
+def _number(minimum: float, inclusive: bool, unit: str = "", why: str = "") -> Callable[[str], float]:
+    rule = f"must be a number{unit}" + (f", at least {minimum:g}" if inclusive else f" above {minimum:g}") + why
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(rule) from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise ValueError(rule)
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    rule = "must be " + (", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0])
+
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(rule)
+        return value
+
+    return parse
+
+
+# Whole numbers (PORT and --port, WEB_CONCURRENCY and --workers share their rule).
+parse_port = whole_number(0, 65535)
+# A machine has a handful of cores; more processes than this is a typo, not a plan.
+MAX_WORKERS = 64
+parse_workers = whole_number(1, MAX_WORKERS, " of worker processes")
 
 
 def _database_url(raw: str) -> str:
@@ -145,7 +191,7 @@ def _database_url(raw: str) -> str:
     if raw.startswith("sqlite:///"):
         raw = "sqlite+aiosqlite:///" + raw[len("sqlite:///") :]
     if not (raw.startswith("sqlite+aiosqlite://") or raw.startswith("postgresql+asyncpg://")):
-        raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
+        raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
     return raw
 
 
@@ -153,7 +199,17 @@ def _redis_url(raw: str) -> str:
     if raw == "memory://":
         return ""
     if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected redis://HOST:PORT/DB, rediss://… or memory://")
+        raise ValueError("must be redis://HOST:PORT/DB, rediss://… or unix://… (or memory:// or empty for "
+                         "the in-process broker)")
+    return raw
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _redis_prefix(raw: str) -> str:
+    if not _PREFIX.fullmatch(raw):
+        raise ValueError("must be 1 to 64 letters, digits, '.', '_', ':' or '-'")
     return raw
 
 
@@ -162,81 +218,134 @@ def _flag(raw: str) -> bool:
         return True
     if raw.strip().lower() in {"0", "false", "no", "off"}:
         return False
-    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+    raise ValueError("must be 1 or 0 (true/false, yes/no and on/off work too)")
 
 
 def _smtp_url(raw: str) -> str:
-    if not raw.startswith(("smtp://", "smtps://")):
-        raise ValueError("expected smtp://[user:password@]host[:port] or smtps://…")
+    rule = "must be smtp://[user:password@]host[:port] or smtps://…"
+    parts = urlsplit(raw)
+    try:
+        parts.port  # a port that is not a number raises here, not at the first e-mail
+    except ValueError:
+        raise ValueError(rule) from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError(rule)
     return raw
 
 
 def _http_url(raw: str) -> str:
-    if not raw.startswith(("http://", "https://")):
-        raise ValueError("expected an http:// or https:// address")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an address starting with http:// or https://")
     return raw
+
+
+def _mail_from(raw: str) -> str:
+    _, address = parseaddr(raw)
+    if "@" not in address or " " in address:
+        raise ValueError("must be an e-mail address, with a name or without (Clic École <ne-pas-repondre@clic.test>)")
+    return raw
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+
+
+def parse_host(raw: str) -> str:
+    host = raw.strip()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError("must be an address or a host name, such as 127.0.0.1, 0.0.0.0, :: or localhost "
+                         "(no http://, no :PORT)")
+    return host
 
 
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
         if origin != "*" and not origin.startswith(("http://", "https://")):
-            raise ValueError(f"origin {origin!r} must start with http:// or https://")
+            rule = "must be origins separated by commas, each starting with http:// or https:// (or *)"
+            raise ValueError(rule + (f" ({origin!r} does not)" if len(origins) > 1 else ""))
     return origins
+
+
+def _directory(raw: str) -> Path:
+    path = Path(raw)
+    if path.exists() and not path.is_dir():
+        raise ValueError("must name a directory (it is created if missing), not a file")
+    return path
+
+
+# HS256 keys shorter than the hash (32 bytes) are guessable offline from one token.
+MIN_SECRET_CHARACTERS = 32
 
 
 def _secret_from_file(path: Path) -> str:
     """A development secret kept beside the database so `demo` and `serve` agree."""
-    if path.exists():
-        return path.read_text().strip()
-    key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    return key
+    try:
+        if path.exists():
+            key = path.read_text().strip()
+            if len(key) < MIN_SECRET_CHARACTERS:
+                raise ConfigError(variable="CHAT_SECRET_FILE", value=str(path),
+                                  problem=f"must hold a key of at least {MIN_SECRET_CHARACTERS} characters "
+                                          "(delete the file to have one generated)")
+            return key
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+        return key
+    except OSError as exc:
+        raise ConfigError(variable="CHAT_SECRET_FILE", value=str(path),
+                          problem=f"must name a file the hub can read, or create ({exc.strerror.lower()})") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and check every variable; raise ConfigError naming the bad one."""
     env = os.environ if env is None else env
     secret = env.get("SECRET_KEY", "")
-    if secret and len(secret) < 32:
-        raise ConfigError(variable="SECRET_KEY", value="(hidden)", problem="at least 32 characters are needed")
-    port = _get(env, "PORT", int, 8000)
-    if not 0 <= port <= 65535:
-        raise ConfigError(variable="PORT", value=str(port), problem="expected 0–65535")
-    log_level = env.get("LOG_LEVEL", "info").lower()
-    if log_level not in {"debug", "info", "warning", "error"}:
-        raise ConfigError(variable="LOG_LEVEL", value=log_level, problem="expected debug, info, warning or error")
+    if secret and len(secret) < MIN_SECRET_CHARACTERS:
+        raise ConfigError(variable="SECRET_KEY", value=None,
+                          problem=f"must be at least {MIN_SECRET_CHARACTERS} characters long "
+                                  f"(it has {len(secret)}; the value is not shown)")
+    port = _get(env, "PORT", parse_port, 8000)
     settings = Settings(
         database_url=_get(env, "DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
         redis_url=_get(env, "REDIS_URL", _redis_url, ""),
-        redis_prefix=env.get("REDIS_PREFIX", "chat") or "chat",
-        attachments_dir=Path(env.get("ATTACHMENTS_DIR", "attachments") or "attachments"),
-        token_ttl_seconds=_get(env, "TOKEN_TTL_SECONDS", _positive(int), 12 * 3600),
+        redis_prefix=_get(env, "REDIS_PREFIX", _redis_prefix, "chat"),
+        attachments_dir=_get(env, "ATTACHMENTS_DIR", _directory, Path("attachments")),
+        token_ttl_seconds=_get(env, "TOKEN_TTL_SECONDS", whole_number(1, unit=" of seconds"), 12 * 3600),
         allowed_origins=_get(env, "ALLOWED_ORIGINS", _origins, ()),
-        host=env.get("HOST", "127.0.0.1") or "127.0.0.1",
+        host=_get(env, "HOST", parse_host, "127.0.0.1"),
         port=port,
-        log_level=log_level,
-        send_queue_frames=_get(env, "SEND_QUEUE_FRAMES", _positive(int), 1000),
-        database_pool_size=_get(env, "DATABASE_POOL_SIZE", _positive(int), 20),
-        rate_per_second=_get(env, "RATE_PER_SECOND", _positive(float), 20.0),
-        rate_burst=_get(env, "RATE_BURST", _at_least_one, 40.0),
+        log_level=_get(env, "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
+        log_format=_get(env, "LOG_FORMAT", _choice("text", "json"), "text"),
+        workers=_get(env, "WEB_CONCURRENCY", parse_workers, 1),
+        send_queue_frames=_get(env, "SEND_QUEUE_FRAMES", whole_number(1), 1000),
+        database_pool_size=_get(env, "DATABASE_POOL_SIZE", whole_number(1), 20),
+        rate_per_second=_get(env, "RATE_PER_SECOND", _number(0, inclusive=False), 20.0),
+        rate_burst=_get(env, "RATE_BURST", _number(1, inclusive=True, why=" (a burst below one action refuses "
+                                                                          "everything)"), 40.0),
         smtp_url=_get(env, "SMTP_URL", _smtp_url, ""),
-        mail_from=env.get("MAIL_FROM") or Settings.mail_from,
+        mail_from=_get(env, "MAIL_FROM", _mail_from, Settings.mail_from),
         app_url=_get(env, "APP_URL", _http_url, f"http://localhost:{port}/"),
         notify_webhook_url=_get(env, "NOTIFY_WEBHOOK_URL", _http_url, ""),
         demo=_get(env, "CHAT_DEMO", _flag, False),
-        ping_interval=_get(env, "PING_INTERVAL_SECONDS", _positive(float), 20.0),
-        sqlite_checkpoint_seconds=_get(env, "SQLITE_CHECKPOINT_SECONDS", _positive(float), 0.2),
-        smtp_timeout_seconds=_get(env, "SMTP_TIMEOUT_SECONDS", _positive(float), 30.0),
-        notify_webhook_timeout_seconds=_get(env, "NOTIFY_WEBHOOK_TIMEOUT_SECONDS", _positive(float), 10.0),
-        notify_concurrency=_get(env, "NOTIFY_CONCURRENCY", _positive(int), 8),
-        notify_lease_seconds=_get(env, "NOTIFY_LEASE_SECONDS", _positive(float), 120.0),
+        ping_interval=_get(env, "PING_INTERVAL_SECONDS", _number(0, inclusive=False, unit=" of seconds"), 20.0),
+        sqlite_checkpoint_seconds=_get(env, "SQLITE_CHECKPOINT_SECONDS",
+                                       _number(0, inclusive=False, unit=" of seconds"), 0.2),
+        smtp_timeout_seconds=_get(env, "SMTP_TIMEOUT_SECONDS", _number(0, inclusive=False, unit=" of seconds"), 30.0),
+        notify_webhook_timeout_seconds=_get(env, "NOTIFY_WEBHOOK_TIMEOUT_SECONDS",
+                                            _number(0, inclusive=False, unit=" of seconds"), 10.0),
+        notify_concurrency=_get(env, "NOTIFY_CONCURRENCY", whole_number(1), 8),
+        notify_lease_seconds=_get(env, "NOTIFY_LEASE_SECONDS", _number(0, inclusive=False, unit=" of seconds"), 120.0),
     )
     check_notification_lease(settings.notify_lease_seconds,
                              (settings.smtp_timeout_seconds, settings.notify_webhook_timeout_seconds))
     if not secret:  # only once everything else is known to be right
-        secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE", DEFAULT_SECRET_FILE)))
+        secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE") or DEFAULT_SECRET_FILE))
     return settings.with_(secret_key=secret)
 
 
@@ -263,7 +372,10 @@ def _hide_password(value: object) -> object:
 
 
 def describe(error: ConfigError) -> str:
-    """The one-line start-up message for a configuration error."""
+    """The one-line start-up message for a configuration error, in plain words:
+    ``configuration error: PORT must be a whole number between 0 and 65535, got 'abc'``."""
     f = error.fields
-    return f"configuration error: {f.get('variable')}={_hide_password(f.get('value'))!r}: {f.get('problem')}"
-
+    message = f"configuration error: {f.get('variable')} {f.get('problem')}"
+    if f.get("value") is not None:
+        message += f", got {_hide_password(f['value'])!r}"
+    return message

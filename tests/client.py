@@ -1,16 +1,25 @@
-"""A small protocol client for the tests, over a real WebSocket (``websockets``)."""
+"""A small protocol client for the tests, over a real WebSocket (``websockets``).
+
+"Nothing more arrives" is never a quiet spell: :meth:`WSClient.drain` reads up
+to a positive barrier (see there), so a busy machine cannot make it miss a
+frame that was on its way, nor fail a test by being slow.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
-from typing import Any
+import uuid
+from typing import Any, Awaitable, Callable
 
 import websockets
 
-WAIT = 5.0  # seconds: a bound on waiting for an expected frame, never a timing assertion
-QUIET = 0.3  # seconds: how long "nothing more arrives" is watched
+# Seconds: a bound on waiting for an expected frame, never a timing assertion.  Long
+# enough for a CI machine whose cores are busy elsewhere; a passing test never waits it.
+WAIT = 30.0
+# The marker frame a test server publishes through its broker for drain()'s barrier.
+BARRIER = "test.barrier"
 
 
 class WSClient:
@@ -20,10 +29,15 @@ class WSClient:
         self.ws = ws
         self.frames: list[dict[str, Any]] = []  # everything received that no request took
         self.hello: dict[str, Any] | None = None
+        # Publishes a BARRIER frame with the given token to this client's person through
+        # the server's broker (set by the test server, tests.conftest.broker_barrier).
+        self.barrier: Callable[[str], Awaitable[None]] | None = None
+        self.barriers_seen: set[str] = set()
 
     @classmethod
     async def open(cls, url: str, token: str | None, **kwargs: Any) -> "WSClient":
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        kwargs.setdefault("open_timeout", WAIT)
         ws = await websockets.connect(url, additional_headers=headers, max_size=None, **kwargs)
         client = cls(ws)
         client.hello = await client.next("hello")
@@ -41,9 +55,20 @@ class WSClient:
     async def start(self, positions: dict[int, int]) -> dict[str, Any]:
         return await self.request("resume", positions={str(k): v for k, v in positions.items()})
 
+    async def _receive_any(self, timeout: float) -> dict[str, Any]:
+        """The next frame, barrier markers included (their token is noted)."""
+        frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        if frame.get("type") == BARRIER:
+            self.barriers_seen.add(frame["token"])
+        return frame
+
     async def _receive(self, timeout: float) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
-        return json.loads(raw)
+        """The next frame the server sent of its own (barrier markers are skipped)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            frame = await self._receive_any(deadline - asyncio.get_running_loop().time())
+            if frame.get("type") != BARRIER:
+                return frame
 
     async def send_raw(self, data: str | bytes) -> None:
         await self.ws.send(data)
@@ -97,14 +122,38 @@ class WSClient:
     async def event(self, kind: str | None = None, timeout: float = WAIT) -> dict[str, Any]:
         return await self.next("event", kind, timeout)
 
-    async def drain(self, quiet: float = QUIET) -> list[dict[str, Any]]:
-        """Everything that arrives until the line stays quiet for ``quiet`` seconds."""
-        frames, self.frames = self.frames, []
-        while True:
-            try:
-                frames.append(await self._receive(quiet))
-            except asyncio.TimeoutError:
-                return frames
+    async def drain(self) -> list[dict[str, Any]]:
+        """Every frame received up to a positive barrier, on a started connection.
 
-    async def events(self, quiet: float = QUIET) -> list[dict[str, Any]]:
-        return [f for f in await self.drain(quiet) if f.get("type") == "event"]
+        The barrier is two frames the client waits for: the answer to a
+        ``ping`` sent now (a connection's frames are handled in order, so every
+        reply, and whatever was pushed while handling the frames before, comes
+        first) and, when the test server set :attr:`barrier`, a marker published
+        now on the person's broker channel (the broker hands a worker its
+        messages in the order it took the publishes, and every event is
+        published before its request is answered: whatever was published for
+        this client before comes first).  A gap fill or replay runs on its own:
+        wait for its last expected event before draining."""
+        token = uuid.uuid4().hex
+        if self.barrier is not None:
+            await self.barrier(token)
+        else:
+            self.barriers_seen.add(token)
+        request_id = await self.send("ping")
+        frames, self.frames = self.frames, []
+        answered = False
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not (answered and token in self.barriers_seen):
+            frame = await self._receive_any(deadline - asyncio.get_running_loop().time())
+            if frame.get("type") == BARRIER:
+                continue
+            if frame.get("type") in ("ok", "error") and frame.get("id") == request_id:
+                answered = True
+                continue
+            frames.append(frame)
+        self.barriers_seen.discard(token)
+        return frames
+
+    async def events(self) -> list[dict[str, Any]]:
+        """The events among :meth:`drain`'s frames."""
+        return [f for f in await self.drain() if f.get("type") == "event"]

@@ -14,12 +14,13 @@ Every fixture that touches storage or fan-out is parametrised by ``backend``:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 import uvicorn
@@ -31,7 +32,7 @@ from chat.service import Actor, ChatService
 from chat.storage.db import create_engine, upgrade
 from chat.storage.models import Person, SQLModel
 from chat.web import create_app
-from tests.client import WSClient
+from tests.client import BARRIER, WSClient
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_HOST_URL = PG_ADMIN_URL.rsplit("/", 1)[0]
@@ -124,9 +125,21 @@ class Server:
     async def connect(self, email: str, resume: dict[int, int] | None = None, start: bool = True) -> WSClient:
         """A signed-in WebSocket client that has said `resume` (live from now by default)."""
         client = await WSClient.open(self.ws_url, await self.token(email))
+        client.barrier = broker_barrier(self.service, client.hello["person"]["id"])
         if start:
             await client.start(resume or {})
         return client
+
+
+def broker_barrier(service: ChatService, person_id: int) -> Callable[[str], Awaitable[None]]:
+    """What :meth:`WSClient.drain` calls to put a marker behind everything already
+    published for ``person_id``: a frame on the person's channel, published
+    through ``service``'s broker (Redis reaches every worker sharing it)."""
+
+    async def publish(token: str) -> None:
+        await service.hub.publish_person(person_id, "frame", json.dumps({"type": BARRIER, "token": token}))
+
+    return publish
 
 
 async def person_by_email(service: ChatService, email: str) -> Person:

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as redis
 
 from chat.broker import MemoryBroker, RedisBroker, create_broker
+from tests.client import WAIT
 from tests.conftest import REDIS_URL
 
 
@@ -27,9 +28,17 @@ class Inbox:
     async def resync(self) -> None:
         self.resyncs += 1
 
-    async def wait(self, count: int, timeout: float = 5.0) -> None:
+    async def wait(self, count: int, timeout: float = WAIT) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while len(self.messages) < count:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), deadline - asyncio.get_running_loop().time())
+
+    async def wait_for_message(self, message: tuple[str, bytes], timeout: float = WAIT) -> None:
+        """Until ``message`` has arrived: published last, it is the barrier behind
+        which everything published before it has arrived too (or never will)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while message not in self.messages:
             self.arrived.clear()
             await asyncio.wait_for(self.arrived.wait(), deadline - asyncio.get_running_loop().time())
 
@@ -63,9 +72,9 @@ async def test_publish_many_delivers_a_batch_in_order_to_subscribed_channels_onl
     await broker.subscribe("conv:2")
     batch = [(f"conv:{1 + i % 3}", b"e%d" % i) for i in range(30)]  # conv:3 has no subscriber
     await broker.publish_many(batch)
-    await inbox.wait(20)
-    await asyncio.sleep(0.1)  # nothing more (conv:3) arrives
-    assert inbox.messages == [(c, d) for c, d in batch if c != "conv:3"]
+    await broker.publish("conv:1", b"marker")
+    await inbox.wait_for_message(("conv:1", b"marker"))  # so nothing more (conv:3) is on its way
+    assert inbox.messages == [(c, d) for c, d in batch if c != "conv:3"] + [("conv:1", b"marker")]
 
 
 async def test_subscribed_channel_receives_published_bytes_in_order(connected):
@@ -85,8 +94,7 @@ async def test_unsubscribed_and_other_channels_receive_nothing(connected):
     await broker.publish("conv:2", b"not for us")
     await broker.publish("conv:3", b"never subscribed")
     await broker.publish("conv:1", b"marker")
-    await inbox.wait(1)
-    await asyncio.sleep(0.1)
+    await inbox.wait_for_message(("conv:1", b"marker"))  # published last: nothing else is on its way
     assert inbox.messages == [("conv:1", b"marker")]
 
 
@@ -98,10 +106,13 @@ async def test_redis_delivers_between_two_brokers_like_two_workers():
     await b.connect()
     try:
         await b.subscribe("conv:7")
+        await a.subscribe("conv:8")
         await a.publish("conv:7", b"from worker a")
+        await a.publish("conv:8", b"marker")
         await inbox_b.wait(1)
+        await inbox_a.wait_for_message(("conv:8", b"marker"))  # a has heard everything published before it
         assert inbox_b.messages == [("conv:7", b"from worker a")]
-        assert inbox_a.messages == []
+        assert inbox_a.messages == [("conv:8", b"marker")]
     finally:
         await a.disconnect()
         await b.disconnect()
@@ -122,7 +133,7 @@ async def test_redis_broker_resubscribes_and_resyncs_after_its_connection_is_kil
                 await admin.client_kill_filter(_id=client["id"])
                 killed += 1
         assert killed == 1
-        deadline = asyncio.get_running_loop().time() + 10
+        deadline = asyncio.get_running_loop().time() + WAIT
         while inbox.resyncs == 0:
             assert asyncio.get_running_loop().time() < deadline, "broker never reconnected"
             await asyncio.sleep(0.05)

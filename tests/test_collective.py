@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from chat.service import ChatService
 from chat.storage.models import CollectiveSend, Group, Message, Student
+from tests.client import WAIT
 from tests.conftest import DIRECTION, MARIE, NADIA, actor_for
 
 
@@ -20,13 +21,15 @@ async def group_students(service, code: str) -> list[int]:
 
 
 async def wait_done(service, send_id: int) -> CollectiveSend:
-    for _ in range(500):
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
         async with service.sessions() as session:
             job = await session.get(CollectiveSend, send_id)
         if job.status == "done":
             return job
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"collective send {send_id} did not finish: {job.done}/{job.total}")
         await asyncio.sleep(0.02)
-    raise AssertionError(f"collective send {send_id} did not finish: {job.done}/{job.total}")
 
 
 async def messages_with(service, text: str) -> list[Message]:
@@ -43,9 +46,12 @@ async def test_each_family_gets_the_message_in_its_own_conversation_and_answers_
         assert answer["send"]["total"] == len(students) == 5
         job = await wait_done(service, answer["send"]["id"])
         assert job.done == 5
-        progress = [f for f in await nadia.drain() if f["type"] == "collective.progress"]
-        assert progress[-1] == {"type": "collective.progress", "send_id": job.id, "done": 5, "total": 5,
-                                "status": "done"}
+        progress = await nadia.next("collective.progress")
+        while progress["status"] != "done":  # published once the job is marked done
+            progress = await nadia.next("collective.progress")
+        assert progress == {"type": "collective.progress", "send_id": job.id, "done": 5, "total": 5,
+                            "status": "done"}
+        assert [f for f in await nadia.drain() if f["type"] == "collective.progress"] == []  # the last one
         sent = await messages_with(service, "Sortie vendredi : autorisation?")
         assert len(sent) == 5 and len({m.conversation_id for m in sent}) == 5  # one private conversation each
         event = await marie.event("message.new")
@@ -170,28 +176,44 @@ async def test_a_job_of_several_steps_reuses_each_familys_conversation_and_skips
 
 async def test_a_step_that_outlasts_the_lease_keeps_it(service, monkeypatch):
     """The lease is renewed while a step runs, not only between steps: another
-    worker cannot take the job while a slow step is still delivering."""
+    worker cannot take the job while a slow step is still delivering.  The
+    lease's clock is the test's: it moves only when the test moves it, and each
+    move waits for the renewal it calls for, so a busy machine changes nothing."""
+    from types import SimpleNamespace
+
     from chat import collective as collective_module
 
+    clock = SimpleNamespace(now=1_000_000.0)
+    monkeypatch.setattr(collective_module, "time", SimpleNamespace(time=lambda: clock.now))
     monkeypatch.setattr(collective_module, "LEASE_SECONDS", 0.3)
     nadia = await actor_for(service, NADIA)
     created = await service.collective.create(nadia, "slow", "Lent", await group_students(service, "ERA-301"),
                                               start=False)
     send_id = created["send"]["id"]
     send = service.send_message
-    sending = asyncio.Event()
+    sending, finish = asyncio.Event(), asyncio.Event()
 
     async def slow_send(*args, **kwargs):
         sending.set()
-        await asyncio.sleep(1.0)  # three leases long
+        await finish.wait()  # the step lasts until the test has looked
         return await send(*args, **kwargs)
+
+    async def lease_until() -> float:
+        async with service.sessions() as session:
+            return (await session.get(CollectiveSend, send_id)).lease_until
 
     monkeypatch.setattr(service, "send_message", slow_send)
     other = ChatService(service.settings, service.engine)
     running = asyncio.create_task(service.collective.run(send_id))
     await sending.wait()
-    await asyncio.sleep(0.6)  # twice the lease: without renewal it would have run out
+    for _ in range(3):  # 0.6 s in all, twice the lease: without renewal it would have run out
+        clock.now += 0.2
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while await lease_until() < clock.now + 0.3 - 1e-6:  # renewed from the new time on
+            assert asyncio.get_running_loop().time() < deadline, "the lease was not renewed during the step"
+            await asyncio.sleep(0.02)
     assert await other.collective._lease(send_id) is False
+    finish.set()
     await running
     job = await wait_done(service, send_id)
     assert job.done == 5 and len(await messages_with(service, "Lent")) == 5

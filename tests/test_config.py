@@ -5,6 +5,7 @@ environment dict and keeps the development secret file in ``tmp_path``.
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from chat.config import DEFAULT_DATABASE_URL, describe, load_settings
 from chat.errors import ConfigError
 
 GOOD_SECRET = "s" * 32
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 
 def env(tmp_path: Path, **variables: str) -> dict[str, str]:
@@ -146,8 +148,86 @@ def test_start_up_message_names_the_variable(tmp_path, variable, value):
 
 def test_start_up_message_says_what_was_expected(tmp_path):
     message = describe(config_error(tmp_path, DATABASE_URL="mysql://x"))
-    assert "'mysql://x'" in message
-    assert "expected sqlite:///PATH or postgresql://" in message
+    assert message == ("configuration error: DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, "
+                       "got 'mysql://x'")
+
+
+# Every variable the hub reads, a value it refuses, and the one line that says so:
+# the rule in plain words, then what was given (never SECRET_KEY's value).
+PLAIN_WORDS = [
+    ("DATABASE_URL", "mysql://chat@db.test/chat",
+     "DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, got 'mysql://chat@db.test/chat'"),
+    ("REDIS_URL", "http://cache.test:6379",
+     "REDIS_URL must be redis://HOST:PORT/DB, rediss://… or unix://… (or memory:// or empty for the in-process "
+     "broker), got 'http://cache.test:6379'"),
+    ("REDIS_PREFIX", "my hub", "REDIS_PREFIX must be 1 to 64 letters, digits, '.', '_', ':' or '-', got 'my hub'"),
+    ("SECRET_KEY", "hunter2-short",
+     "SECRET_KEY must be at least 32 characters long (it has 13; the value is not shown)"),
+    ("CHAT_SECRET_FILE", "{tmp}/no-such-directory/secret",
+     "CHAT_SECRET_FILE must name a file the hub can read, or create (no such file or directory), "
+     "got '{tmp}/no-such-directory/secret'"),
+    ("TOKEN_TTL_SECONDS", "12h", "TOKEN_TTL_SECONDS must be a whole number of seconds, at least 1, got '12h'"),
+    ("ALLOWED_ORIGINS", "school.test",
+     "ALLOWED_ORIGINS must be origins separated by commas, each starting with http:// or https:// (or *), "
+     "got 'school.test'"),
+    ("ATTACHMENTS_DIR", "{tmp}/a-file",
+     "ATTACHMENTS_DIR must name a directory (it is created if missing), not a file, got '{tmp}/a-file'"),
+    ("HOST", "http://0.0.0.0",
+     "HOST must be an address or a host name, such as 127.0.0.1, 0.0.0.0, :: or localhost (no http://, no :PORT), "
+     "got 'http://0.0.0.0'"),
+    ("PORT", "abc", "PORT must be a whole number between 0 and 65535, got 'abc'"),
+    ("LOG_LEVEL", "verbose", "LOG_LEVEL must be debug, info, warning or error, got 'verbose'"),
+    ("LOG_FORMAT", "xml", "LOG_FORMAT must be text or json, got 'xml'"),
+    ("WEB_CONCURRENCY", "abc", "WEB_CONCURRENCY must be a whole number of worker processes between 1 and 64, "
+                               "got 'abc'"),
+    ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE must be a whole number, at least 1, got '0'"),
+    ("SEND_QUEUE_FRAMES", "1 MiB", "SEND_QUEUE_FRAMES must be a whole number, at least 1, got '1 MiB'"),
+    ("PING_INTERVAL_SECONDS", "0", "PING_INTERVAL_SECONDS must be a number of seconds above 0, got '0'"),
+    ("SQLITE_CHECKPOINT_SECONDS", "nan", "SQLITE_CHECKPOINT_SECONDS must be a number of seconds above 0, got 'nan'"),
+    ("RATE_PER_SECOND", "fast", "RATE_PER_SECOND must be a number above 0, got 'fast'"),
+    ("RATE_BURST", "0.5",
+     "RATE_BURST must be a number, at least 1 (a burst below one action refuses everything), got '0.5'"),
+    ("SMTP_URL", "smtp://mail.test:abc",
+     "SMTP_URL must be smtp://[user:password@]host[:port] or smtps://…, got 'smtp://mail.test:abc'"),
+    ("MAIL_FROM", "ecole",
+     "MAIL_FROM must be an e-mail address, with a name or without (Clic École <ne-pas-repondre@clic.test>), "
+     "got 'ecole'"),
+    ("APP_URL", "chat.ecole.test", "APP_URL must be an address starting with http:// or https://, "
+                                   "got 'chat.ecole.test'"),
+    ("NOTIFY_WEBHOOK_URL", "push.test/hook",
+     "NOTIFY_WEBHOOK_URL must be an address starting with http:// or https://, got 'push.test/hook'"),
+    ("CHAT_DEMO", "maybe", "CHAT_DEMO must be 1 or 0 (true/false, yes/no and on/off work too), got 'maybe'"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), PLAIN_WORDS, ids=[v for v, _, _ in PLAIN_WORDS])
+def test_every_variable_refuses_a_bad_value_in_plain_words(tmp_path, variable, value, message):
+    (tmp_path / "a-file").write_text("not a directory")
+    tmp = str(tmp_path)
+    error = config_error(tmp_path, **{variable: value.format(tmp=tmp)})
+    assert (error.code, error.fields["variable"]) == ("config.invalid", variable)
+    assert describe(error) == "configuration error: " + message.format(tmp=tmp)
+
+
+def test_every_variable_of_the_operations_guide_has_its_plain_words_check():
+    """The configuration table of docs/operations.md lists what the hub reads;
+    each of them is in PLAIN_WORDS above (a new variable comes with its check)."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    table = text[text.index("## Configuration"):].split("\n\n")[2]
+    documented = {name for row in table.splitlines()[2:] for name in re.findall(r"`([A-Z_]+)`", row.split("|")[1])}
+    assert documented == {variable for variable, _, _ in PLAIN_WORDS}
+
+
+def test_several_origins_name_the_one_that_is_wrong(tmp_path):
+    message = describe(config_error(tmp_path, ALLOWED_ORIGINS="https://school.test, ftp://files.test"))
+    assert "('ftp://files.test' does not)" in message
+
+
+def test_a_secret_file_too_short_to_sign_with_is_refused(tmp_path):
+    (tmp_path / "secret").write_text("short\n")
+    message = describe(config_error(tmp_path))
+    assert message == ("configuration error: CHAT_SECRET_FILE must hold a key of at least 32 characters (delete the "
+                       f"file to have one generated), got '{tmp_path / 'secret'}'")
 
 
 def test_short_secret_key_is_not_echoed_in_the_message(tmp_path):
@@ -166,6 +246,23 @@ def test_short_secret_key_writes_no_secret_file(tmp_path):
 
 def test_port_zero_asks_the_os_for_a_free_port(tmp_path):
     assert load_settings(env(tmp_path, PORT="0")).port == 0
+
+
+def test_workers_and_log_format_are_read_with_the_rest(tmp_path):
+    settings = load_settings(env(tmp_path))
+    assert (settings.workers, settings.log_format) == (1, "text")
+    settings = load_settings(env(tmp_path, WEB_CONCURRENCY="3", LOG_FORMAT="JSON"))
+    assert (settings.workers, settings.log_format) == (3, "json")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "hub-1.ecole.test"])
+def test_hosts_are_addresses_or_names(tmp_path, host):
+    assert load_settings(env(tmp_path, HOST=host)).host == host
+
+
+def test_mail_from_with_or_without_a_name(tmp_path):
+    for value in ("ecole@clic.test", "École des Érables <ecole@clic.test>"):
+        assert load_settings(env(tmp_path, MAIL_FROM=value)).mail_from == value
 
 
 def test_log_level_is_case_insensitive(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from chat import hub as hub_module
 from chat import service as service_module
 from chat.hub import CLOSE_SLOW_CONSUMER, Connection, Hub, text_frame
-from tests.client import WSClient
+from tests.client import WAIT, WSClient
 from tests.conftest import JEAN, MARIE, NADIA, REDIS_URL, actor_for, child_id, person_by_email
 
 
@@ -26,8 +26,9 @@ async def test_resume_after_disconnect_delivers_exactly_the_missed_events_then_l
         marie = await server.connect(MARIE)
         cid = await conversation_with_nadia(server, marie)
         await marie.request("message.send", conversation_id=cid, client_id="before", text="Avant")
-        seen = [e["seq"] for e in await marie.events()]
+        seen = [(await marie.event())["seq"] for _ in range(2)]
         assert seen == [1, 2]
+        assert await marie.events() == []
         await marie.close()  # the laptop closes
 
         for i in range(5):
@@ -37,9 +38,10 @@ async def test_resume_after_disconnect_delivers_exactly_the_missed_events_then_l
         answer = await marie.start({cid: seen[-1]})
         assert answer["resumed"] == [cid] and answer["reset"] == []
         await nadia.request("message.send", conversation_id=cid, client_id="live", text="En direct")
-        events = await marie.events()
+        events = [await marie.event() for _ in range(6)]  # the replay runs on its own: wait for all of it
         assert [e["seq"] for e in events] == [3, 4, 5, 6, 7, 8]  # no gap, no duplicate
         assert [e["message"]["text"] for e in events] == [f"Pendant {i}" for i in range(5)] + ["En direct"]
+        assert await marie.events() == []  # and nothing after
         await marie.close()
 
 
@@ -69,8 +71,9 @@ async def test_one_resume_replays_some_conversations_and_resets_others(server):
     answer = await client.start({replayed: 1, unknown: 50})
     assert answer["resumed"] == [replayed]
     assert answer["reset"] == [{"conversation_id": unknown, "reason": "unknown_position", "last_seq": 1}]
-    [event] = await client.events()
+    event = await client.event()
     assert (event["conversation_id"], event["seq"], event["message"]["text"]) == (replayed, 2, "Pendant l'absence")
+    assert await client.events() == []
     await client.close()
 
 
@@ -151,12 +154,21 @@ async def hub_log(request):
     await hub.stop()
 
 
-async def wait_for(predicate, timeout: float = 5.0) -> None:
+async def wait_for(predicate, timeout: float = WAIT) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.01)
+
+
+async def barrier(hub: Hub, person_id: int, sent: list[str]) -> None:
+    """Wait until a marker published now on the person's channel has reached
+    ``sent``: whatever the broker carried for that person before it is there
+    too (the broker keeps the order of publishes), so the list is complete."""
+    await hub.publish_person(person_id, "frame", "barrier")
+    await wait_for(lambda: "barrier" in sent)
+    sent.remove("barrier")
 
 
 async def test_hub_fills_a_gap_from_the_log_and_drops_duplicates(hub_log):
@@ -174,7 +186,7 @@ async def test_hub_fills_a_gap_from_the_log_and_drops_duplicates(hub_log):
     log.frames[4] = "frame-4"
     await hub.publish_event(1, 4, [7], "frame-4")
     await wait_for(lambda: len(sent) >= 4)
-    await asyncio.sleep(0.1)
+    await barrier(hub, 7, sent)
     assert sent == ["frame-1", "frame-2", "frame-3", "frame-4"]
 
 
@@ -203,7 +215,8 @@ async def test_hub_delivers_only_to_the_members_named_by_the_event(hub_log):
     log.frames[2] = "e2"
     await hub.publish_event(5, 2, [1], "e2")  # person 2 is no longer a member at seq 2
     await wait_for(lambda: len(to_member) == 2)
-    await asyncio.sleep(0.1)
+    await barrier(hub, 1, to_member)
+    await barrier(hub, 2, to_removed)
     assert to_member == ["e1", "e2"] and to_removed == ["e1"]
 
 
@@ -281,12 +294,14 @@ async def test_slow_websocket_client_is_disconnected_without_harming_others(serv
             while True:
                 await jean.ws.recv()
         assert closed.value.rcvd.code == CLOSE_SLOW_CONSUMER
-        texts = [e["message"]["text"] for e in await nadia.events() if e["kind"] == "message.new"]
+        texts = [(await nadia.event("message.new"))["message"]["text"] for _ in range(8)]
         assert texts == [f"m{i}" for i in range(8)]
+        assert [e for e in await nadia.events() if e["kind"] == "message.new"] == []  # each once
         jean = await server.connect(JEAN, start=False)
         await jean.start({cid: 1})
-        texts = [e["message"]["text"] for e in await jean.events() if e["kind"] == "message.new"]
+        texts = [(await jean.event("message.new"))["message"]["text"] for _ in range(8)]  # the replay, all of it
         assert texts == [f"m{i}" for i in range(8)]
+        assert [e for e in await jean.events() if e["kind"] == "message.new"] == []  # and once
         await jean.close()
 
 
@@ -347,7 +362,7 @@ async def closed_code(client: WSClient) -> int:
 
     try:
         while True:
-            await asyncio.wait_for(client.ws.recv(), 5)
+            await asyncio.wait_for(client.ws.recv(), WAIT)
     except websockets.ConnectionClosed as closed:
         return closed.rcvd.code
 
@@ -460,13 +475,20 @@ def frames(*texts: str) -> bytes:
     return b"".join(text_frame(t.encode()) for t in texts)
 
 
+async def end_of_turn() -> None:
+    """Let the event loop run the callbacks the held frames scheduled (the write
+    comes two callbacks after the turn, behind the tasks a fan-out woke): three
+    loop steps, a fixed order of callbacks on a fake transport, not a wait."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 async def test_frames_held_in_one_turn_leave_as_one_write_in_their_order():
     conn, transport = direct_connection()
     for text in ("a", "b", "c"):
         assert conn.push(text, hold=True)
     assert transport.writes == []  # held until the turn's end
-    for _ in range(3):  # the write comes two callbacks later (after the tasks a fan-out woke)
-        await asyncio.sleep(0)
+    await end_of_turn()
     assert transport.writes == [frames("a", "b", "c")]
 
 
@@ -478,7 +500,7 @@ async def test_a_frame_not_held_writes_the_held_ones_first():
     conn.push("b", hold=True)
     conn.push("replayed")
     conn.push("c", hold=True)
-    await asyncio.sleep(0.01)
+    await end_of_turn()
     assert transport.writes == [frames("a", "b"), frames("replayed"), frames("c")]
 
 
@@ -487,7 +509,7 @@ async def test_held_frames_are_bounded_per_turn():
     total = hub_module.MAX_HELD_FRAMES + 3
     for i in range(total):
         conn.push(f"f{i}", hold=True)
-    await asyncio.sleep(0.01)
+    await end_of_turn()
     assert [len(w) for w in transport.writes] == [
         len(frames(*(f"f{i}" for i in range(hub_module.MAX_HELD_FRAMES)))),
         len(frames(*(f"f{i}" for i in range(hub_module.MAX_HELD_FRAMES, total))))]
@@ -499,7 +521,7 @@ async def test_a_close_sends_the_held_frames_before_the_close_frame():
     conn, transport = direct_connection()
     conn.push("signed_out", hold=True)
     await conn.close(4401, "signed out")
-    await asyncio.sleep(0.01)
+    await end_of_turn()
     assert transport.writes == [frames("signed_out"), b"<close 4401>"]
 
 
@@ -507,54 +529,30 @@ async def test_nothing_held_is_written_to_a_socket_that_closed_meanwhile():
     conn, transport = direct_connection()
     conn.push("late", hold=True)
     transport.closing = True  # the peer went away before the turn ended
-    await asyncio.sleep(0.01)
+    await end_of_turn()
     assert transport.writes == []
 
 
-class _SpiedSocket:
-    """The server's real socket, with each write to it recorded on the way."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.writes: list[bytes] = []
-        self.transport = self
-
-    @property
-    def close_sent(self) -> bool:
-        return self._inner.close_sent
-
-    @property
-    def writable(self):
-        return self._inner.writable
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-        self._inner.transport.write(data)
-
-    def is_closing(self) -> bool:
-        return self._inner.transport.is_closing()
-
-    def get_write_buffer_size(self) -> int:
-        return self._inner.transport.get_write_buffer_size()
-
-
-async def test_a_senders_message_and_its_ok_reach_its_socket_in_one_write(server):
-    """The batch fans the message out, then wakes the sender's request, whose
-    ``ok`` joins the message held for the same socket: one write, the message
-    first.  (With Redis the message comes back from the broker in a later turn.)"""
+async def test_a_senders_own_message_and_its_ok_reach_it_once_each_the_message_first_in_process(server):
+    """The sender gets its message's event and the ``ok``, each once, and
+    nothing else.  In process the batch fans the message out before it wakes
+    the sender's request, so the message comes first; with Redis it comes
+    back from the broker on its own and may come either side (protocol §4)."""
     marie = await server.connect(MARIE)
     cid = await conversation_with_nadia(server, marie)
-    await marie.events()
-    (conn,) = server.service.hub.by_person[(await person_by_email(server.service, MARIE)).id]
-    spy = conn._socket = _SpiedSocket(conn._socket)
-    answer = await marie.request("message.send", conversation_id=cid, client_id="one", text="Bonjour")
-    [event] = await marie.events()
-    assert event["kind"] == "message.new" and event["message"]["id"] == answer["message_id"]
-    if server.settings.redis_url:
-        assert len(spy.writes) == 2
-    else:
-        [write] = spy.writes
-        assert write.index(b'"kind":"message.new"') < write.index(b'"type":"ok"')
+    await marie.event("conversation.created")
+    await marie.drain()
+    request_id = await marie.send("message.send", conversation_id=cid, client_id="one", text="Bonjour")
+    arrived = [await marie.next(), await marie.next()]
+    arrived += await marie.drain()
+    assert sorted((f["type"], f.get("kind")) for f in arrived) == [("event", "message.new"), ("ok", None)]
+    answer = next(f for f in arrived if f["type"] == "ok")
+    event = next(f for f in arrived if f["type"] == "event")
+    assert answer["id"] == request_id and answer["duplicate"] is False
+    assert (event["seq"], event["message"]["id"], event["message"]["text"]) == (
+        answer["seq"], answer["message_id"], "Bonjour")
+    if not server.settings.redis_url:
+        assert [f["type"] for f in arrived] == ["event", "ok"]
     await marie.close()
 
 
@@ -568,9 +566,9 @@ async def test_a_socket_refusing_its_held_frames_does_not_keep_others_from_their
     refused.write = broken
     refusing.push("a", hold=True)
     fine.push("b", hold=True)
-    await asyncio.sleep(0.01)
+    await end_of_turn()
     assert transport.writes == [frames("b")]
     assert refusing.state is hub_module.ConnectionState.CLOSED  # the reader loop sees the end
     fine.push("c", hold=True)  # the next turn is written as usual
-    await asyncio.sleep(0.01)
+    await end_of_turn()
     assert transport.writes == [frames("b"), frames("c")]

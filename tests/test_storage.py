@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from chat.storage.models import Event, SQLModel
+from tests.client import WAIT
 from tests.conftest import JEAN, MARIE, NADIA, actor_for, child_id
 
 
@@ -104,7 +105,7 @@ async def test_the_checkpointer_closes_only_after_a_pass_still_running(tmp_path)
     class Slow:
         def execute(self, sql):
             entered.set()
-            release.wait(5)
+            release.wait(WAIT)
             return real.execute(sql)
 
         def close(self):
@@ -112,7 +113,7 @@ async def test_the_checkpointer_closes_only_after_a_pass_still_running(tmp_path)
 
     checkpointer._connection = Slow()
     running = asyncio.create_task(asyncio.to_thread(checkpointer.checkpoint))
-    assert await asyncio.to_thread(entered.wait, 5)
+    assert await asyncio.to_thread(entered.wait, WAIT)
     closing = asyncio.create_task(asyncio.to_thread(checkpointer.close))
     await asyncio.sleep(0.05)
     assert not closing.done()  # waits for the pass

@@ -48,7 +48,7 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # A bound on waiting for something to appear, never a timing assertion.
-TIMEOUT_MS = 15_000
+TIMEOUT_MS = 30_000
 
 MONTREAL = ZoneInfo("America/Toronto")
 FRIDAY_EVENING = datetime(2026, 10, 9, 21, 40, tzinfo=MONTREAL)  # Monday 12 is Thanksgiving (QC holiday)
