@@ -97,7 +97,7 @@ async def _json_body(request: Request) -> Fields:
     return Fields(parse(body.decode("utf-8", errors="replace")))
 
 
-def _query_int(request: Request, name: str, default: int | None = None) -> int | None:
+def query_int(request: Request, name: str, default: int | None = None) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -109,7 +109,7 @@ def _query_int(request: Request, name: str, default: int | None = None) -> int |
 
 class PathId(Convertor[str]):
     """``{name:id}`` in a route: a path segment of digits, with a minus or not,
-    read by :func:`_path_id` once the caller is authenticated.  Starlette's
+    read by :func:`path_id` once the caller is authenticated.  Starlette's
     ``int`` convertor converts while routing, where an id outside 64 bits (or
     past Python's 4,300 digits) could only fail as a 500; and it leaves a
     negative id to the plain-text 404 of an unknown path."""
@@ -126,7 +126,7 @@ class PathId(Convertor[str]):
 register_url_convertor("id", PathId())
 
 
-def _path_id(request: Request, name: str) -> int:
+def path_id(request: Request, name: str) -> int:
     """A ``{name:id}`` path parameter: 64-bit, else ``request.wrong_type`` (400);
     an id that names nothing (zero, negative) is the route's own not_found."""
     raw = request.path_params[name]
@@ -154,14 +154,14 @@ async def http_conversations(service: ChatService, actor: Actor, request: Reques
 
 
 async def http_conversation(service: ChatService, actor: Actor, request: Request) -> Any:
-    return await service.conversation(actor, _path_id(request, "conversation_id"))
+    return await service.conversation(actor, path_id(request, "conversation_id"))
 
 
 async def http_events(service: ChatService, actor: Actor, request: Request) -> Any:
     frames = await service.history(
-        actor, _path_id(request, "conversation_id"),
-        after=_query_int(request, "after"), before=_query_int(request, "before"),
-        limit=_query_int(request, "limit", HISTORY_DEFAULT),
+        actor, path_id(request, "conversation_id"),
+        after=query_int(request, "after"), before=query_int(request, "before"),
+        limit=query_int(request, "limit", HISTORY_DEFAULT),
     )
     # The stored frames are JSON already: join them without decoding.
     return Response('{"events":[' + ",".join(frames) + "]}", media_type="application/json")
@@ -170,7 +170,7 @@ async def http_events(service: ChatService, actor: Actor, request: Request) -> A
 async def http_send(service: ChatService, actor: Actor, request: Request) -> Any:
     fields = await _json_body(request)
     return await service.send_message(
-        actor, _path_id(request, "conversation_id"), fields.str("client_id"), fields.str("text", False, ""),
+        actor, path_id(request, "conversation_id"), fields.str("client_id"), fields.str("text", False, ""),
         fields.str_list("attachments", required=False))
 
 
@@ -225,12 +225,12 @@ async def http_announcements(service: ChatService, actor: Actor, request: Reques
                                                   fields.bool("urgent", required=False, default=False))
         return JSONResponse(result, status_code=201)
     return {"announcements": await service.announcements.mine(
-        actor, before=_query_int(request, "before"), after=_query_int(request, "after"),
-        limit=_query_int(request, "limit", 50))}
+        actor, before=query_int(request, "before"), after=query_int(request, "after"),
+        limit=query_int(request, "limit", 50))}
 
 
 async def http_announcement(service: ChatService, actor: Actor, request: Request) -> Any:
-    return await service.announcements.detail(actor, _path_id(request, "announcement_id"))
+    return await service.announcements.detail(actor, path_id(request, "announcement_id"))
 
 
 async def http_integration_notice(request: Request) -> Response:
@@ -254,16 +254,16 @@ async def http_collective(service: ChatService, actor: Actor, request: Request) 
                                                  f.int_list("students", required=False),
                                                  f.int_list("groups", required=False))
         return JSONResponse(result, status_code=202)
-    return await service.collective.status(actor, _path_id(request, "send_id"))
+    return await service.collective.status(actor, path_id(request, "send_id"))
 
 
 async def http_notifications(service: ChatService, actor: Actor, request: Request) -> Any:
-    return await service.notifier.feed(actor, _query_int(request, "child_id"), _query_int(request, "before"),
-                                       _query_int(request, "limit", 30))
+    return await service.notifier.feed(actor, query_int(request, "child_id"), query_int(request, "before"),
+                                       query_int(request, "limit", 30))
 
 
 async def http_notification(service: ChatService, actor: Actor, request: Request) -> Any:
-    return await service.notifier.open(actor, _path_id(request, "notification_id"))
+    return await service.notifier.open(actor, path_id(request, "notification_id"))
 
 
 async def http_notifications_read(service: ChatService, actor: Actor, request: Request) -> Any:
@@ -279,7 +279,7 @@ async def http_preferences(service: ChatService, actor: Actor, request: Request)
 
 
 async def http_contacts(service: ChatService, actor: Actor, request: Request) -> Any:
-    return {"contacts": await service.contacts(actor, _query_int(request, "child_id"))}
+    return {"contacts": await service.contacts(actor, query_int(request, "child_id"))}
 
 
 async def demo_people(request: Request) -> Response:

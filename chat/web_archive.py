@@ -19,7 +19,7 @@ from chat.archive import HTML_CSP, PAGE_DEFAULT, Archive
 from chat.errors import BadRequest
 from chat.frames import dumps
 from chat.service import Actor, ChatService
-from chat.web import _path_id, _query_int, attachment_response, endpoint
+from chat.web import path_id, query_int, attachment_response, endpoint
 
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # Images may be shown inline; every other type is only ever downloaded (as in chat.web).
@@ -54,21 +54,21 @@ def _archive(service: ChatService) -> Archive:
 
 async def http_search(service: ChatService, actor: Actor, request: Request) -> Any:
     conversations = await _archive(service).search(
-        actor, _path_id(request, "school_id"),
-        participant=_query_int(request, "participant"), child=_query_int(request, "child"),
+        actor, path_id(request, "school_id"),
+        participant=query_int(request, "participant"), child=query_int(request, "child"),
         since=_query_datetime(request, "since"), until=_query_datetime(request, "until"),
         text=request.query_params.get("q"),
-        limit=_query_int(request, "limit", PAGE_DEFAULT), offset=_query_int(request, "offset", 0),
+        limit=query_int(request, "limit", PAGE_DEFAULT), offset=query_int(request, "offset", 0),
     )
     return _json({"conversations": conversations})
 
 
 async def http_read(service: ChatService, actor: Actor, request: Request) -> Any:
-    return _json(await _archive(service).conversation(actor, _path_id(request, "conversation_id")))
+    return _json(await _archive(service).conversation(actor, path_id(request, "conversation_id")))
 
 
 async def http_export(service: ChatService, actor: Actor, request: Request) -> Any:
-    conversation_id = _path_id(request, "conversation_id")
+    conversation_id = path_id(request, "conversation_id")
     kind = request.query_params.get("format", "json")
     if kind not in EXPORT_FORMATS:
         raise BadRequest("request.invalid_choice", field="format", expected=" | ".join(EXPORT_FORMATS), got=kind[:20])
@@ -86,8 +86,8 @@ async def http_export(service: ChatService, actor: Actor, request: Request) -> A
 
 
 async def http_audit(service: ChatService, actor: Actor, request: Request) -> Any:
-    limit, offset = _query_int(request, "limit", PAGE_DEFAULT), _query_int(request, "offset", 0)
-    entries = await _archive(service).audit_log(actor, _path_id(request, "school_id"), limit, offset)
+    limit, offset = query_int(request, "limit", PAGE_DEFAULT), query_int(request, "offset", 0)
+    entries = await _archive(service).audit_log(actor, path_id(request, "school_id"), limit, offset)
     return _json({"entries": entries, "limit": limit, "offset": offset})
 
 

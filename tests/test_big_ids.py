@@ -597,7 +597,7 @@ async def test_migration_0009_widens_a_filled_postgresql_database_and_narrows_it
                 await connection.execute(text(statement))
             before = await rows(connection)
             assert "bigint" not in await types(connection)
-        await step("upgrade", "head")
+        await step("upgrade", "0009")  # 0009 alone: later migrations add tables of their own
         async with engine.begin() as connection:
             widened = await types(connection)
             assert len(widened["bigint"]) == 67 + 12  # 67 columns and the 12 sequences of the SERIAL keys
