@@ -197,6 +197,11 @@ PLAIN_WORDS = [
     ("NOTIFY_WEBHOOK_URL", "push.test/hook",
      "NOTIFY_WEBHOOK_URL must be an address starting with http:// or https://, got 'push.test/hook'"),
     ("CHAT_DEMO", "maybe", "CHAT_DEMO must be 1 or 0 (true/false, yes/no and on/off work too), got 'maybe'"),
+    ("SMTP_TIMEOUT_SECONDS", "30s", "SMTP_TIMEOUT_SECONDS must be a number of seconds above 0, got '30s'"),
+    ("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", "-1",
+     "NOTIFY_WEBHOOK_TIMEOUT_SECONDS must be a number of seconds above 0, got '-1'"),
+    ("NOTIFY_CONCURRENCY", "0", "NOTIFY_CONCURRENCY must be a whole number, at least 1, got '0'"),
+    ("NOTIFY_LEASE_SECONDS", "inf", "NOTIFY_LEASE_SECONDS must be a number of seconds above 0, got 'inf'"),
 ]
 
 
