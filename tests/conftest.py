@@ -14,6 +14,7 @@ Every fixture that touches storage or fan-out is parametrised by ``backend``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -163,13 +164,13 @@ def free_socket() -> socket.socket:
     return sock
 
 
-@pytest.fixture
-async def server(service: ChatService, settings: Settings) -> AsyncIterator[Server]:
-    """A real uvicorn server on a port the OS picked, serving the test's service."""
-    app = create_app(settings, service=service)
+@contextlib.asynccontextmanager
+async def serve_service(service: ChatService) -> AsyncIterator[Server]:
+    """A real uvicorn server on a port the OS picked, serving ``service`` until the block ends."""
+    settings = service.settings
     config = uvicorn.Config(
-        app, log_level="warning", ws_max_size=settings.hard_frame_bytes, ws_per_message_deflate=False,
-        lifespan="on", timeout_graceful_shutdown=2,
+        create_app(settings, service=service), log_level="warning", ws_max_size=settings.hard_frame_bytes,
+        ws_per_message_deflate=False, lifespan="on", timeout_graceful_shutdown=2,
     )
     srv = uvicorn.Server(config)
     sock = free_socket()
@@ -179,10 +180,19 @@ async def server(service: ChatService, settings: Settings) -> AsyncIterator[Serv
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    yield Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", service, settings)
-    srv.should_exit = True
-    await task
-    sock.close()
+    try:
+        yield Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", service, settings)
+    finally:
+        srv.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture
+async def server(service: ChatService) -> AsyncIterator[Server]:
+    """A real uvicorn server on a port the OS picked, serving the test's service."""
+    async with serve_service(service) as running:
+        yield running
 
 
 # The demo people the tests use most (see chat/demo.py).

@@ -12,14 +12,12 @@ a directory whose every id is past 2^31 works end to end.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select, text
 
 from chat import demo, directory
@@ -28,7 +26,6 @@ from chat.frames import Fields
 from chat.service import ChatService
 from chat.storage.db import create_engine
 from chat.storage.models import School, SQLModel
-from chat.web import create_app
 from tests.conftest import (
     DIRECTION,
     JEAN,
@@ -37,8 +34,8 @@ from tests.conftest import (
     Server,
     actor_for,
     child_id,
-    free_socket,
     person_by_email,
+    serve_service,
 )
 
 BIG_IDS = [2**31, 2**62, 2**63 - 1]
@@ -442,20 +439,8 @@ async def big_server(settings, backend):
     await directory.load(engine, directory.validate(demo.build()))
     service = ChatService(settings, engine)
     await service.start()
-    app = create_app(settings, service=service)
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_per_message_deflate=False, lifespan="on",
-                                        timeout_graceful_shutdown=2))
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    task = asyncio.create_task(srv.serve(sockets=[sock]))
-    while not srv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    yield Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", service, settings)
-    srv.should_exit = True
-    await task
-    sock.close()
+    async with serve_service(service) as server:
+        yield server
     await service.stop()
     await engine.dispose()
 

@@ -31,7 +31,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import traceback
 import uuid
 import zlib
@@ -43,7 +42,6 @@ from urllib.parse import quote
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 import websockets
 from websockets.protocol import State
 from hypothesis import HealthCheck, given, seed, settings as hypothesis_settings
@@ -60,7 +58,7 @@ from tests import files
 from tests.client import WSClient
 from tests.conftest import (
     BACKENDS, DIRECTION, JEAN, MARIE, NADIA, PAUL, REDIS_URL, SECRET, SECRETARIAT, Server, _reset,
-    person_by_email,
+    person_by_email, serve_service,
 )
 
 # The async tests run on the module's event loop, where the shared server lives.
@@ -173,37 +171,18 @@ async def hub(fuzz_backend: str, fuzz_settings: Settings):
     await directory.load(engine, directory.validate(demo.build()))
     service = ChatService(settings, engine)
     await service.start()
-    config = uvicorn.Config(create_app(settings, service=service), log_level="warning",
-                            ws_max_size=settings.hard_frame_bytes, ws_per_message_deflate=False, lifespan="on",
-                            timeout_graceful_shutdown=2)
-    srv = uvicorn.Server(config)
-    # IPPROTO_TCP, not 0 (as tests.conftest.free_socket has it): asyncio sets
-    # TCP_NODELAY only on sockets it knows are TCP, and without it every HTTP
-    # answer (head and body written apart) waits ~40 ms for a delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    task = asyncio.create_task(srv.serve(sockets=[sock]))
-    while not srv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
     # After the start: uvicorn's logging configuration replaces the handlers of "uvicorn".
     records = Records()
     watched = [logging.getLogger(), logging.getLogger("uvicorn")]
-    for logger in watched:
-        logger.addHandler(records)
     _, key = await service.announcements.create_key("ERABLES", "Fuzz", ["transport", "observation", "absence"])
     try:
-        server = Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", service, settings)
-        yield Hub(fuzz_backend, server, records, key)
+        async with serve_service(service) as server:
+            for logger in watched:
+                logger.addHandler(records)
+            yield Hub(fuzz_backend, server, records, key)
     finally:
         for logger in watched:
             logger.removeHandler(records)
-        srv.should_exit = True
-        await task
-        sock.close()
         await service.stop()
         await engine.dispose()
 

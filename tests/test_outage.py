@@ -18,7 +18,6 @@ timeout, has a test of its own on the ``embedded`` backend.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -28,7 +27,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, make_url, select
@@ -39,9 +37,9 @@ from chat.service import ChatService
 from chat.storage.db import create_engine
 from chat.storage.health import RETRY_AFTER_SECONDS, is_outage
 from chat.storage.models import Message
-from chat.web import create_app
-from tests.conftest import (JEAN, MARIE, NADIA, REDIS_URL, Server, actor_for, child_id, free_socket,
-                            person_by_email)
+from tests.conftest import (JEAN, MARIE, NADIA, REDIS_URL, Server, actor_for, child_id, person_by_email,
+                            serve_service)
+from tests.proxy import TcpProxy
 
 # Generous bounds on waiting for what must happen (a reconnection backs off up
 # to 5 s): never a timing assertion.
@@ -249,34 +247,11 @@ def logs() -> LogWatch:
     chat_log.setLevel(level)
 
 
-@contextlib.asynccontextmanager
-async def serving(service: ChatService) -> AsyncIterator[Server]:
-    """A real uvicorn server on a port the OS picked (as conftest's ``server``)."""
-    settings = service.settings
-    config = uvicorn.Config(create_app(settings, service=service), log_level="warning",
-                            ws_max_size=settings.hard_frame_bytes, ws_per_message_deflate=False, lifespan="on",
-                            timeout_graceful_shutdown=2)
-    srv = uvicorn.Server(config)
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    task = asyncio.create_task(srv.serve(sockets=[sock]))
-    while not srv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", service, settings)
-    finally:
-        srv.should_exit = True
-        await task
-        sock.close()
-
-
 @dataclasses.dataclass
 class Outage:
     server: Server  # worker A, the hub under test, behind the proxies
-    database: "TcpProxy"
-    broker: "TcpProxy"
+    database: TcpProxy
+    broker: TcpProxy
     other: ChatService  # worker B, on PostgreSQL and Redis directly
 
 
@@ -285,7 +260,6 @@ async def behind_proxies(backend, settings, service) -> AsyncIterator[Outage]:
     if backend != "real":
         pytest.skip("PostgreSQL-only: the outage is a TCP proxy in front of PostgreSQL that the test cuts; "
                     "SQLite has no connection to lose (see the embedded test of its write lock)")
-    from tests.proxy import TcpProxy
 
     url = make_url(settings.database_url)
     redis = urlsplit(REDIS_URL)
@@ -299,7 +273,7 @@ async def behind_proxies(backend, settings, service) -> AsyncIterator[Outage]:
     worker = ChatService(behind, engine)
     await worker.start()
     try:
-        async with serving(worker) as server:
+        async with serve_service(worker) as server:
             yield Outage(server, database, broker, service)
             # A failed test may leave a proxy cut: the worker stops with both back.
             for proxy in (database, broker):
