@@ -208,3 +208,49 @@ def pdf_with_disguised_object_stream(type_entry: bytes = b"/Type /Obj#53tm") -> 
         b"<< " + type_entry + b" /N 1 /First 4 /Filter /FlateDecode /Length %d >>\nstream\n" % len(stream)
         + stream + b"\nendstream",
     ])
+
+
+# -- JPEGs with metadata where a reader of the headers alone would not look ---------------------------
+GPS_TEXT = b"GPS 45.5017 N, 73.5673 W - maison de Lea"
+
+
+def jpeg_photo(progressive: bool = False, size: tuple[int, int] = (96, 64), **options) -> bytes:
+    """A real JPEG with detail in it, so that the encoder writes its own Huffman tables
+    and, when progressive, several scans with tables between them."""
+    width, height = size
+    pixels = bytes((i * 37 + (i // 7) * 11 + (i // (width * 3)) * 5) % 256 for i in range(width * height * 3))
+    out = io.BytesIO()
+    Image.frombytes("RGB", size, pixels).save(out, "JPEG", progressive=progressive, quality=90, **options)
+    return out.getvalue()
+
+
+def jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def jpeg_gps_segments() -> bytes:
+    """A comment and an APP1 EXIF block that tell where the photo was taken."""
+    exif = Image.Exif()
+    exif[GPS_IFD] = {1: "N", 2: (45.0, 30.0, 6.0), 3: "W", 4: (73.0, 34.0, 2.0)}
+    exif[0x010E] = GPS_TEXT.decode()  # ImageDescription
+    return jpeg_segment(0xFE, GPS_TEXT) + jpeg_segment(0xE1, b"Exif\x00\x00" + exif.tobytes())
+
+
+def end_of_first_scan(jpeg: bytes) -> int:
+    """Where the first scan's entropy-coded data ends: the offset of the marker after it."""
+    sos = jpeg.index(b"\xff\xda")
+    position = sos + 2 + struct.unpack(">H", jpeg[sos + 2:sos + 4])[0]
+    while True:
+        position = jpeg.index(b"\xff", position)
+        following = jpeg[position + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            position += 1
+            continue
+        return position
+
+
+def jpeg_with_segments_after_first_scan(jpeg: bytes, segments: bytes) -> bytes:
+    """``segments`` spliced in right after the first scan's data: between two scans
+    of a progressive JPEG, before the end of a baseline one."""
+    at = end_of_first_scan(jpeg)
+    return jpeg[:at] + segments + jpeg[at:]

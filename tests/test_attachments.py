@@ -71,6 +71,21 @@ async def test_a_jpeg_photo_is_accepted_without_its_gps_data_and_keeps_its_orien
     assert Image.open(io.BytesIO(stored)).size == (64, 48)  # still a valid image, same pixels size
 
 
+@pytest.mark.parametrize("progressive", [True, False], ids=["progressive", "baseline"])
+async def test_metadata_after_the_first_scan_and_bytes_after_the_end_are_not_stored(server, progressive):
+    """Issue #17: a comment and an EXIF block with a GPS position placed after the
+    first scan (between scans of a progressive JPEG), and text after the end of the
+    image, survived the stripping; the photo still decoded."""
+    photo = files.jpeg_photo(progressive=progressive)
+    hidden = files.jpeg_with_segments_after_first_scan(photo, files.jpeg_gps_segments()) + files.GPS_TEXT
+    view = await accepted(server, MARIE, hidden, "sortie.jpg")
+    assert (view["type"], view["width"], view["height"], view["size"]) == ("image/jpeg", 96, 64, len(photo))
+    stored = server.service.store.path_for((await stored_upload(server, view["id"])).sha256).read_bytes()
+    assert files.GPS_TEXT not in stored and b"Exif" not in stored
+    with Image.open(io.BytesIO(stored)) as image, Image.open(io.BytesIO(photo)) as original:
+        assert image.tobytes() == original.tobytes()  # the same photo, pixel for pixel
+
+
 async def stored_upload(server, upload_id: str) -> Upload:
     async with server.service.sessions() as session:
         return await session.get(Upload, upload_id)
