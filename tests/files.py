@@ -254,3 +254,143 @@ def jpeg_with_segments_after_first_scan(jpeg: bytes, segments: bytes) -> bytes:
     of a progressive JPEG, before the end of a baseline one."""
     at = end_of_first_scan(jpeg)
     return jpeg[:at] + segments + jpeg[at:]
+
+
+# -- PDFs whose objects are in an object stream (PDF 1.5), encoded in every way readers accept -----------
+def _lzw(data: bytes) -> bytes:
+    """LZWDecode data (9-bit codes, which the short texts here never outgrow)."""
+    table = {bytes([i]): i for i in range(256)}
+    codes, word = [256], b""  # clear-table first
+    for byte in data:
+        longer = word + bytes([byte])
+        if longer in table:
+            word = longer
+            continue
+        codes.append(table[word])
+        table[longer] = len(table) + 2  # 256 and 257 are clear-table and end-of-data
+        word = bytes([byte])
+    codes += [table[word], 257]
+    assert len(table) + 2 < 511, "longer data needs 10-bit codes"
+    bits = "".join(format(code, "09b") for code in codes)
+    bits += "0" * (-len(bits) % 8)
+    return bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
+
+
+def _rc4(key: bytes, data: bytes) -> bytes:
+    state, j = list(range(256)), 0
+    for i in range(256):
+        j = (j + state[i] + key[i % len(key)]) % 256
+        state[i], state[j] = state[j], state[i]
+    out, i, j = bytearray(), 0, 0
+    for byte in data:
+        i = (i + 1) % 256
+        j = (j + state[i]) % 256
+        state[i], state[j] = state[j], state[i]
+        out.append(byte ^ state[(state[i] + state[j]) % 256])
+    return bytes(out)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    import zlib
+
+    compressor = zlib.compressobj(wbits=-15)
+    return compressor.compress(data) + compressor.flush()
+
+
+def _png_rows(data: bytes, columns: int = 5) -> bytes:
+    """Rows of ``columns`` bytes, each behind the PNG "None" filter byte (/Predictor 12)."""
+    data += bytes(-len(data) % columns)
+    return b"".join(b"\x00" + data[i:i + columns] for i in range(0, len(data), columns))
+
+
+def _encoder(name: str):
+    import base64
+    import zlib
+
+    hexadecimal = lambda d: d.hex().encode() + b">"  # noqa: E731
+    base85 = lambda d: base64.a85encode(d, wrapcol=64) + b"~>"  # noqa: E731
+    return {"FlateDecode": zlib.compress, "Fl": zlib.compress, "ASCIIHexDecode": hexadecimal, "AHx": hexadecimal,
+            "ASCII85Decode": base85, "A85": base85, "LZWDecode": _lzw}[name]
+
+
+def pdf_with_object_stream(filters: tuple[str, ...] = ("FlateDecode",), *, javascript: bool = True,
+                           raw_deflate: bool = False, predictor: bool = False, type_entry: bytes = b"/Type /ObjStm ",
+                           encrypted: bool = False, damaged: bool = False, offset: int | None = None,
+                           outline: bool = False) -> bytes:
+    """A PDF 1.5 whose catalog, pages and page are in an object stream, found
+    through a cross-reference stream, as Word and most writers save them.
+
+    With ``javascript`` the catalog has an /OpenAction running JavaScript, which
+    is in the object stream too, so that only its decoded data shows it.  The
+    object stream's data is encoded by ``filters`` (in the order a reader decodes
+    them); ``raw_deflate`` writes FlateDecode data without the zlib header,
+    ``predictor`` through PNG predictor rows, ``encrypted`` RC4-encrypts it (the
+    trailer then names an /Encrypt dictionary), ``damaged`` spoils the end of the
+    compressed data after the script.  ``offset`` pads the file so that the object
+    stream's dictionary starts there; ``outline`` adds bookmarks (/First, in plain
+    objects).
+    """
+    import zlib
+
+    catalog = b"<< /Type /Catalog /Pages 2 0 R" + (b" /OpenAction 4 0 R" if javascript else b"") + b" >>"
+    objects = [catalog, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>"]
+    if javascript:
+        objects.append(b"<< /Type /Action /S /JavaScript /JS (app.alert\\('Lea'\\);) >>")
+    numbers = range(1, len(objects) + 1)
+    offsets, body = [], b""
+    for obj in objects:
+        offsets.append(len(body))
+        body += obj + b"\n"
+    header = b" ".join(b"%d %d" % pair for pair in zip(numbers, offsets)) + b"\n"
+    content = header + body
+    data = _png_rows(content) if predictor else content
+    for name in reversed(filters):
+        data = _raw_deflate(data) if name == "FlateDecode" and raw_deflate else _encoder(name)(data)
+    if damaged:
+        data = data[:-4] + b"\xff\xff\xff\xff"  # the end of the deflate data and its checksum
+    if encrypted:
+        data = _rc4(b"cle du fichier", data)
+    filter_entry = (b"/Filter /%s" % filters[0].encode() if len(filters) == 1
+                    else b"/Filter [" + b" ".join(b"/" + f.encode() for f in filters) + b"]")
+    parms = b" /DecodeParms << /Predictor 12 /Columns 5 >>" if predictor else b""
+    next_number = len(objects) + 1
+    stream_number, plain = next_number, []
+    out = io.BytesIO()
+    out.write(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n")
+    if outline:
+        plain = [b"<< /Type /Outlines /First %d 0 R /Last %d 0 R /Count 1 >>" % (next_number + 1, next_number + 1),
+                 b"<< /Title (Bulletin de Lea) /Parent %d 0 R /First %d 0 R /Last %d 0 R /Count 1 >>"
+                 % (next_number, next_number + 2, next_number + 2),
+                 b"<< /Title (Mathematiques) /Parent %d 0 R >>" % (next_number + 1)]
+        stream_number = next_number + len(plain)
+    if offset is not None:
+        out.write(b"%" + b"0" * (offset - out.tell() - len(b"%d 0 obj\n" % stream_number) - 1) + b"\n")
+    locations: dict[int, int] = {}
+    locations[stream_number] = out.tell()
+    out.write(b"%d 0 obj\n<< %s/N %d /First %d %s%s /Length %d >>\nstream\n"
+              % (stream_number, type_entry, len(objects), len(header), filter_entry, parms, len(data)))
+    out.write(data + b"\nendstream\nendobj\n")
+    for number, obj in enumerate(plain, start=next_number):
+        locations[number] = out.tell()
+        out.write(b"%d 0 obj\n%s\nendobj\n" % (number, obj))
+    extra = b""
+    if encrypted:
+        encrypt_number = stream_number + 1
+        locations[encrypt_number] = out.tell()
+        out.write(b"%d 0 obj\n<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P -4 >>\nendobj\n"
+                  % (encrypt_number, b"11" * 32, b"22" * 32))
+        extra = b" /Encrypt %d 0 R /ID [<%s> <%s>]" % (encrypt_number, b"ab" * 16, b"ab" * 16)
+    xref_number = max(locations) + 1
+    locations[xref_number] = out.tell()
+    rows = [b"\x00\x00\x00\x00\x00\xff\xff"]
+    for number in range(1, xref_number + 1):
+        if number in locations:
+            rows.append(b"\x01" + struct.pack(">IH", locations[number], 0))
+        else:  # in the object stream, at its index
+            rows.append(b"\x02" + struct.pack(">IH", stream_number, number - 1))
+    table = zlib.compress(b"".join(rows))
+    out.write(b"%d 0 obj\n<< /Type /XRef /Size %d /W [1 4 2] /Root 1 0 R%s /Filter /FlateDecode /Length %d >>\nstream\n"
+              % (xref_number, xref_number + 1, extra, len(table)))
+    out.write(table + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % locations[xref_number])
+    return out.getvalue()

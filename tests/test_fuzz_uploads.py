@@ -114,7 +114,7 @@ def _png_hot(data: bytes) -> tuple[tuple[int, int], ...]:
 def _pdf_hot(data: bytes) -> tuple[tuple[int, int], ...]:
     """The object stream's dictionary and compressed bytes, and the trailer."""
     ranges = [(m.start(), data.index(b"endstream", m.start()) + 9) for m in re.finditer(rb"<< /Type /ObjStm", data)]
-    ranges.append((data.rindex(b"trailer"), len(data)))
+    ranges.append((data.rindex(b"trailer" if b"trailer" in data else b"startxref"), len(data)))
     return tuple(ranges)
 
 
@@ -136,6 +136,8 @@ SAMPLES = [
     _sample("png-text", "png", files.png_with_text()),
     _sample("pdf", "pdf", files.pdf()),
     _sample("pdf-object-stream", "pdf", files.pdf_with_hidden_javascript()),
+    _sample("pdf-1.5-object-stream-ascii85-flate", "pdf",
+            files.pdf_with_object_stream(("ASCII85Decode", "FlateDecode"), outline=True)),
     _sample("docx", "docx", files.docx()),
     _sample("docm", "docx", files.docm()),
 ]
