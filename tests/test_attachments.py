@@ -71,6 +71,21 @@ async def test_a_jpeg_photo_is_accepted_without_its_gps_data_and_keeps_its_orien
     assert Image.open(io.BytesIO(stored)).size == (64, 48)  # still a valid image, same pixels size
 
 
+@pytest.mark.parametrize("progressive", [True, False], ids=["progressive", "baseline"])
+async def test_metadata_after_the_first_scan_and_bytes_after_the_end_are_not_stored(server, progressive):
+    """Issue #17: a comment and an EXIF block with a GPS position placed after the
+    first scan (between scans of a progressive JPEG), and text after the end of the
+    image, survived the stripping; the photo still decoded."""
+    photo = files.jpeg_photo(progressive=progressive)
+    hidden = files.jpeg_with_segments_after_first_scan(photo, files.jpeg_gps_segments()) + files.GPS_TEXT
+    view = await accepted(server, MARIE, hidden, "sortie.jpg")
+    assert (view["type"], view["width"], view["height"], view["size"]) == ("image/jpeg", 96, 64, len(photo))
+    stored = server.service.store.path_for((await stored_upload(server, view["id"])).sha256).read_bytes()
+    assert files.GPS_TEXT not in stored and b"Exif" not in stored
+    with Image.open(io.BytesIO(stored)) as image, Image.open(io.BytesIO(photo)) as original:
+        assert image.tobytes() == original.tobytes()  # the same photo, pixel for pixel
+
+
 async def stored_upload(server, upload_id: str) -> Upload:
     async with server.service.sessions() as session:
         return await session.get(Upload, upload_id)
@@ -87,6 +102,9 @@ async def test_a_png_is_accepted_without_its_text_metadata(server):
 @pytest.mark.parametrize("maker, name, kind", [
     (files.docx, "formulaire signé.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
     (files.pdf, "bulletin.pdf", "application/pdf"),
+    (lambda: files.pdf_with_object_stream(javascript=False, outline=True), "bulletin 1.5.pdf", "application/pdf"),
+    (lambda: files.pdf_with_object_stream(("ASCII85Decode", "FlateDecode"), javascript=False), "bulletin a85.pdf",
+     "application/pdf"),
 ])
 async def test_a_real_document_is_accepted(server, maker, name, kind):
     view = await accepted(server, MARIE, maker(), name)
@@ -115,6 +133,12 @@ async def test_the_name_extension_follows_the_content_not_the_name(server):
     (lambda: files.pdf_with_disguised_object_stream(b"/Type % un commentaire\n/ObjStm"), "autorisation.pdf",
      "attachment.pdf_active_content"),
     (files.legacy_doc, "lettre.doc", "attachment.legacy_doc"),
+    (lambda: files.pdf_with_object_stream(("ASCIIHexDecode", "FlateDecode")), "autorisation.pdf",
+     "attachment.pdf_active_content"),
+    (lambda: files.pdf_with_object_stream(("ASCII85Decode",)), "autorisation.pdf", "attachment.pdf_active_content"),
+    (lambda: files.pdf_with_object_stream(raw_deflate=True), "autorisation.pdf", "attachment.pdf_active_content"),
+    (lambda: files.pdf_with_object_stream(("LZWDecode",)), "autorisation.pdf", "attachment.type_not_allowed"),
+    (lambda: files.pdf_with_object_stream(encrypted=True), "autorisation.pdf", "attachment.type_not_allowed"),
 ])
 async def test_a_bad_file_is_refused_with_its_own_code_and_nothing_is_stored(server, maker, name, code):
     error = await refused(server, maker(), name)
@@ -122,6 +146,15 @@ async def test_a_bad_file_is_refused_with_its_own_code_and_nothing_is_stored(ser
     assert error["message"]  # French by default (R22)
     assert await uploads_count(server) == 0
     assert list((server.settings.attachments_dir / "tmp").iterdir()) == []
+
+
+async def test_an_object_stream_the_hub_cannot_read_is_refused_saying_why_in_both_languages(server):
+    """Issue #17: JavaScript in an LZW object stream was accepted unread."""
+    french = await refused(server, files.pdf_with_object_stream(("LZWDecode",)), "autorisation.pdf")
+    english = await refused(server, files.pdf_with_object_stream(predictor=True), "autorisation.pdf", email=JEAN)
+    assert french["fields"]["detected"] == "PDF object stream: /LZWDecode"
+    assert french["message"].startswith("Type de fichier non accepté (PDF object stream: /LZWDecode)")
+    assert english["message"].startswith("File type not accepted (PDF object stream: /Predictor)")
 
 
 async def test_legacy_doc_refusal_suggests_docx_or_pdf_in_both_languages(server):

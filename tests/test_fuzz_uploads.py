@@ -70,18 +70,35 @@ class Sample:
 
 
 def _jpeg_hot(data: bytes) -> tuple[tuple[int, int], ...]:
-    """Every segment header up to the scan, and the whole EXIF block."""
+    """Every segment header, between scans too, the whole EXIF blocks, and the
+    bytes where each scan's data ends."""
     ranges, position = [], 2
     while position + 4 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
+        if marker == 0xD9:
+            ranges.append((position, len(data)))
+            break
         (length,) = struct.unpack(">H", data[position + 2:position + 4])
         ranges.append((position, position + 4))
         if marker == 0xE1:
             ranges.append((position + 4, position + 2 + length))
-        if marker == 0xDA:
-            break
         position += 2 + length
+        if marker == 0xDA:
+            scan_end = _scan_end(data, position)
+            ranges.append((max(position, scan_end - 8), scan_end))
+            position = scan_end
     return tuple(ranges)
+
+
+def _scan_end(data: bytes, position: int) -> int:
+    """Where the scan data that starts at ``position`` ends: at a 0xFF not followed by
+    0x00, a restart marker or another 0xFF."""
+    while (position := data.find(b"\xff", position)) >= 0 and position + 1 < len(data):
+        following = data[position + 1]
+        if not (following in (0x00, 0xFF) or 0xD0 <= following <= 0xD7):
+            return position
+        position += 1
+    return len(data)
 
 
 def _png_hot(data: bytes) -> tuple[tuple[int, int], ...]:
@@ -97,7 +114,7 @@ def _png_hot(data: bytes) -> tuple[tuple[int, int], ...]:
 def _pdf_hot(data: bytes) -> tuple[tuple[int, int], ...]:
     """The object stream's dictionary and compressed bytes, and the trailer."""
     ranges = [(m.start(), data.index(b"endstream", m.start()) + 9) for m in re.finditer(rb"<< /Type /ObjStm", data)]
-    ranges.append((data.rindex(b"trailer"), len(data)))
+    ranges.append((data.rindex(b"trailer" if b"trailer" in data else b"startxref"), len(data)))
     return tuple(ranges)
 
 
@@ -114,9 +131,13 @@ def _sample(name: str, kind: str, data: bytes) -> Sample:
 SAMPLES = [
     _sample("jpeg-gps-rotated", "jpeg", files.jpeg_with_gps(orientation=6)),
     _sample("jpeg-gps-upright", "jpeg", files.jpeg_with_gps(orientation=1)),
+    _sample("jpeg-progressive-gps-between-scans", "jpeg", files.jpeg_with_segments_after_first_scan(
+        files.jpeg_photo(progressive=True, size=(32, 24)), files.jpeg_gps_segments()) + files.GPS_TEXT),
     _sample("png-text", "png", files.png_with_text()),
     _sample("pdf", "pdf", files.pdf()),
     _sample("pdf-object-stream", "pdf", files.pdf_with_hidden_javascript()),
+    _sample("pdf-1.5-object-stream-ascii85-flate", "pdf",
+            files.pdf_with_object_stream(("ASCII85Decode", "FlateDecode"), outline=True)),
     _sample("docx", "docx", files.docx()),
     _sample("docm", "docx", files.docm()),
 ]
