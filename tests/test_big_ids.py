@@ -13,7 +13,9 @@ a directory whose every id is past 2^31 works end to end.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import httpx
@@ -420,6 +422,12 @@ async def test_frames_with_ids_outside_64_bits_are_refused_before_anything_is_lo
 FIRST_ID = 2**31 + 1
 
 
+def running_from(start: datetime) -> Callable[[], datetime]:
+    """A clock that reads ``start`` now and runs on at the real pace after."""
+    origin = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
+
+
 @pytest.fixture
 async def big_server(settings, backend):
     """A server on a PostgreSQL database whose every sequence hands out ids past
@@ -438,6 +446,11 @@ async def big_server(settings, backend):
             await conn.execute(text("SELECT setval(:name, :value, false)"), {"name": name, "value": FIRST_ID})
     await directory.load(engine, directory.validate(demo.build()))
     service = ChatService(settings, engine)
+    # The feed below is a staff member's: on the real clock, R15 holds it outside
+    # working hours and the test failed after 16:00 in Toronto.  The notifier's
+    # clock runs from a Tuesday 10:00 (Toronto) instead, a working hour for the
+    # school and for every demo teacher.
+    service.notifier.clock = running_from(datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc))
     await service.start()
     async with serve_service(service) as server:
         yield server
