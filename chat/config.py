@@ -1,7 +1,12 @@
-"""Configuration: read once from the environment, cast and checked at start-up.
+"""Configuration: every environment variable declared once, read once, cast and checked at start-up.
 
-A bad value stops the start with a message that names the variable (the
-starlette ``config.py`` habit).  Every limit says why it has its value.
+Each variable is declared by :func:`variable` as the default of its
+:class:`Settings` field: its name, its default, its check and what it is for,
+in one place.  :data:`VARIABLES` lists them all (what docs/operations.md must
+list, tests/test_config.py checks it), and :func:`load_settings` reads the
+environment through them and nothing else.  A bad value stops the start with a
+message that names the variable (the starlette ``config.py`` habit).  Every
+limit says why it has its value.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ import os
 import re
 import secrets
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Generic, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from chat.errors import ConfigError
@@ -23,114 +28,62 @@ from chat.errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
-DEFAULT_SECRET_FILE = ".chat_secret"
+# The key of a Settings field's metadata that holds its Variable.
+_VARIABLE = "variable"
 
 
 @dataclass(frozen=True)
-class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    # Empty (or "memory://") selects the in-process broker; redis://… selects Redis pub/sub.
-    redis_url: str = ""
-    # Prefix of every Redis channel, so that several hubs (or test runs) can share one Redis.
-    redis_prefix: str = "chat"
-    attachments_dir: Path = Path("attachments")
-    secret_key: str = ""
-    # Access tokens live 12 hours: a school day on one device without signing in
-    # again, short enough that a lost token soon stops working (R21 revokes at once).
-    token_ttl_seconds: int = 12 * 3600
-    # Origins allowed to open a WebSocket from a browser (CSWSH protection);
-    # empty means the server's own http://localhost:PORT and http://127.0.0.1:PORT.
-    allowed_origins: tuple[str, ...] = ()
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "info"
-    # "json": the hub's log lines as one JSON object each (log collectors).
-    log_format: str = "text"
-    # Worker processes of `serve` (WEB_CONCURRENCY, or --workers); above 1 needs Redis.
-    workers: int = 1
-    # A frame above this is refused with request.too_large (the connection stays);
-    # 64 KiB holds the longest text (4,000 characters, up to 16 KiB of UTF-8) with room for fields.
-    max_frame_bytes: int = 64 * 1024
-    # Frames above this are cut by the WebSocket layer itself (close 1009): nothing
-    # legitimate is that large, and the server never buffers more per frame.
-    hard_frame_bytes: int = 1024 * 1024
-    # What may wait for one connection: this many KiB of unsent bytes on its
-    # socket (frames in the fallback outbox); a reader that lets more pile up is
-    # closed with 4008 and resumes later (see docs/protocol.md). 1 MiB is minutes
-    # of a busy conversation.
-    send_queue_frames: int = 1000
-    # PostgreSQL connections per worker process, all kept open (no overflow that is
-    # opened and closed again under load: a reconnect storm of 5,000 clients cost
-    # 1.70-1.80 ms of CPU per client with 10 + 10 overflow, 1.16-1.24 with 20 + 0).
-    # Workers x this must stay under the server's max_connections (100 by default).
-    database_pool_size: int = 20
-    # Per-connection token bucket: 20 actions per second sustained, bursts of 40 —
-    # far above a person typing, low enough that a runaway client cannot flood
-    # a conversation.  Each person also has a bucket twice as wide per process
-    # (shared by their connections and HTTP calls).
-    rate_per_second: float = 20.0
-    rate_burst: float = 40.0
-    # Typing indicators are cheap but chatty: their own, tighter bucket.
-    typing_per_second: float = 2.0
-    # E-mail (R15 digests): empty SMTP_URL writes e-mails to the log instead.
-    smtp_url: str = ""
-    mail_from: str = "Clic École <ne-pas-repondre@clic.test>"
-    # The address people are sent to in e-mails.
-    app_url: str = "http://localhost:8000/"
-    # A push gateway that receives notifications as JSON (second delivery channel).
-    notify_webhook_url: str = ""
-    # Demo mode: the web widget's person picker signs demo people in without a
-    # password.  Off unless `serve --demo` or CHAT_DEMO=1; never in production.
-    demo: bool = False
-    # WebSocket keepalive: a ping this often, the connection closed when its pong
-    # is this late.  Under a proxy or load balancer, keep the interval below its
-    # idle timeout.
-    ping_interval: float = 20.0
-    ping_timeout: float = 20.0
-    # SQLite: how often the WAL is copied into the database file (chat.storage.db):
-    # shorter for a shorter latency tail at light load, longer for throughput.
-    sqlite_checkpoint_seconds: float = 0.2
-    # Notification deliveries (R15 digests, unread e-mails; chat/notifications.py).
-    # Each attempt on a channel is cut off after its timeout, everything included:
-    # a relay or gateway that hangs costs one slot that long, never the others.
-    smtp_timeout_seconds: float = 30.0
-    notify_webhook_timeout_seconds: float = 10.0
-    # Attempts in flight per channel and worker: 8 keeps well under the connection
-    # limits of common relays, and with every attempt hanging to its timeout, the
-    # 41 staff of a school still have their first e-mail attempt within 6 x 30 s.
-    notify_concurrency: int = 8
-    # The lease a worker holds on a delivery while it attempts it (renewed every
-    # third of it).  At least twice the longest timeout, so that an attempt in
-    # flight is never taken over; short, so that a dead worker's deliveries are
-    # taken up by another within two minutes.
-    notify_lease_seconds: float = 120.0
-
-    @property
-    def origins(self) -> tuple[str, ...]:
-        if self.allowed_origins:
-            return self.allowed_origins
-        return (f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}")
-
-    @property
-    def broker_url(self) -> str:
-        return self.redis_url or "memory://"
-
-    def with_(self, **changes: object) -> "Settings":
-        return replace(self, **changes)
-
-
-def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
-    """The variable ``name`` read by ``parse``, or ``default`` when unset or empty.
+class Variable(Generic[T]):
+    """One environment variable: its name, its default, the check that casts it, and what it is for.
 
     ``parse`` raises ValueError whose text is the rule in plain words ("must be
-    a whole number between 0 and 65535"); the ConfigError names the variable."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        raise ConfigError(variable=name, value=raw, problem=str(exc)) from None
+    a whole number between 0 and 65535"); :meth:`read` turns it into a
+    ConfigError naming the variable.  ``shown`` is the default as
+    docs/operations.md writes it (``parse(shown) == default`` unless it is
+    ``empty``); ``derived`` says the default is worked out at start-up instead
+    (``shown`` then says from what)."""
+
+    name: str
+    default: T
+    parse: Callable[[str], T]
+    doc: str
+    shown: str
+    derived: bool = False
+    secret: bool = False  # its value never appears in a message
+
+    def read(self, env: Mapping[str, str]) -> T:
+        """The variable read from ``env`` by ``parse``, or ``default`` when unset or empty."""
+        raw = env.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(variable=self.name, value=None if self.secret else raw, problem=str(exc)) from None
+
+
+def _shown(default: object) -> str:
+    """How docs/operations.md writes a default: ``empty``, ``on``/``off``, numbers without a trailing .0."""
+    if default in ("", ()):
+        return "empty"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
+def declare(name: str, default: T, parse: Callable[[str], T], doc: str, *, shown: str | None = None,
+            derived: bool = False, secret: bool = False) -> Variable[T]:
+    """A :class:`Variable`; ``shown`` only when the docs cannot write ``default`` as it is."""
+    return Variable(name, default, parse, doc, _shown(default) if shown is None else shown, derived, secret)
+
+
+def variable(name: str, default: T, parse: Callable[[str], T], doc: str, *, shown: str | None = None,
+             derived: bool = False, secret: bool = False) -> Any:
+    """The default of a :class:`Settings` field that is read from the environment variable ``name``."""
+    return field(default=default, metadata={
+        _VARIABLE: declare(name, default, parse, doc, shown=shown, derived=derived, secret=secret)})
 
 
 def whole_number(low: int, high: int | None = None, unit: str = "") -> Callable[[str], int]:
@@ -283,13 +236,20 @@ def _directory(raw: str) -> Path:
 MIN_SECRET_CHARACTERS = 32
 
 
+def _secret_key(raw: str) -> str:
+    if len(raw) < MIN_SECRET_CHARACTERS:
+        raise ValueError(f"must be at least {MIN_SECRET_CHARACTERS} characters long "
+                         f"(it has {len(raw)}; the value is not shown)")
+    return raw
+
+
 def _secret_from_file(path: Path) -> str:
     """A development secret kept beside the database so `demo` and `serve` agree."""
     try:
         if path.exists():
             key = path.read_text().strip()
             if len(key) < MIN_SECRET_CHARACTERS:
-                raise ConfigError(variable="CHAT_SECRET_FILE", value=str(path),
+                raise ConfigError(variable=SECRET_FILE.name, value=str(path),
                                   problem=f"must hold a key of at least {MIN_SECRET_CHARACTERS} characters "
                                           "(delete the file to have one generated)")
             return key
@@ -298,55 +258,168 @@ def _secret_from_file(path: Path) -> str:
         path.chmod(stat.S_IRUSR | stat.S_IWUSR)
         return key
     except OSError as exc:
-        raise ConfigError(variable="CHAT_SECRET_FILE", value=str(path),
+        raise ConfigError(variable=SECRET_FILE.name, value=str(path),
                           problem=f"must name a file the hub can read, or create ({exc.strerror.lower()})") from None
 
 
+# Fields with no variable are fixed in code (docs/operations.md says which and why).
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = variable(
+        "DATABASE_URL", DEFAULT_DATABASE_URL, _database_url,
+        "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, mapped to its async driver.",
+        shown="sqlite:///./chat.db")
+    redis_url: str = variable(
+        "REDIS_URL", "", _redis_url,
+        "Empty (or memory://) selects the in-process broker; redis://… selects Redis pub/sub.")
+    redis_prefix: str = variable(
+        "REDIS_PREFIX", "chat", _redis_prefix,
+        "Prefix of every Redis channel, so that several hubs (or test runs) can share one Redis.")
+    attachments_dir: Path = variable(
+        "ATTACHMENTS_DIR", Path("attachments"), _directory,
+        "The on-disk store for uploads, created at start-up if missing.")
+    secret_key: str = variable(
+        "SECRET_KEY", "", _secret_key,
+        "HS256 key for access tokens; unset, one is generated into CHAT_SECRET_FILE.",
+        shown="generated", derived=True, secret=True)
+    token_ttl_seconds: int = variable(
+        "TOKEN_TTL_SECONDS", 12 * 3600, whole_number(1, unit=" of seconds"),
+        "Access tokens live 12 hours: a school day on one device without signing in again, short "
+        "enough that a lost token soon stops working (R21 revokes at once).")
+    allowed_origins: tuple[str, ...] = variable(
+        "ALLOWED_ORIGINS", (), _origins,
+        "Origins allowed to open a WebSocket from a browser (CSWSH protection); empty means the "
+        "server's own http://localhost:PORT and http://127.0.0.1:PORT.",
+        shown="http://localhost:PORT,http://127.0.0.1:PORT", derived=True)
+    host: str = variable("HOST", "127.0.0.1", parse_host, "The address to listen on (--host overrides it).")
+    port: int = variable("PORT", 8000, parse_port, "The port to listen on, 0 for any free one (--port overrides it).")
+    log_level: str = variable("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
+                              "debug also turns on uvicorn's access log and Alembic's migration steps.")
+    log_format: str = variable("LOG_FORMAT", "text", _choice("text", "json"),
+                               "json: the hub's log lines as one JSON object each (log collectors).")
+    workers: int = variable("WEB_CONCURRENCY", 1, parse_workers,
+                            "Worker processes of `serve` (--workers overrides it); above 1 needs Redis.")
+    # A frame above this is refused with request.too_large (the connection stays);
+    # 64 KiB holds the longest text (4,000 characters, up to 16 KiB of UTF-8) with room for fields.
+    max_frame_bytes: int = 64 * 1024
+    # Frames above this are cut by the WebSocket layer itself (close 1009): nothing
+    # legitimate is that large, and the server never buffers more per frame.
+    hard_frame_bytes: int = 1024 * 1024
+    send_queue_frames: int = variable(
+        "SEND_QUEUE_FRAMES", 1000, whole_number(1),
+        "What may wait for one connection: this many KiB of unsent bytes on its socket (frames in "
+        "the fallback outbox); a reader that lets more pile up is closed with 4008 and resumes later "
+        "(see docs/protocol.md). 1 MiB is minutes of a busy conversation.")
+    database_pool_size: int = variable(
+        "DATABASE_POOL_SIZE", 20, whole_number(1),
+        "PostgreSQL connections per worker process, all kept open (no overflow that is opened and "
+        "closed again under load; docs/operations.md has the measurements). Workers x this must stay "
+        "under the server's max_connections (100 by default).")
+    rate_per_second: float = variable(
+        "RATE_PER_SECOND", 20.0, _number(0, inclusive=False),
+        "Per-connection token bucket: 20 actions per second sustained — far above a person typing, "
+        "low enough that a runaway client cannot flood a conversation.  Each person also has a "
+        "bucket twice as wide per process (shared by their connections and HTTP calls).")
+    rate_burst: float = variable(
+        "RATE_BURST", 40.0, _number(1, inclusive=True, why=" (a burst below one action refuses everything)"),
+        "The burst of that bucket.")
+    # Typing indicators are cheap but chatty: their own, tighter bucket.
+    typing_per_second: float = 2.0
+    smtp_url: str = variable(
+        "SMTP_URL", "", _smtp_url,
+        "E-mail (R15 digests): empty writes e-mails to the log instead.")
+    mail_from: str = variable(
+        "MAIL_FROM", "Clic École <ne-pas-repondre@clic.test>", _mail_from,
+        "The From of notification e-mails.")
+    app_url: str = variable(
+        "APP_URL", "http://localhost:8000/", _http_url,
+        "The address people are sent to in e-mails; unset, http://localhost:PORT/ with PORT from the "
+        "environment.", shown="http://localhost:PORT/", derived=True)
+    notify_webhook_url: str = variable(
+        "NOTIFY_WEBHOOK_URL", "", _http_url,
+        "A push gateway that receives notifications as JSON (second delivery channel).")
+    demo: bool = variable(
+        "CHAT_DEMO", False, _flag,
+        "Demo mode: the web widget's person picker signs demo people in without a password.  Off "
+        "unless `serve --demo` or CHAT_DEMO=1; never in production.")
+    ping_interval: float = variable(
+        "PING_INTERVAL_SECONDS", 20.0, _number(0, inclusive=False, unit=" of seconds"),
+        "WebSocket keepalive: a ping this often.  Under a proxy or load balancer, keep it below its "
+        "idle timeout.")
+    # The connection is closed when its pong is this late.
+    ping_timeout: float = 20.0
+    sqlite_checkpoint_seconds: float = variable(
+        "SQLITE_CHECKPOINT_SECONDS", 0.2, _number(0, inclusive=False, unit=" of seconds"),
+        "SQLite: how often the WAL is copied into the database file (chat.storage.db): shorter for a "
+        "shorter latency tail at light load, longer for throughput.")
+    smtp_timeout_seconds: float = variable(
+        "SMTP_TIMEOUT_SECONDS", 30.0, _number(0, inclusive=False, unit=" of seconds"),
+        "Notification deliveries (R15 digests, unread e-mails): each e-mail attempt is cut off after "
+        "this, everything included; a relay that hangs costs one slot that long, never the others.")
+    notify_webhook_timeout_seconds: float = variable(
+        "NOTIFY_WEBHOOK_TIMEOUT_SECONDS", 10.0, _number(0, inclusive=False, unit=" of seconds"),
+        "The same for one POST to the push gateway.")
+    notify_concurrency: int = variable(
+        "NOTIFY_CONCURRENCY", 8, whole_number(1),
+        "Attempts in flight per channel and worker: 8 keeps well under the connection limits of "
+        "common relays, and with every attempt hanging to its timeout, the 41 staff of a school "
+        "still have their first e-mail attempt within 6 x 30 s.")
+    notify_lease_seconds: float = variable(
+        "NOTIFY_LEASE_SECONDS", 120.0, _number(0, inclusive=False, unit=" of seconds"),
+        "The lease a worker holds on a delivery while it attempts it (renewed every third of it). "
+        "At least twice the longest timeout, so that an attempt in flight is never taken over; "
+        "short, so that a dead worker's deliveries are taken up by another within two minutes.")
+    hub_fast_path: str = variable(
+        "HUB_FAST_PATH", "auto", _choice("auto", "off"),
+        "The uvicorn fast path (frames written straight to the transport): auto uses it when the "
+        "installed uvicorn/websockets versions are known, off always uses the public send path.")
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        if self.allowed_origins:
+            return self.allowed_origins
+        return (f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}")
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or "memory://"
+
+    def with_(self, **changes: object) -> "Settings":
+        return replace(self, **changes)
+
+
+# Where the development secret is kept when SECRET_KEY is unset (the one variable
+# that is not a Settings field: it only says where to find one).
+SECRET_FILE: Variable[Path] = declare(
+    "CHAT_SECRET_FILE", Path(".chat_secret"), Path,
+    "Where the generated key is kept when SECRET_KEY is unset, so that `demo`, `token` and `serve` agree.")
+
+
+def _declared() -> tuple[Variable, ...]:
+    by_field = [f.metadata[_VARIABLE] for f in fields(Settings) if _VARIABLE in f.metadata]
+    at = next(i for i, v in enumerate(by_field) if v.name == "SECRET_KEY") + 1
+    return (*by_field[:at], SECRET_FILE, *by_field[at:])
+
+
+# Every environment variable the hub reads, in the order of docs/operations.md.
+VARIABLES: tuple[Variable, ...] = _declared()
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and check every variable; raise ConfigError naming the bad one."""
+    """Read and check every variable of :data:`VARIABLES`; raise ConfigError naming the bad one.
+
+    The development secret file is read (or created) last, once everything else
+    is known to be right."""
     env = os.environ if env is None else env
-    secret = env.get("SECRET_KEY", "")
-    if secret and len(secret) < MIN_SECRET_CHARACTERS:
-        raise ConfigError(variable="SECRET_KEY", value=None,
-                          problem=f"must be at least {MIN_SECRET_CHARACTERS} characters long "
-                                  f"(it has {len(secret)}; the value is not shown)")
-    port = _get(env, "PORT", parse_port, 8000)
-    settings = Settings(
-        database_url=_get(env, "DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
-        redis_url=_get(env, "REDIS_URL", _redis_url, ""),
-        redis_prefix=_get(env, "REDIS_PREFIX", _redis_prefix, "chat"),
-        attachments_dir=_get(env, "ATTACHMENTS_DIR", _directory, Path("attachments")),
-        token_ttl_seconds=_get(env, "TOKEN_TTL_SECONDS", whole_number(1, unit=" of seconds"), 12 * 3600),
-        allowed_origins=_get(env, "ALLOWED_ORIGINS", _origins, ()),
-        host=_get(env, "HOST", parse_host, "127.0.0.1"),
-        port=port,
-        log_level=_get(env, "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
-        log_format=_get(env, "LOG_FORMAT", _choice("text", "json"), "text"),
-        workers=_get(env, "WEB_CONCURRENCY", parse_workers, 1),
-        send_queue_frames=_get(env, "SEND_QUEUE_FRAMES", whole_number(1), 1000),
-        database_pool_size=_get(env, "DATABASE_POOL_SIZE", whole_number(1), 20),
-        rate_per_second=_get(env, "RATE_PER_SECOND", _number(0, inclusive=False), 20.0),
-        rate_burst=_get(env, "RATE_BURST", _number(1, inclusive=True, why=" (a burst below one action refuses "
-                                                                          "everything)"), 40.0),
-        smtp_url=_get(env, "SMTP_URL", _smtp_url, ""),
-        mail_from=_get(env, "MAIL_FROM", _mail_from, Settings.mail_from),
-        app_url=_get(env, "APP_URL", _http_url, f"http://localhost:{port}/"),
-        notify_webhook_url=_get(env, "NOTIFY_WEBHOOK_URL", _http_url, ""),
-        demo=_get(env, "CHAT_DEMO", _flag, False),
-        ping_interval=_get(env, "PING_INTERVAL_SECONDS", _number(0, inclusive=False, unit=" of seconds"), 20.0),
-        sqlite_checkpoint_seconds=_get(env, "SQLITE_CHECKPOINT_SECONDS",
-                                       _number(0, inclusive=False, unit=" of seconds"), 0.2),
-        smtp_timeout_seconds=_get(env, "SMTP_TIMEOUT_SECONDS", _number(0, inclusive=False, unit=" of seconds"), 30.0),
-        notify_webhook_timeout_seconds=_get(env, "NOTIFY_WEBHOOK_TIMEOUT_SECONDS",
-                                            _number(0, inclusive=False, unit=" of seconds"), 10.0),
-        notify_concurrency=_get(env, "NOTIFY_CONCURRENCY", whole_number(1), 8),
-        notify_lease_seconds=_get(env, "NOTIFY_LEASE_SECONDS", _number(0, inclusive=False, unit=" of seconds"), 120.0),
-    )
-    check_notification_lease(settings.notify_lease_seconds,
-                             (settings.smtp_timeout_seconds, settings.notify_webhook_timeout_seconds))
-    if not secret:  # only once everything else is known to be right
-        secret = _secret_from_file(Path(env.get("CHAT_SECRET_FILE") or DEFAULT_SECRET_FILE))
-    return settings.with_(secret_key=secret)
+    values: dict[str, Any] = {f.name: f.metadata[_VARIABLE].read(env)
+                              for f in fields(Settings) if _VARIABLE in f.metadata}
+    if not env.get("APP_URL"):  # its default follows the PORT variable (not --port)
+        values["app_url"] = f"http://localhost:{values['port']}/"
+    check_notification_lease(values["notify_lease_seconds"],
+                             (values["smtp_timeout_seconds"], values["notify_webhook_timeout_seconds"]))
+    if not values["secret_key"]:
+        values["secret_key"] = _secret_from_file(SECRET_FILE.read(env))
+    return Settings(**values)
 
 
 def check_notification_lease(lease: float, timeouts: tuple[float, ...]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.config import DEFAULT_DATABASE_URL, describe, load_settings
+from chat.config import DEFAULT_DATABASE_URL, VARIABLES, Settings, describe, load_settings
 from chat.errors import ConfigError
 
 GOOD_SECRET = "s" * 32
@@ -202,6 +202,7 @@ PLAIN_WORDS = [
      "NOTIFY_WEBHOOK_TIMEOUT_SECONDS must be a number of seconds above 0, got '-1'"),
     ("NOTIFY_CONCURRENCY", "0", "NOTIFY_CONCURRENCY must be a whole number, at least 1, got '0'"),
     ("NOTIFY_LEASE_SECONDS", "inf", "NOTIFY_LEASE_SECONDS must be a number of seconds above 0, got 'inf'"),
+    ("HUB_FAST_PATH", "on", "HUB_FAST_PATH must be auto or off, got 'on'"),
 ]
 
 
@@ -221,6 +222,46 @@ def test_every_variable_of_the_operations_guide_has_its_plain_words_check():
     table = text[text.index("## Configuration"):].split("\n\n")[2]
     documented = {name for row in table.splitlines()[2:] for name in re.findall(r"`([A-Z_]+)`", row.split("|")[1])}
     assert documented == {variable for variable, _, _ in PLAIN_WORDS}
+
+
+def _documented_defaults() -> dict[str, str]:
+    """The configuration table of docs/operations.md: variable -> default cell, backticks removed."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    table = text[text.index("## Configuration"):].split("\n\n")[2]
+    rows = [row.split("|") for row in table.splitlines()[2:]]
+    return {re.fullmatch(r"\s*`([A-Z_]+)`\s*", cells[1]).group(1): cells[2].strip().replace("`", "")
+            for cells in rows}
+
+
+def test_the_operations_guide_lists_exactly_the_declared_variables_and_their_defaults():
+    """One row per variable of chat.config.VARIABLES, its default as declared there."""
+    assert _documented_defaults() == {v.name: v.shown for v in VARIABLES}
+
+
+@pytest.mark.parametrize("variable", [v for v in VARIABLES if not v.derived], ids=lambda v: v.name)
+def test_a_declared_default_is_what_its_documented_text_reads_as(variable):
+    raw = "" if variable.shown == "empty" else variable.shown
+    assert variable.read({variable.name: raw}) == variable.default
+
+
+def test_the_defaults_of_settings_are_those_of_its_variables(tmp_path):
+    """Settings() built in code and load_settings() with an empty environment agree
+    (except what is derived at start-up: the secret, and APP_URL from PORT)."""
+    loaded = load_settings(env(tmp_path))
+    assert loaded.with_(secret_key="") == Settings()
+
+
+def test_every_variable_is_read_through_its_declaration(tmp_path):
+    """Setting each variable to the text of its default changes nothing (nothing reads
+    the environment behind VARIABLES' back under another name)."""
+    raw = {v.name: v.shown for v in VARIABLES if not v.derived and v.shown != "empty"}
+    raw["CHAT_SECRET_FILE"] = str(tmp_path / "secret")
+    assert load_settings(raw) == load_settings(env(tmp_path))
+
+
+def test_the_hub_fast_path_is_auto_unless_turned_off(tmp_path):
+    assert load_settings(env(tmp_path)).hub_fast_path == "auto"
+    assert load_settings(env(tmp_path, HUB_FAST_PATH="OFF")).hub_fast_path == "off"
 
 
 def test_several_origins_name_the_one_that_is_wrong(tmp_path):
