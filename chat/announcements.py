@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import orjson
 from sqlalchemy import and_, bindparam, func, insert, select, union, update
 
+from chat.clock import utcnow
 from chat import notifications
 from chat.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from chat.frames import dumps, timestamp
@@ -41,7 +42,6 @@ from chat.storage.models import (
     School,
     StaffSchool,
     Student,
-    utcnow,
 )
 
 if TYPE_CHECKING:

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from sqlalchemy import and_, exists, func, or_, select
 
+from chat.clock import utcnow
 from chat.errors import BadRequest, Forbidden, NotFound
 from chat.frames import dumps, timestamp
 from chat.policies.attachments import require_upload_id
@@ -46,7 +47,6 @@ from chat.storage.models import (
     School,
     Student,
     Upload,
-    utcnow,
 )
 
 # Pages of conversations and audit entries: 50 by default, 200 at most, like

@@ -37,6 +37,12 @@ class Clock:
 SYSTEM = Clock()
 
 
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (what the database stores): the one
+    spelling for code that is not handed a :class:`Clock`."""
+    return datetime.now(timezone.utc)
+
+
 class ManualClock(Clock):
     """A clock that moves only when :meth:`advance` is called (tests).
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sqlalchemy import bindparam, func, or_, select, update
 
+from chat.clock import utcnow
 from chat.errors import BadRequest, ChatError, NotFound
 from chat.frames import dumps, timestamp
 from chat.policies import announcements as rules
@@ -37,7 +38,6 @@ from chat.storage.models import (
     Participant,
     Person,
     Student,
-    utcnow,
 )
 from chat.tasks import cancel_and_wait
 

@@ -44,12 +44,13 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 from sqlalchemy import Boolean, Float, Text, and_, bindparam, exists, func, insert, literal, null, or_, select, update
 
+from chat.clock import utcnow
 from chat.config import Settings, check_notification_lease
 from chat.errors import BadRequest, NotFound
 from chat.frames import dumps, timestamp
@@ -128,10 +129,6 @@ def guardians_insert(pairs):
          "deliver_at", "held", "delivered_at", "lease_owner", "lease_until"], body)
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def retry_delay(attempts: int) -> float:
     """Seconds until the next attempt after ``attempts`` failed ones (30 s doubling, at most 15 min)."""
     return min(RETRY_FIRST_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS)
@@ -200,7 +197,7 @@ def _closed_days(raw: str | None) -> frozenset[date]:
 
 
 class Notifier:
-    def __init__(self, service: "ChatService", settings: Settings, clock: Callable[[], datetime] = utc_now,
+    def __init__(self, service: "ChatService", settings: Settings, clock: Callable[[], datetime] = utcnow,
                  channels: Sequence[Channel] | None = None) -> None:
         self.service = service
         self.sessions = service.sessions

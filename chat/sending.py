@@ -31,12 +31,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
 
+from chat.clock import utcnow
 from chat.errors import ChatError, Conflict, NotFound
 from chat.frames import event_frame, timestamp
 from chat.policies import features
 from chat.service import Actor, ChatService, retry_reply, sent_reply
 from chat.storage import direct
-from chat.storage.models import Conversation, Event, Message, Participant, Person, utcnow
+from chat.storage.models import Conversation, Event, Message, Participant, Person
 
 log = logging.getLogger("chat.sending")
 

@@ -26,6 +26,7 @@ from sqlalchemy import (BigInteger, String, and_, bindparam, case, cast, func, i
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chat.clock import utcnow
 from chat import auth
 from chat.config import Settings
 from chat.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
@@ -56,7 +57,6 @@ from chat.storage.models import (
     Student,
     TeacherGroup,
     Upload,
-    utcnow,
 )
 
 log = logging.getLogger("chat.service")

@@ -9,16 +9,13 @@ its text, an edit adds a :class:`MessageVersion`, a departure flips
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 
 from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-
-def utcnow() -> datetime:
-    """Aware UTC; SQLModel stores it as UTC on SQLite and PostgreSQL alike."""
-    return datetime.now(timezone.utc)
+from chat.clock import utcnow
 
 
 def _where(condition: str) -> dict:
