@@ -115,8 +115,8 @@ def _bind(host: str, port: int) -> socket.socket:
             reason = (f"port {port} is already in use (another server?); choose another with --port N "
                       f"(or PORT=N), or --port 0 (PORT=0) to let the system pick a free one")
         elif exc.errno == errno.EACCES:
-            reason = (f"permission denied (ports below 1024 need privileges); choose another with --port N "
-                      f"(or PORT=N)")
+            reason = ("permission denied (ports below 1024 need privileges); choose another with --port N "
+                      "(or PORT=N)")
         elif exc.errno == errno.EADDRNOTAVAIL:
             reason = "this machine has no such address; choose another with --host (or HOST)"
         else:
