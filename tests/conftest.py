@@ -9,15 +9,23 @@ Every fixture that touches storage or fan-out is parametrised by ``backend``:
 
 ``CHAT_TEST_BACKENDS=embedded`` limits a local run to one of them; CI runs both
 (``.ci/run`` starts PostgreSQL and Redis when they are not running).
+
+Migrations run once per session, not once per test: a *template* (an SQLite
+file, a PostgreSQL database) is migrated and given the demo directory once,
+and each test gets a copy of it (a file copy; ``CREATE DATABASE … TEMPLATE``).
+docs/testing.md says more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +80,66 @@ def pg_database() -> str:
     asyncio.run(drop())
 
 
+def _pg_url(name: str) -> str:
+    return f"postgresql+asyncpg://{PG_HOST_URL.split('://', 1)[1]}/{name}"
+
+
+async def _fill_template(url: str) -> None:
+    """Migrate the database at ``url`` and load the demo directory into it, then
+    let it go (a PostgreSQL template must have no connection when it is copied)."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+        await directory.load(engine, directory.validate(demo.build()))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """An SQLite file migrated and loaded with the demo directory, once per session."""
+    path = tmp_path_factory.mktemp("template") / "chat.db"
+    asyncio.run(_fill_template(f"sqlite+aiosqlite:///{path}"))
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # all of it into the main file: the copy is that file
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+async def _pg_admin(*statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> str:
+    """The name of a PostgreSQL database migrated and loaded with the demo directory,
+    once per session; each test's database is created from it."""
+    name = f"chat_test_{os.getpid()}_template"
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'))
+    asyncio.run(_fill_template(_pg_url(name)))
+    yield name
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+_test_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_test_database(pg_template: str) -> str:
+    """A PostgreSQL database of this test's own, a copy of the template (dropped after it)."""
+    name = f"chat_test_{os.getpid()}_{next(_test_databases)}"
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}"',
+                          f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield _pg_url(name)
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param
@@ -79,14 +147,18 @@ def backend(request) -> str:
 
 @pytest.fixture
 def settings(backend: str, tmp_path: Path, request) -> Settings:
+    """The test's settings.  On ``real`` its database exists already, a copy of the
+    template; on ``embedded`` the file appears when ``engine`` copies it (or when
+    the test creates it)."""
     common = dict(secret_key=SECRET, attachments_dir=tmp_path / "attachments", allowed_origins=("http://school.test",))
     if backend == "embedded":
         return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", redis_url="", **common)
-    database = request.getfixturevalue("pg_database")
+    database = request.getfixturevalue("pg_test_database")
     return Settings(database_url=database, redis_url=REDIS_URL, redis_prefix=f"test-{uuid.uuid4().hex[:12]}", **common)
 
 
 async def _reset(engine, backend: str) -> None:
+    """Empty a database that tests share (a module's, a session's) and bring it to the last migration."""
     if backend == "embedded":
         await upgrade(engine)
         return
@@ -96,10 +168,18 @@ async def _reset(engine, backend: str) -> None:
 
 
 @pytest.fixture
-async def engine(settings: Settings, backend: str):
-    engine = create_engine(settings.database_url)
-    await _reset(engine, backend)
-    await directory.load(engine, directory.validate(demo.build()))
+def demo_database(settings: Settings, backend: str, request) -> str:
+    """The URL of the test's database, migrated and holding the demo directory: a copy
+    of the session's template (on ``real``, ``settings`` made it already).  A plain
+    fixture: the templates are built on event loops of their own."""
+    if backend == "embedded":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), settings.database_url.split(":///", 1)[1])
+    return settings.database_url
+
+
+@pytest.fixture
+async def engine(demo_database: str):
+    engine = create_engine(demo_database)
     yield engine
     await engine.dispose()
 
