@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
+from chat import sending
 from chat.errors import ChatError
 from chat.service import ChatService
 from chat.storage.models import Event, Message
@@ -186,7 +187,16 @@ async def test_the_retry_lookup_finds_each_pair_in_the_unique_index_without_scan
         assert not any(step.startswith("SCAN m") for step in plan), plan
 
 
-async def test_batches_written_at_once_keep_each_conversation_in_arrival_order(service, backend):
+@pytest.fixture
+def no_linger(monkeypatch):
+    """Batches never linger for company (chat.sending.BUSY_WINDOW): that wait is in
+    real time, so how many sends it gathers depended on how busy the machine was,
+    and the counts below with it.  What is left is the pipeline rule, decided by the
+    order of events on the loop (each wave arrives one loop turn after the last)."""
+    monkeypatch.setattr(sending, "BUSY_WINDOW", 0.0)
+
+
+async def test_batches_written_at_once_keep_each_conversation_in_arrival_order(service, backend, no_linger):
     """On PostgreSQL several batches are written at once (chat.sending.PIPELINE),
     each on its own connection; on SQLite one at a time.  Waves of sends to one
     conversation, each wave arriving while the previous ones are still being
@@ -194,7 +204,7 @@ async def test_batches_written_at_once_keep_each_conversation_in_arrival_order(s
     wave's are all after an earlier wave's — batches lock the conversation in
     the order they were taken (chat.sending._Turn); without that, a batch that
     got its connection sooner took the seqs first (seen here about every run)."""
-    from chat.sending import LINGER_ENOUGH, PIPELINE
+    LINGER_ENOUGH, PIPELINE = sending.LINGER_ENOUGH, sending.PIPELINE
 
     marie, nadia, jean = [await actor_for(service, e) for e in (MARIE, NADIA, JEAN)]
     cid = (await service.create_conversation(marie, [nadia.id, jean.id], await child_id(service, "Léa")))["id"]
@@ -218,7 +228,7 @@ async def test_batches_written_at_once_keep_each_conversation_in_arrival_order(s
         assert 2 <= service.sender.writing_peak <= PIPELINE
 
 
-async def test_a_few_sends_arriving_during_a_batch_wait_for_it_and_go_together(service, backend):
+async def test_a_few_sends_arriving_during_a_batch_wait_for_it_and_go_together(service, backend, no_linger):
     """A second batch may be written beside the first at once, a third or more
     only once enough sends wait for it (LINGER_ENOUGH per batch in flight beyond
     the first): a few sends arriving while two batches are written wait for one
