@@ -475,12 +475,23 @@ def frames(*texts: str) -> bytes:
     return b"".join(text_frame(t.encode()) for t in texts)
 
 
+# Loop turns an end of turn may take at most (the hub writes two callbacks after it).
+END_OF_TURN_STEPS = 100
+
+
 async def end_of_turn() -> None:
-    """Let the event loop run the callbacks the held frames scheduled (the write
-    comes two callbacks after the turn, behind the tasks a fan-out woke): three
-    loop steps, a fixed order of callbacks on a fake transport, not a wait."""
-    for _ in range(3):
+    """Return once what the sockets held in this turn has been written.  A sentinel
+    socket holds a frame after theirs; held sockets are written in the order they
+    were held, in one pass at the end of the turn, so once the sentinel's frame is
+    out, theirs are too.  Loop steps are counted, never seconds: the answer does not
+    depend on how busy the machine is, nor on how many callbacks the hub chains."""
+    sentinel, written = direct_connection(0)
+    sentinel.push("end of turn", hold=True)
+    for _ in range(END_OF_TURN_STEPS):
+        if written.writes:
+            return
         await asyncio.sleep(0)
+    raise AssertionError(f"held frames not written within {END_OF_TURN_STEPS} loop steps")
 
 
 async def test_frames_held_in_one_turn_leave_as_one_write_in_their_order():
