@@ -395,9 +395,14 @@ SECRET_FILE: Variable[Path] = declare(
     "Where the generated key is kept when SECRET_KEY is unset, so that `demo`, `token` and `serve` agree.")
 
 
+def variable_of(field_name: str) -> Variable:
+    """The variable a :class:`Settings` field is read from."""
+    return Settings.__dataclass_fields__[field_name].metadata[_VARIABLE]
+
+
 def _declared() -> tuple[Variable, ...]:
     by_field = [f.metadata[_VARIABLE] for f in fields(Settings) if _VARIABLE in f.metadata]
-    at = next(i for i, v in enumerate(by_field) if v.name == "SECRET_KEY") + 1
+    at = by_field.index(variable_of("secret_key")) + 1  # the secret file beside the secret
     return (*by_field[:at], SECRET_FILE, *by_field[at:])
 
 
@@ -413,7 +418,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     values: dict[str, Any] = {f.name: f.metadata[_VARIABLE].read(env)
                               for f in fields(Settings) if _VARIABLE in f.metadata}
-    if not env.get("APP_URL"):  # its default follows the PORT variable (not --port)
+    if not env.get(variable_of("app_url").name):  # its default follows the PORT variable (not --port)
         values["app_url"] = f"http://localhost:{values['port']}/"
     check_notification_lease(values["notify_lease_seconds"],
                              (values["smtp_timeout_seconds"], values["notify_webhook_timeout_seconds"]))
