@@ -16,7 +16,8 @@ from typing import NoReturn
 from sqlalchemy import func, select
 
 from chat import auth, demo, directory, logsafety
-from chat.config import MAX_WORKERS, Settings, describe, load_settings, parse_host, parse_port, parse_workers
+from chat.config import (MAX_WORKERS, Settings, describe, load_settings, parse_host, parse_port, parse_workers,
+                         variable_of)
 from chat.errors import ChatError, ConfigError
 from chat.i18n import error_text
 from chat.storage.db import create_engine, session_factory, upgrade
@@ -249,8 +250,10 @@ async def _supervise(settings: Settings, sock: socket.socket, workers: int) -> N
     import signal
     import subprocess
 
-    env = {**os.environ, "CHAT_DEMO": "1" if settings.demo else "0", "SECRET_KEY": settings.secret_key,
-           "HOST": settings.host, "PORT": str(sock.getsockname()[1])}
+    # The workers read the settings this process decided (--demo, --host, the port chosen, the secret).
+    env = {**os.environ, variable_of("demo").name: "1" if settings.demo else "0",
+           variable_of("secret_key").name: settings.secret_key, variable_of("host").name: settings.host,
+           variable_of("port").name: str(sock.getsockname()[1])}
     command = [sys.executable, "-m", "chat", WORKER, "--fd", str(sock.fileno())]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
