@@ -13,6 +13,9 @@ _PNG_DROP = {b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME", b"dSIG"}
 
 
 def strip_png(src: BinaryIO, dst: BinaryIO) -> Rewritten:
+    """Copy a PNG chunk by chunk without the chunks in ``_PNG_DROP``; the file ends
+    with its IEND chunk.  No IHDR with dimensions, a chunk cut short or no IEND is
+    ``attachment.bad_image``."""
     out = HashingWriter(dst)
     if src.read(8) != PNG_SIGNATURE:
         raise bad_image()

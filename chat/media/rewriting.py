@@ -1,4 +1,4 @@
-"""What the image rewriters share: the read size, the hashing writer, the result.
+"""What the readers share: the read size; for the image rewriters, the hashing writer and the result.
 
 Every reader reads in pieces of :data:`CHUNK` bytes, so that a 20 MB upload
 never sits in memory whole (R7).
