@@ -1,9 +1,13 @@
 """Texts for people, in French (default) and English (R22).
 
-Errors, system messages and notices are looked up here by a stable code; the
-code travels to clients with the text so that a client can act on the code and
-show the text.  ``tests/test_i18n.py`` checks that every code has both texts
-and that every code raised in the package is in the catalogue.
+The one catalogue of every text the server writes for people: errors, system
+messages, notifications and their e-mails, the labels of the archive's HTML
+export.  Each is looked up by a stable code (:func:`text`; :func:`error_text`,
+:func:`system_text` and :func:`notification_text` add each section's rule for
+an unknown code or for both languages at once); an error's code travels to
+clients with the text so that a client can act on the code and show the text.
+``tests/test_i18n.py`` checks that every code has both texts and that every
+code raised in the package is in the catalogue.
 """
 
 from __future__ import annotations
@@ -330,6 +334,70 @@ NOTIFICATIONS: dict[str, tuple[str, str]] = {
     "mail.footer": ("Ce courriel ne contient aucun message : le contenu reste dans l'application.",
                     "This e-mail contains no message text: the content stays in the app."),
 }
+
+
+# The archive's HTML export (R9): a document for people, in French by default and
+# in English for a reader who chose it (R22).
+ARCHIVE: dict[str, tuple[str, str]] = {
+    "archive.title": ("Archive de la conversation", "Conversation archive"),
+    "archive.school": ("École", "School"),
+    "archive.child": ("Enfant", "Child"),
+    "archive.conversation": ("Conversation", "Conversation"),
+    "archive.number": ("n° {id}", "no. {id}"),
+    "archive.created": ("Créée le", "Created on"),
+    "archive.status": ("État", "Status"),
+    "archive.open": ("Ouverte", "Open"),
+    "archive.locked": ("Verrouillée le {at} par {name}", "Locked on {at} by {name}"),
+    "archive.reason": ("Motif", "Reason"),
+    "archive.exported": ("Exportée le", "Exported on"),
+    "archive.by": ("par", "by"),
+    "archive.participants": ("Participants", "Participants"),
+    "archive.name": ("Nom", "Name"),
+    "archive.role": ("Rôle", "Role"),
+    "archive.joined": ("Arrivée", "Joined"),
+    "archive.left": ("Départ", "Left"),
+    "archive.present": ("toujours membre", "still a member"),
+    "archive.timeline": ("Fil de la conversation", "Conversation thread"),
+    "archive.seq": ("N°", "No."),
+    "archive.date": ("Date", "Date"),
+    "archive.author": ("Auteur", "Author"),
+    "archive.content": ("Contenu", "Content"),
+    "archive.system": ("Système", "System"),
+    "archive.retracted": ("Message retiré", "Message removed"),
+    "archive.retracted_at": ("retiré le {at}", "removed on {at}"),
+    "archive.edited": ("Modifié le {at}", "Edited on {at}"),
+    "archive.earlier_versions": ("Versions antérieures", "Earlier versions"),
+    "archive.version": ("Version {version}, {at}", "Version {version}, {at}"),
+    "archive.attachments": ("Pièces jointes", "Attachments"),
+    "archive.reactions": ("Réactions", "Reactions"),
+    "archive.empty": ("Aucun message.", "No messages."),
+    "archive.lock_event": ("{name} a verrouillé la conversation.", "{name} locked the conversation."),
+    "archive.unlock_event": ("{name} a déverrouillé la conversation.", "{name} unlocked the conversation."),
+    "archive.unknown_person": ("(personne inconnue)", "(unknown person)"),
+    "archive.role.parent": ("parent", "parent"),
+    "archive.role.teacher": ("enseignant", "teacher"),
+    "archive.role.staff": ("personnel", "staff"),
+    "archive.role.direction": ("direction", "principal"),
+    "archive.role.transport": ("transport", "transport"),
+}
+
+# Every text the server writes, by its code: the sections above are disjoint
+# (tests/test_i18n.py checks it), so a code names one text.
+CATALOGUE: dict[str, tuple[str, str]] = {**ERRORS, **SYSTEM, **NOTIFICATIONS, **ARCHIVE}
+
+
+def template(code: str, language: str = DEFAULT_LANGUAGE) -> str:
+    """The text of ``code`` in ``language`` (French unless 'en') with its ``{fields}``
+    unfilled, for a caller that fills them with markup (the archive's HTML export).
+    An unknown code is a programming error: KeyError."""
+    fr, en = CATALOGUE[code]
+    return en if language == "en" else fr
+
+
+def text(code: str, language: str = DEFAULT_LANGUAGE, fields: dict[str, Any] | None = None) -> str:
+    """The text of ``code`` in ``language`` (French unless 'en'), its ``{fields}`` filled;
+    a field not given keeps its placeholder.  An unknown code is a KeyError."""
+    return template(code, language).format_map(_Missing(fields or {}))
 
 
 def notification_text(code: str, language: str = DEFAULT_LANGUAGE, fields: dict[str, Any] | None = None) -> str:

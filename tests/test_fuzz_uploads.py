@@ -9,7 +9,7 @@ exception of another kind, which the upload route would answer with a 500.
 
 Three layers, all deterministic (``derandomize=True``, no example database):
 
-* the parsers of ``chat/media.py`` called directly, with the R7 rules on what
+* the parsers of ``chat/media/`` called directly, with the R7 rules on what
   they find; an image they accept is stripped for good (stripping it again
   changes nothing, so no metadata was left behind);
 * the whole check of ``chat/attachments.py`` (libmagic's type, then the parser

@@ -6,6 +6,7 @@ every error code the package raises must have its texts.
 from __future__ import annotations
 
 import ast
+import re
 import string
 from pathlib import Path
 
@@ -14,7 +15,18 @@ import pytest
 import chat
 from chat import errors
 from chat.errors import BadRequest, ChatError
-from chat.i18n import DEFAULT_LANGUAGE, ERRORS, SYSTEM, error_text, normalise_language, system_text
+from chat.i18n import (
+    ARCHIVE,
+    CATALOGUE,
+    DEFAULT_LANGUAGE,
+    ERRORS,
+    NOTIFICATIONS,
+    SYSTEM,
+    error_text,
+    normalise_language,
+    system_text,
+    text,
+)
 
 PACKAGE = Path(chat.__file__).parent
 ERROR_CLASSES = {
@@ -76,6 +88,36 @@ def test_r22_every_system_message_has_french_and_english_text_with_the_same_fiel
     french, english = SYSTEM[code]
     assert french.strip() and english.strip()
     assert placeholders(french) == placeholders(english)
+
+
+@pytest.mark.parametrize("code", sorted(NOTIFICATIONS) + sorted(ARCHIVE))
+def test_r22_every_notification_and_archive_label_has_french_and_english_text_with_the_same_fields(code):
+    french, english = CATALOGUE[code]
+    assert french.strip() and english.strip()
+    assert placeholders(french) == placeholders(english)
+
+
+def test_the_catalogue_sections_are_disjoint_so_a_code_names_one_text():
+    sections = (ERRORS, SYSTEM, NOTIFICATIONS, ARCHIVE)
+    assert len(CATALOGUE) == sum(len(section) for section in sections)
+
+
+def test_every_archive_label_the_export_uses_is_in_the_catalogue():
+    """The HTML export's template and module take their labels from chat/i18n.py only."""
+    used = set()
+    for path in (PACKAGE / "archive" / "export.py", *(PACKAGE / "archive" / "templates").glob("*.html")):
+        used |= set(re.findall(r"[\"'](archive\.[a-z_]+(?:\.[a-z_]+)?)[\"']", path.read_text(encoding="utf-8")))
+    assert {"archive.title", "archive.locked", "archive.lock_event"} <= used
+    assert used - set(CATALOGUE) == set()
+
+
+def test_text_looks_any_code_up_and_fills_its_fields():
+    assert text("archive.number", "en", {"id": 7}) == "no. 7"
+    assert text("archive.number", fields={"id": 7}) == "n° 7"
+    assert text("mail.greeting", "en", {"name": "Marie"}) == "Hello Marie,"
+    assert text("message.text_empty", "de") == "Le message est vide."
+    with pytest.raises(KeyError):
+        text("archive.no_such_label")
 
 
 def test_source_scan_finds_the_codes_raised_in_the_package():

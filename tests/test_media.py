@@ -1,6 +1,6 @@
 """Where uploads hide things from a reader of their headers alone (R7, issue 17).
 
-The readers of ``chat/media.py`` called directly on real files: JPEGs built by
+The readers of ``chat/media/`` called directly on real files: JPEGs built by
 Pillow with metadata spliced between their scans or after their end, and PDFs
 whose objects sit in object streams encoded in every way readers accept.  The
 upload route runs the same code (tests/test_attachments.py shows the client's
@@ -85,7 +85,7 @@ def test_reading_in_small_chunks_gives_the_same_file(monkeypatch, chunk):
     cut between two chunks is read as if it were whole."""
     photo = files.jpeg_photo(progressive=True, restart_marker_rows=1)
     hidden = files.jpeg_with_segments_after_first_scan(photo, files.jpeg_gps_segments() + b"\xff\xff") + b"\xff\x00tail"
-    monkeypatch.setattr(media, "CHUNK", chunk)
+    monkeypatch.setattr(media.jpeg, "CHUNK", chunk)
     assert strip(hidden) == photo
 
 

@@ -14,20 +14,20 @@ the fact that somebody looked is kept, and nothing is shown if it could not be
 recorded.  Locks and unlocks are audited by :meth:`ChatService.set_lock`.
 
 The archive only reads; it never changes a conversation and offers no way to
-change the audit log (the database refuses UPDATE and DELETE on it).
+change the audit log (the database refuses UPDATE and DELETE on it).  The
+HTML export's page is drawn by :mod:`chat.archive.export`.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from datetime import datetime, timezone
 from typing import Any, Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from sqlalchemy import and_, exists, func, or_, select
 
+from chat.archive.export import render_html
 from chat.clock import utcnow
 from chat.errors import BadRequest, Forbidden, NotFound
 from chat.frames import dumps, timestamp
@@ -61,59 +61,6 @@ SEARCH_TEXT_MAX = 200
 # themselves; the others are the conversation's own history (system events).
 _MESSAGE_KINDS = frozenset({"message.new", "message.edited", "message.retracted", "reaction.added",
                             "reaction.removed"})
-
-# R22: the export is a document for people, in French by default and in
-# English for a reader who chose it.
-LABELS: dict[str, tuple[str, str]] = {
-    "title": ("Archive de la conversation", "Conversation archive"),
-    "school": ("École", "School"),
-    "child": ("Enfant", "Child"),
-    "conversation": ("Conversation", "Conversation"),
-    "number": ("n° {id}", "no. {id}"),
-    "created": ("Créée le", "Created on"),
-    "status": ("État", "Status"),
-    "open": ("Ouverte", "Open"),
-    "locked": ("Verrouillée le {at} par {name}", "Locked on {at} by {name}"),
-    "reason": ("Motif", "Reason"),
-    "exported": ("Exportée le", "Exported on"),
-    "by": ("par", "by"),
-    "participants": ("Participants", "Participants"),
-    "name": ("Nom", "Name"),
-    "role": ("Rôle", "Role"),
-    "joined": ("Arrivée", "Joined"),
-    "left": ("Départ", "Left"),
-    "present": ("toujours membre", "still a member"),
-    "timeline": ("Fil de la conversation", "Conversation thread"),
-    "seq": ("N°", "No."),
-    "date": ("Date", "Date"),
-    "author": ("Auteur", "Author"),
-    "content": ("Contenu", "Content"),
-    "system": ("Système", "System"),
-    "retracted": ("Message retiré", "Message removed"),
-    "retracted_at": ("retiré le {at}", "removed on {at}"),
-    "edited": ("Modifié le {at}", "Edited on {at}"),
-    "earlier_versions": ("Versions antérieures", "Earlier versions"),
-    "version": ("Version {version}, {at}", "Version {version}, {at}"),
-    "attachments": ("Pièces jointes", "Attachments"),
-    "reactions": ("Réactions", "Reactions"),
-    "empty": ("Aucun message.", "No messages."),
-    "lock_event": ("{name} a verrouillé la conversation.", "{name} locked the conversation."),
-    "unlock_event": ("{name} a déverrouillé la conversation.", "{name} unlocked the conversation."),
-    "unknown_person": ("(personne inconnue)", "(unknown person)"),
-    "role.parent": ("parent", "parent"),
-    "role.teacher": ("enseignant", "teacher"),
-    "role.staff": ("personnel", "staff"),
-    "role.direction": ("direction", "principal"),
-    "role.transport": ("transport", "transport"),
-}
-
-# The export is opened from disk or a mail attachment: nothing may load or run.
-HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'"
-
-
-def _label(key: str, language: str, **fields: Any) -> str:
-    fr, en = LABELS[key]
-    return (en if language == "en" else fr).format(**fields)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -467,172 +414,3 @@ class Archive:
             "target": entry.target,
             "details": orjson.loads(entry.details) if entry.details else {},
         } for entry, person in rows]
-
-
-# -- the HTML export ------------------------------------------------------------------------------
-_STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:60em;
-color:#1a1a1a;line-height:1.4;padding:0 1em}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
-dl.meta{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dl.meta dt{font-weight:bold}
-dl.meta dd{margin:0}
-table{border-collapse:collapse;width:100%}th,td{border:1px solid #bbb;padding:.35em .5em;vertical-align:top;
-text-align:left}th{background:#eee}
-.text{white-space:pre-wrap;overflow-wrap:anywhere}
-tr.system td{background:#f6f6f6;color:#444;font-style:italic}
-tr.retracted td{background:#fff3f3}
-.badge{display:inline-block;font-weight:bold;color:#8a1010;border:1px solid #8a1010;padding:0 .3em}
-.versions{margin:.4em 0 0;padding-left:1.2em;color:#444}.versions li{margin:.2em 0}
-.muted{color:#555;font-size:.9em}
-@media print{body{margin:0;max-width:none}tr{page-break-inside:avoid}}
-""".strip()
-
-
-def _zone(name: str) -> ZoneInfo | timezone:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
-
-
-class _Page:
-    """Markup helpers for one export.  Convention: every helper returns safe
-    HTML, and :meth:`label` takes fields that are safe HTML already, so a text
-    written by a person reaches the page only through :func:`html.escape`."""
-
-    def __init__(self, language: str, zone: ZoneInfo | timezone) -> None:
-        self.language = language
-        self.zone = zone
-
-    def label(self, key: str, **markup: str) -> str:
-        fr, en = LABELS[key]
-        return html.escape(en if self.language == "en" else fr).format(**markup)
-
-    def text(self, value: Any) -> str:
-        return html.escape(str(value))
-
-    def when(self, iso: str | None) -> str:
-        if iso is None:
-            return ""
-        local = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(self.zone)
-        return f'<time datetime="{html.escape(iso)}">{html.escape(local.strftime("%Y-%m-%d %H:%M:%S %Z"))}</time>'
-
-    def name(self, person: dict[str, Any] | None) -> str:
-        if person is None:
-            return self.label("system")
-        if person.get("name") is None:
-            return self.label("unknown_person")
-        return self.text(person["name"])
-
-    def role(self, value: str | None) -> str:
-        key = f"role.{value}"
-        return self.label(key) if key in LABELS else self.text(value or "")
-
-
-def render_html(document: dict[str, Any], reader: Actor, now: datetime) -> str:
-    """The page for :meth:`Archive.export_html`: the school's local times, the
-    reader's language (French by default, R22), every person's text escaped."""
-    page = _Page("en" if reader.language == "en" else "fr", _zone(document["school"]["timezone"]))
-    title = document["name"] or _label("number", page.language, id=document["id"])
-    number = page.label("number", id=str(document["id"]))
-    parts: list[str] = [
-        "<!DOCTYPE html>",
-        f'<html lang="{page.language}">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(HTML_CSP)}">',
-        '<meta name="referrer" content="no-referrer">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{page.label('title')} — {page.text(title)}</title>",
-        f"<style>{_STYLE}</style>",
-        "</head>",
-        "<body>",
-        "<header>",
-        f"<h1>{page.label('title')}</h1>",
-        '<dl class="meta">',
-        f"<dt>{page.label('school')}</dt><dd>{page.text(document['school']['name'])}</dd>",
-    ]
-    if document["child"] is not None:
-        parts.append(f"<dt>{page.label('child')}</dt><dd>{page.text(document['child']['name'])}</dd>")
-    named = f'{page.text(document["name"])} <span class="muted">({number})</span>' if document["name"] else number
-    if document["locked"]:
-        status = page.label("locked", at=page.when(document["locked_at"]), name=page.name(document["locked_by"]))
-        if document["lock_reason"]:
-            status += f'<br>{page.label("reason")} : <span class="text">{page.text(document["lock_reason"])}</span>'
-    else:
-        status = page.label("open")
-    parts += [
-        f"<dt>{page.label('conversation')}</dt><dd>{named}</dd>",
-        f"<dt>{page.label('created')}</dt>"
-        f"<dd>{page.when(document['created_at'])} {page.label('by')} {page.name(document['creator'])}</dd>",
-        f"<dt>{page.label('status')}</dt><dd>{status}</dd>",
-        f"<dt>{page.label('exported')}</dt>"
-        f"<dd>{page.when(timestamp(now))} {page.label('by')} {page.text(_shown(reader.name))}</dd>",
-        "</dl>",
-        "</header>",
-        "<section>",
-        f"<h2>{page.label('participants')}</h2>",
-        f"<table><thead><tr><th>{page.label('name')}</th><th>{page.label('role')}</th>"
-        f"<th>{page.label('joined')}</th><th>{page.label('left')}</th></tr></thead><tbody>",
-    ]
-    for p in document["participants"]:
-        left = page.when(p["left_at"]) if not p["active"] else f'<span class="muted">{page.label("present")}</span>'
-        parts.append(f"<tr><td>{page.name(p)}</td><td>{page.role(p.get('role'))}</td>"
-                     f"<td>{page.when(p['joined_at'])}</td><td>{left}</td></tr>")
-    parts += ["</tbody></table>", "</section>", "<section>", f"<h2>{page.label('timeline')}</h2>"]
-    rows = [(m["seq"], _message_row(page, m)) for m in document["messages"]]
-    rows += [(e["seq"], _event_row(page, e)) for e in document["events"]]
-    if rows:
-        parts.append(f"<table><thead><tr><th>{page.label('seq')}</th><th>{page.label('date')}</th>"
-                     f"<th>{page.label('author')}</th><th>{page.label('content')}</th></tr></thead><tbody>")
-        parts += [row for _, row in sorted(rows, key=lambda r: r[0])]
-        parts.append("</tbody></table>")
-    else:
-        parts.append(f"<p>{page.label('empty')}</p>")
-    parts += ["</section>", "</body>", "</html>", ""]
-    return "\n".join(parts)
-
-
-def _message_row(page: _Page, m: dict[str, Any]) -> str:
-    cell: list[str] = []
-    if m["retracted"]:
-        # R9: direction sees what was removed, clearly marked as removed.
-        cell.append(f'<span class="badge">{page.label("retracted")}</span> '
-                    f'<span class="muted">({page.label("retracted_at", at=page.when(m["retracted_at"]))})</span>')
-    cell.append(f'<div class="text">{page.text(m["text"])}</div>')
-    if m["edited"]:
-        cell.append(f'<p class="muted">{page.label("edited", at=page.when(m["edited_at"]))}</p>')
-        cell.append(f'<p class="muted">{page.label("earlier_versions")}</p><ol class="versions">')
-        for v in m["versions"][:-1]:
-            heading = page.label("version", version=str(v["version"]), at=page.when(v["created_at"]))
-            cell.append(f'<li>{heading}<div class="text">{page.text(v["text"])}</div></li>')
-        cell.append("</ol>")
-    if m["attachments"]:
-        files = ", ".join(f"{page.text(a['name'])} ({page.text(a['type'])}, {int(a['size'])} o)"
-                          for a in m["attachments"])
-        cell.append(f'<p class="muted">{page.label("attachments")} : {files}</p>')
-    if m["reactions"]:
-        reactions = "; ".join(
-            f"{page.text(r['emoji'])} {int(r['count'])} ({', '.join(page.name(p) for p in r['people'])})"
-            for r in m["reactions"])
-        cell.append(f'<p class="muted">{page.label("reactions")} : {reactions}</p>')
-    css = ' class="retracted"' if m["retracted"] else ""
-    return (f"<tr{css}><td>{m['seq']}</td><td>{page.when(m['created_at'])}</td><td>{page.name(m['author'])}</td>"
-            f"<td>{''.join(cell)}</td></tr>")
-
-
-def _event_row(page: _Page, e: dict[str, Any]) -> str:
-    system = e.get("system")
-    actor = page.text((e["actor"] or {}).get("name") or "")
-    if isinstance(system, dict) and isinstance(system.get(page.language), str):
-        text = page.text(system[page.language])
-    elif e["kind"] == "conversation.locked":
-        text = page.label("lock_event", name=actor)
-        if e.get("reason"):
-            text += f" {page.label('reason')} : {page.text(e['reason'])}"
-    elif e["kind"] == "conversation.unlocked":
-        text = page.label("unlock_event", name=actor)
-    else:
-        text = page.text(e["kind"])
-    return (f'<tr class="system"><td>{e["seq"]}</td><td>{page.when(e["at"])}</td><td>{page.name(e["actor"])}</td>'
-            f'<td class="text">{text}</td></tr>')
