@@ -146,7 +146,7 @@ class CollectiveSends:
 
     def _stopped(self, task: asyncio.Task) -> None:
         """A job that failed stays running in the database and is taken up again
-        by the next look-up (``_watch``); a database outage is logged once
+        by the next look-up (:meth:`start`); a database outage is logged once
         (chat.storage.health), anything else here with its traceback."""
         if task.cancelled() or task.exception() is None:
             return
@@ -166,21 +166,12 @@ class CollectiveSends:
         return len(ids)
 
     def start(self) -> None:
-        """Resume running jobs now, and keep looking for jobs whose worker died."""
-        task = asyncio.create_task(self._watch())
+        """Resume running jobs now, and look again every lease period for jobs whose
+        worker died (an outage is logged once, by chat.storage.health)."""
+        task = every(LEASE_SECONDS, self.resume_all, name="looking for collective sends to resume",
+                     reported=self.database.outage, clock=self.clock)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _watch(self) -> None:
-        while True:
-            try:
-                await self.resume_all()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not self.database.outage(exc):  # an outage is logged once (chat.storage.health)
-                    log.exception("looking for collective sends to resume failed")
-            await asyncio.sleep(LEASE_SECONDS)
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
@@ -209,9 +200,13 @@ class CollectiveSends:
         # The lease is also renewed while a step runs: a step held up (a saturated
         # pool, a slow database) must not let another worker start the same families.
         lost = asyncio.Event()
+        def renewal_failed(exc: Exception) -> bool:
+            if not self.database.outage(exc):  # an outage is logged once (chat.storage.health)
+                log.warning("collective send %s: renewing the lease failed", send_id, exc_info=exc)
+            return True
+
         keeper = every(LEASE_SECONDS / 3, lambda: self._keep_lease(send_id, lost), wait_first=True,
-                       name=f"collective send {send_id}: renewing the lease", reported=self.database.outage,
-                       clock=self.clock)
+                       name=f"collective-lease-{send_id}", reported=renewal_failed, clock=self.clock)
         try:
             delivered = 0
             while True:
@@ -241,15 +236,11 @@ class CollectiveSends:
         await self._progress(actor.id, send_id, job.total, job.total, "done")
 
     async def _keep_lease(self, send_id: int, lost: asyncio.Event) -> None:
-        while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            try:
-                if not await self._lease(send_id):
-                    lost.set()
-                    return
-            except Exception as exc:  # the next beat tries again; the lease has two more
-                if not self.database.outage(exc):
-                    log.warning("collective send %s: renewing the lease failed", send_id, exc_info=True)
+        """One beat of the lease keeper: renew the lease, or flag it lost (and stop
+        renewing).  A beat that fails is logged; the next tries again, the lease
+        has two more."""
+        if not lost.is_set() and not await self._lease(send_id):
+            lost.set()
 
     async def _record(self, send_id: int, results: dict[int, tuple[int | None, int | None]]) -> int:
         """The step's families done (one statement), and the job's count."""
