@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Awaitable, Callable
+from typing import Any, Sequence
 
 import orjson
 from sqlalchemy import and_, bindparam, func, insert, select, union, update
@@ -29,7 +30,7 @@ from chat.frames import dumps, timestamp
 from chat.policies import announcements as rules
 from chat.policies import messages
 from chat.policies import text as text_rules
-from chat.policies.facts import Role
+from chat.policies.facts import Caller, PersonFacts, Role
 from chat.storage import direct
 from chat.storage.models import (
     Announcement,
@@ -43,9 +44,6 @@ from chat.storage.models import (
     StaffSchool,
     Student,
 )
-
-if TYPE_CHECKING:
-    from chat.service import Actor, ChatService
 
 # The kinds an integration may post, and the school feature each needs (R18).
 INTEGRATION_KINDS = {"transport": "transport_notices", "observation": "observations", "absence": "absence_notices"}
@@ -137,22 +135,41 @@ def hash_key(key: str) -> str:
 
 
 class Announcements:
-    def __init__(self, service: "ChatService") -> None:
-        self.service = service
-        self.sessions = service.sessions
+    """Announcements (R13) and integration notices (R12).
+
+    Its collaborators: ``sessions`` and ``engine`` (the ORM and the direct
+    path), ``hub`` (fan-out to audiences and persons), ``notifier`` (the
+    guardians' notifications, in the posting transaction), ``people`` (a person's
+    facts), and the school rules ``require_feature`` (R18), ``school_features``
+    and ``is_direction_of``.
+    """
+
+    def __init__(self, *, sessions: Callable[[], Any], engine: Any, hub: Any, notifier: Any,
+                 people: Callable[[Any, Sequence[int]], Awaitable[list[PersonFacts]]],
+                 require_feature: Callable[[Any, int, str], Awaitable[None]],
+                 school_features: Callable[[Any, int], Awaitable[frozenset[str]]],
+                 is_direction_of: Callable[[Any, Caller, int], Awaitable[bool]]) -> None:
+        self.sessions = sessions
+        self.engine = engine
+        self.hub = hub
+        self.notifier = notifier
+        self.people = people
+        self.require_feature = require_feature
+        self.school_features = school_features
+        self.is_direction_of = is_direction_of
 
     # -- who listens where ----------------------------------------------------------------------
     async def audience_channels(self, person_id: int) -> list[str]:
         """The audience channels a person's connections listen on: their schools
         (staff) or their children's schools (parents), and those organisations."""
-        async with direct.reading(self.service.engine) as connection:  # every new connection pays this
+        async with direct.reading(self.engine) as connection:  # every new connection pays this
             rows = await connection.tuples(_AUDIENCES, {"person": person_id})
         channels = {school_channel(s) for s, _ in rows}
         channels |= {organisation_channel(o) for _, o in rows}
         return sorted(channels)
 
     # -- posting -------------------------------------------------------------------------------------
-    async def post(self, actor: "Actor", audience_raw: Any, text: str, urgent: bool = False) -> dict[str, Any]:
+    async def post(self, actor: Caller, audience_raw: Any, text: str, urgent: bool = False) -> dict[str, Any]:
         """R13: a teacher to her groups, staff and direction to their school, direction
         to the organisation.  Persisted once, then fanned out once."""
         audience = rules.parse_audience(audience_raw)
@@ -162,8 +179,8 @@ class Announcements:
         # The driver's own connection (chat.storage.direct): a handful of small
         # statements and two of thousands of rows, for which SQLAlchemy's per-statement
         # machinery cost more than SQLite itself at a class of a few hundred families.
-        async with direct.transaction(self.service.engine) as session:
-            facts = (await self.service._people(session, [actor.id]))[0]
+        async with direct.transaction(self.engine) as session:
+            facts = (await self.people(session, [actor.id]))[0]
             # (No round trip for a school or organisation audience: it names no group.)
             group_schools = dict((await session.execute(_GROUP_SCHOOLS, {"groups": sorted(audience.groups)}))
                                  .all()) if audience.groups else {}
@@ -180,14 +197,14 @@ class Announcements:
             else:
                 shape, schools, params = "organisation", set(), {"organisation": audience.organisation}
             for school_id in schools:
-                await self.service.require_feature(session, school_id, "announcements")
+                await self.require_feature(session, school_id, "announcements")
             school_id = min(schools) if schools else None
             organisation_id = (school_orgs.get(school_id) if school_id else audience.organisation) or (
                 await session.execute(_ORGANISATION_OF, {"school": school_id})).one()[0]
             rows = await session.tuples(_FAMILIES[shape], params)
             if not schools:  # organisation-wide: skip schools that turned announcements off (R18)
                 allowed = {sid for sid in {s for _, _, s in rows}
-                           if "announcements" in await self.service.school_features(session, sid)}
+                           if "announcements" in await self.school_features(session, sid)}
                 rows = [r for r in rows if r[2] in allowed]
                 params["schools"] = sorted(allowed) or [-1]
             children: dict[int, list[int]] = defaultdict(list)
@@ -202,7 +219,7 @@ class Announcements:
         # Groups of several schools (or the organisation): the organisation channel reaches them all.
         channel = school_channel(school_id) if len(schools) == 1 else organisation_channel(organisation_id)
         recipients.append(actor.id)
-        await self.service.hub.publish_audience(channel, recipients, frame)
+        await self.hub.publish_audience(channel, recipients, frame)
         return {"announcement": orjson.loads(frame)["announcement"] | {"recipient_count": len(children)}}
 
     async def _persist(self, session, announcement: Announcement, children: dict[int, list[int]]) -> list[int]:
@@ -225,7 +242,7 @@ class Announcements:
                       sender: str) -> None:
         """One notification per recipient and child (the per-child feed, R16; R17
         filters), for the audience ``shape`` (a key of ``_NOTIFIED``) with its ``params``."""
-        await self.service.notifier.add_guardians(
+        await self.notifier.add_guardians(
             session, _NOTIFIED[shape], {**params, "announcement": announcement.id}, kind=kind,
             code=f"notify.{kind}", fields={"sender": sender}, link={"announcement_id": announcement.id},
             urgent=announcement.urgent)
@@ -297,8 +314,8 @@ class Announcements:
         messages.check_text(text)
         if not fiches or len(fiches) > rules.MAX_COLLECTIVE_STUDENTS:
             raise BadRequest("request.invalid", detail="students: 1 to 2000 fiche numbers")
-        async with direct.transaction(self.service.engine) as session:
-            await self.service.require_feature(session, key.school_id, INTEGRATION_KINDS[kind])
+        async with direct.transaction(self.engine) as session:
+            await self.require_feature(session, key.school_id, INTEGRATION_KINDS[kind])
             organisation_id = (await session.execute(_ORGANISATION_OF, {"school": key.school_id})).one()[0]
             found = dict(await session.execute(_FICHES, {"school": key.school_id, "fiches": list(fiches)}))
             for fiche in fiches:
@@ -314,21 +331,21 @@ class Announcements:
             recipients = await self._persist(session, announcement, children)
             await self._notify(session, announcement, "students", {"students": student_ids}, kind, key.name)
             frame = self._frame(announcement, None, key.name)
-        await self.service.hub.publish_audience(school_channel(key.school_id), recipients, frame)
+        await self.hub.publish_audience(school_channel(key.school_id), recipients, frame)
         return {"notice": orjson.loads(frame)["announcement"] | {"recipient_count": len(recipients)}}
 
     # -- reading ---------------------------------------------------------------------------------------
-    async def _visible(self, session, actor: "Actor", announcement_id: int) -> tuple[Announcement, AnnouncementRecipient | None]:
+    async def _visible(self, session, actor: Caller, announcement_id: int) -> tuple[Announcement, AnnouncementRecipient | None]:
         announcement = await session.get(Announcement, announcement_id)
         if announcement is None:
             raise NotFound("announcement.not_found", announcement_id=announcement_id)
         recipient = await session.get(AnnouncementRecipient, (announcement_id, actor.id))
         if recipient is None and announcement.author_id != actor.id and not (
-                announcement.school_id and await self.service.is_direction_of(session, actor, announcement.school_id)):
+                announcement.school_id and await self.is_direction_of(session, actor, announcement.school_id)):
             raise NotFound("announcement.not_found", announcement_id=announcement_id)
         return announcement, recipient
 
-    async def mine(self, actor: "Actor", before: int | None = None, after: int | None = None,
+    async def mine(self, actor: Caller, before: int | None = None, after: int | None = None,
                    limit: int = PAGE_DEFAULT) -> list[dict[str, Any]]:
         """Announcements I received or posted, newest first (or oldest first ``after`` an id)."""
         if not 1 <= limit <= PAGE_MAX:
@@ -346,7 +363,7 @@ class Announcements:
             rows = (await session.execute(query.limit(limit))).scalars().all()
             return [await self._view(session, actor, a) for a in rows]
 
-    async def _view(self, session, actor: "Actor", announcement: Announcement) -> dict[str, Any]:
+    async def _view(self, session, actor: Caller, announcement: Announcement) -> dict[str, Any]:
         author = await session.get(Person, announcement.author_id) if announcement.author_id else None
         source = None
         if announcement.integration_key_id:
@@ -369,14 +386,14 @@ class Announcements:
             AnnouncementReaction.person_id == actor.id))).scalars().all())
         return view
 
-    async def detail(self, actor: "Actor", announcement_id: int) -> dict[str, Any]:
+    async def detail(self, actor: Caller, announcement_id: int) -> dict[str, Any]:
         """One announcement; its author (and the school's direction) also see read and
         reaction counts with who reacted."""
         async with self.sessions() as session:
             announcement, _ = await self._visible(session, actor, announcement_id)
             view = await self._view(session, actor, announcement)
             if announcement.author_id == actor.id or (
-                    announcement.school_id and await self.service.is_direction_of(session, actor, announcement.school_id)):
+                    announcement.school_id and await self.is_direction_of(session, actor, announcement.school_id)):
                 read = (await session.execute(select(func.count()).select_from(AnnouncementRecipient).where(
                     AnnouncementRecipient.announcement_id == announcement_id,
                     AnnouncementRecipient.read_at.is_not(None)))).scalar_one()
@@ -391,14 +408,14 @@ class Announcements:
                                  "reactions": {e: {"count": len(n), "people": n} for e, n in who.items()}}
             return view
 
-    async def mark_read(self, actor: "Actor", announcement_id: int) -> dict[str, Any]:
+    async def mark_read(self, actor: Caller, announcement_id: int) -> dict[str, Any]:
         async with self.sessions() as session, session.begin():
             _, recipient = await self._visible(session, actor, announcement_id)
             if recipient is not None and recipient.read_at is None:
                 recipient.read_at = utcnow()
         return {"announcement_id": announcement_id, "read": recipient is not None}
 
-    async def react(self, actor: "Actor", announcement_id: int, emoji: str, add: bool) -> dict[str, Any]:
+    async def react(self, actor: Caller, announcement_id: int, emoji: str, add: bool) -> dict[str, Any]:
         """R6 on announcements: recipients react with an emoji; they do not reply (R13)."""
         emoji = messages.check_emoji(emoji)
         async with self.sessions() as session, session.begin():
@@ -406,7 +423,7 @@ class Announcements:
             if recipient is None:
                 raise Forbidden("forbidden")  # the author and direction read the counts; recipients react
             if announcement.school_id:
-                await self.service.require_feature(session, announcement.school_id, "reactions")
+                await self.require_feature(session, announcement.school_id, "reactions")
             existing = await session.get(AnnouncementReaction, (announcement_id, actor.id, emoji))
             if add and existing is None:
                 session.add(AnnouncementReaction(announcement_id=announcement_id, person_id=actor.id, emoji=emoji))
@@ -418,7 +435,7 @@ class Announcements:
                 AnnouncementReaction.emoji == emoji))).scalar_one()
             author_id = announcement.author_id
         if author_id is not None:  # the sender sees reactions live
-            await self.service.hub.publish_person(author_id, "frame", dumps({
+            await self.hub.publish_person(author_id, "frame", dumps({
                 "type": "announcement.reaction", "announcement_id": announcement_id, "emoji": emoji,
                 "count": count, "person": actor.id, "added": add}))
         return {"announcement_id": announcement_id, "emoji": emoji, "count": count}

@@ -19,17 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 import uuid
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Awaitable, Callable
+from typing import Any, Sequence
 
 from sqlalchemy import bindparam, func, or_, select, update
 
-from chat.clock import utcnow
+from chat.clock import SYSTEM, Clock, utcnow
 from chat.errors import BadRequest, ChatError, NotFound
 from chat.frames import dumps, timestamp
 from chat.policies import announcements as rules
 from chat.policies import messages
+from chat.policies.facts import Caller, PersonFacts
 from chat.storage.models import (
     CollectiveSend,
     CollectiveTarget,
@@ -39,10 +40,8 @@ from chat.storage.models import (
     Person,
     Student,
 )
-from chat.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from chat.service import Actor, ChatService
+from chat.storage.health import DatabaseHealth
+from chat.tasks import cancel_and_wait, every
 
 log = logging.getLogger("chat.collective")
 
@@ -52,15 +51,38 @@ LEASE_SECONDS = 30.0
 
 
 class CollectiveSends:
-    def __init__(self, service: "ChatService") -> None:
-        self.service = service
-        self.sessions = service.sessions
+    """Creates collective sends and runs them in the background (R14).
+
+    Its collaborators: ``sessions`` (ORM sessions), ``hub`` (the progress frame to
+    the author), ``people`` (a person's facts: role, schools, groups),
+    ``require_feature`` (R18), ``database`` (outages logged once),
+    ``create_conversation`` and ``send_message`` (the conversation use cases each
+    family goes through, so R1–R5, R10 and R18 apply as for any send),
+    ``make_actor`` (the caller a job runs as: id, role, name, language) and
+    ``clock`` (the leases' time and the renewals' sleeping).
+    """
+
+    def __init__(self, *, sessions: Callable[[], Any], hub: Any,
+                 people: Callable[[Any, Sequence[int]], Awaitable[list[PersonFacts]]],
+                 require_feature: Callable[[Any, int, str], Awaitable[None]], database: DatabaseHealth,
+                 create_conversation: Callable[..., Awaitable[dict[str, Any]]],
+                 send_message: Callable[..., Awaitable[dict[str, Any]]],
+                 make_actor: Callable[[int, str, str, str], Caller], clock: Clock = SYSTEM) -> None:
+        self.sessions = sessions
+        self.hub = hub
+        self.people = people
+        self.require_feature = require_feature
+        self.database = database
+        self.create_conversation = create_conversation
+        self.send_message = send_message
+        self.make_actor = make_actor
+        self.clock = clock
         self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tasks: set[asyncio.Task] = set()
 
     # -- creating ---------------------------------------------------------------------------------
     async def create(
-        self, actor: "Actor", client_id: str, text: str, student_ids: Sequence[int] = (), group_ids: Sequence[int] = (),
+        self, actor: Caller, client_id: str, text: str, student_ids: Sequence[int] = (), group_ids: Sequence[int] = (),
         start: bool = True,
     ) -> dict[str, Any]:
         """Record the job (idempotent on the sender's client id), then run it in the background."""
@@ -80,13 +102,13 @@ class CollectiveSends:
             missing = set(student_ids) - {r[0] for r in rows}
             if missing:
                 raise NotFound("child.not_found", child_id=min(missing))
-            facts = (await self.service._people(session, [actor.id]))[0]
+            facts = (await self.people(session, [actor.id]))[0]
             rules.check_collective(facts, {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows})
             schools = {r[1] for r in rows}
             if len(schools) != 1:
                 raise BadRequest("request.invalid", detail="a collective send goes to the families of one school")
             (school_id,) = schools
-            await self.service.require_feature(session, school_id, "collective_sends")
+            await self.require_feature(session, school_id, "collective_sends")
             job = CollectiveSend(author_id=actor.id, school_id=school_id, client_id=client_id, text=text,
                                  total=len(rows))
             session.add(job)
@@ -102,7 +124,7 @@ class CollectiveSends:
         return {"id": job.id, "client_id": job.client_id, "status": job.status, "total": job.total,
                 "done": job.done, "created_at": timestamp(job.created_at)}
 
-    async def status(self, actor: "Actor", send_id: int) -> dict[str, Any]:
+    async def status(self, actor: Caller, send_id: int) -> dict[str, Any]:
         async with self.sessions() as session:
             job = await session.get(CollectiveSend, send_id)
             if job is None or job.author_id != actor.id:
@@ -123,11 +145,11 @@ class CollectiveSends:
 
     def _stopped(self, task: asyncio.Task) -> None:
         """A job that failed stays running in the database and is taken up again
-        by the next look-up (``_watch``); a database outage is logged once
+        by the next look-up (:meth:`start`); a database outage is logged once
         (chat.storage.health), anything else here with its traceback."""
         if task.cancelled() or task.exception() is None:
             return
-        if not self.service.database.outage(task.exception()):
+        if not self.database.outage(task.exception()):
             log.error("collective send %s stopped; it is taken up again within %.0f s", task.send_id,
                       LEASE_SECONDS, exc_info=task.exception())
 
@@ -143,28 +165,19 @@ class CollectiveSends:
         return len(ids)
 
     def start(self) -> None:
-        """Resume running jobs now, and keep looking for jobs whose worker died."""
-        task = asyncio.create_task(self._watch())
+        """Resume running jobs now, and look again every lease period for jobs whose
+        worker died (an outage is logged once, by chat.storage.health)."""
+        task = every(LEASE_SECONDS, self.resume_all, name="looking for collective sends to resume",
+                     reported=self.database.outage, clock=self.clock)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _watch(self) -> None:
-        while True:
-            try:
-                await self.resume_all()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not self.service.database.outage(exc):  # an outage is logged once (chat.storage.health)
-                    log.exception("looking for collective sends to resume failed")
-            await asyncio.sleep(LEASE_SECONDS)
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
 
     async def _lease(self, send_id: int) -> bool:
         """Take or renew the job's lease; False when another worker holds it."""
-        now = time.time()
+        now = self.clock.time()
         async with self.sessions() as session, session.begin():
             result = await session.execute(
                 update(CollectiveSend)
@@ -177,18 +190,22 @@ class CollectiveSends:
     async def run(self, send_id: int, stop_after: int | None = None) -> None:
         """Deliver to every family not yet done, FAMILIES_PER_STEP at a time.
         ``stop_after`` (tests) stops after that many families, as a crash would."""
-        from chat.service import Actor
-
         if not await self._lease(send_id):
             return
         async with self.sessions() as session:
             job = await session.get(CollectiveSend, send_id)
             author = await session.get(Person, job.author_id)
-        actor = Actor(author.id, author.role, author.name, author.language)
+        actor = self.make_actor(author.id, author.role, author.name, author.language)
         # The lease is also renewed while a step runs: a step held up (a saturated
         # pool, a slow database) must not let another worker start the same families.
         lost = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_lease(send_id, lost))
+        def renewal_failed(exc: Exception) -> bool:
+            if not self.database.outage(exc):  # an outage is logged once (chat.storage.health)
+                log.warning("collective send %s: renewing the lease failed", send_id, exc_info=exc)
+            return True
+
+        keeper = every(LEASE_SECONDS / 3, lambda: self._keep_lease(send_id, lost), wait_first=True,
+                       name=f"collective-lease-{send_id}", reported=renewal_failed, clock=self.clock)
         try:
             delivered = 0
             while True:
@@ -218,15 +235,11 @@ class CollectiveSends:
         await self._progress(actor.id, send_id, job.total, job.total, "done")
 
     async def _keep_lease(self, send_id: int, lost: asyncio.Event) -> None:
-        while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            try:
-                if not await self._lease(send_id):
-                    lost.set()
-                    return
-            except Exception as exc:  # the next beat tries again; the lease has two more
-                if not self.service.database.outage(exc):
-                    log.warning("collective send %s: renewing the lease failed", send_id, exc_info=True)
+        """One beat of the lease keeper: renew the lease, or flag it lost (and stop
+        renewing).  A beat that fails is logged; the next tries again, the lease
+        has two more."""
+        if not lost.is_set() and not await self._lease(send_id):
+            lost.set()
 
     async def _record(self, send_id: int, results: dict[int, tuple[int | None, int | None]]) -> int:
         """The step's families done (one statement), and the job's count."""
@@ -241,7 +254,7 @@ class CollectiveSends:
             await session.execute(update(CollectiveSend).where(CollectiveSend.id == send_id).values(done=done))
         return done
 
-    async def _deliver(self, actor: "Actor", job: CollectiveSend, student_ids: Sequence[int]
+    async def _deliver(self, actor: Caller, job: CollectiveSend, student_ids: Sequence[int]
                        ) -> tuple[dict[int, tuple[int | None, int | None]], BaseException | None]:
         """Post the job's message to these families, together: their conversations
         are looked up in three queries, the missing ones created side by side, and
@@ -256,11 +269,11 @@ class CollectiveSends:
             try:
                 conversation_id = conversations[student_id]
                 if conversation_id is _NEW:
-                    conversation_id = (await self.service.create_conversation(
+                    conversation_id = (await self.create_conversation(
                         actor, sorted(conversations.guardians[student_id]), child_id=student_id))["id"]
                 if conversation_id is None:
                     return None, None  # a student with no guardian on file: nobody to write to
-                ack = await self.service.send_message(
+                ack = await self.send_message(
                     actor, conversation_id, f"collective-{job.id}-{student_id}", job.text)
             except ChatError as exc:
                 log.info("collective send %s: family of student %s skipped (%s)", job.id, student_id, exc.code)
@@ -273,17 +286,17 @@ class CollectiveSends:
                 failures[0] if failures else None)
 
     async def _progress(self, author_id: int, send_id: int, done: int, total: int, status: str) -> None:
-        await self.service.hub.publish_person(author_id, "frame", dumps(
+        await self.hub.publish_person(author_id, "frame", dumps(
             {"type": "collective.progress", "send_id": send_id, "done": done, "total": total, "status": status}))
 
-    async def deliver_one(self, actor: "Actor", job: CollectiveSend, student_id: int) -> tuple[int | None, int | None]:
+    async def deliver_one(self, actor: Caller, job: CollectiveSend, student_id: int) -> tuple[int | None, int | None]:
         """Post the job's message in this family's private conversation (idempotent)."""
         results, failure = await self._deliver(actor, job, [student_id])
         if failure is not None:
             raise failure
         return results[student_id]
 
-    async def family_conversations(self, actor: "Actor", student_ids: Sequence[int]) -> "_Families":
+    async def family_conversations(self, actor: Caller, student_ids: Sequence[int]) -> "_Families":
         """Per child: the conversation about it whose active members are exactly the
         staff member and the child's guardians (the lowest id if several); ``_NEW``
         when there is none yet (to be created with the child context); None for a

@@ -8,7 +8,7 @@ would take it from there).
 
 E-mails never carry message text, only who wrote and where (an e-mail is not
 a secure channel; the text stays in the app).  A channel makes one attempt and
-raises if it fails: the notifier (chat/notifications.py) cuts each attempt off
+raises if it fails: the notifier (chat.notifications) cuts each attempt off
 after the channel's timeout and retries a failed one later from the database,
 never inline and never on the path of a client's request.  ``key`` is the same
 for every attempt at one digest on one channel (the e-mail's ``Message-ID``,

@@ -28,11 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat.clock import utcnow
 from chat import auth
+from chat.announcements import Announcements
+from chat.collective import CollectiveSends
 from chat.config import Settings
 from chat.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
 from chat.frames import dumps, event_frame, timestamp
 from chat.hub import CLOSE_UNAUTHENTICATED, Hub
 from chat.i18n import system_text
+from chat.notifications import Notifier, Pending
 from chat.attachments import AttachmentStore, StoredFile
 from chat.policies import attachments as attachment_rules
 from chat.policies import features, membership, messages
@@ -233,14 +236,16 @@ class ChatService:
         self._checkpoint_task: asyncio.Task | None = None
         self.checkpointer = None
         self._features: dict[int, tuple[float, frozenset[str]]] = {}
-        from chat.announcements import Announcements
-        from chat.collective import CollectiveSends
-
-        from chat.notifications import Notifier
-
-        self.announcements = Announcements(self)
-        self.collective = CollectiveSends(self)
-        self.notifier = Notifier(self, settings)
+        self.notifier = Notifier(sessions=self.sessions, hub=self.hub, people=self.people_facts,
+                                 database=self.database, settings=settings)
+        self.announcements = Announcements(
+            sessions=self.sessions, engine=engine, hub=self.hub, notifier=self.notifier, people=self.people_facts,
+            require_feature=self.require_feature, school_features=self.school_features,
+            is_direction_of=self.is_direction_of)
+        self.collective = CollectiveSends(
+            sessions=self.sessions, hub=self.hub, people=self.people_facts, require_feature=self.require_feature,
+            database=self.database, create_conversation=self.create_conversation, send_message=self.send_message,
+            make_actor=Actor)
         from chat.sending import PIPELINE, SendBatcher
 
         self.sender = SendBatcher(self, pipeline=1 if is_sqlite(settings.database_url) else PIPELINE)
@@ -340,7 +345,7 @@ class ChatService:
         guardians = [row[0] for row in (await session.execute(_CHILD_GUARDIANS, {"id": child_id})).all()]
         return ChildFacts(student.id, student.school_id, student.group_id, frozenset(guardians))
 
-    async def _people(self, session, person_ids: Sequence[int]) -> list[PersonFacts]:
+    async def people_facts(self, session, person_ids: Sequence[int]) -> list[PersonFacts]:
         facts = await self._facts(session, person_ids)
         for pid in person_ids:
             if pid not in facts:
@@ -475,7 +480,7 @@ class ChatService:
         each cost more than its handful of statements."""
         name = membership.check_name(name)
         async with direct.transaction(self.engine) as session:
-            facts = await self._people(session, [actor.id, *participant_ids])
+            facts = await self.people_facts(session, [actor.id, *participant_ids])
             actor_facts, invitees = facts[0], [f for f in facts[1:] if f.id != actor.id]
             child = await self._child(session, child_id)
             membership.check_creation(actor_facts, child, invitees)
@@ -527,7 +532,7 @@ class ChatService:
             await self._participant(session, conversation_id, actor.id)
             conversation = await self._writable(session, conversation_id)
             member_ids = await self._member_ids(session, conversation_id)
-            facts = await self._people(session, [actor.id, *member_ids, *person_ids])
+            facts = await self.people_facts(session, [actor.id, *member_ids, *person_ids])
             by_id = {f.id: f for f in facts}
             newcomers = [by_id[p] for p in dict.fromkeys(person_ids)]
             child = await self._child(session, conversation.child_id)
@@ -729,8 +734,6 @@ class ChatService:
     @staticmethod
     def _pending(conversation: Conversation, person_id: int, kind: str, code: str, actor: Actor,
                  link: dict[str, Any], **fields: Any) -> Any:
-        from chat.notifications import Pending
-
         if not conversation.name:
             code += "_plain"  # no "(…)" after the sender when the conversation has no name
         return Pending(person_id=person_id, kind=kind, code=code,
@@ -1095,7 +1098,7 @@ class ChatService:
     async def contacts(self, actor: Actor, child_id: int | None) -> list[dict[str, Any]]:
         """R2: the people ``actor`` may invite for ``child_id`` (or among staff)."""
         async with self.sessions() as session:
-            actor_facts = (await self._people(session, [actor.id]))[0]
+            actor_facts = (await self.people_facts(session, [actor.id]))[0]
             child = await self._child(session, child_id)
             membership.check_actor_for_child(actor_facts, child)
             if child is not None:

@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select, text
 
 from chat import demo, directory
+from chat.clock import Clock
 from chat.errors import BadRequest
 from chat.frames import Fields
 from chat.service import ChatService
@@ -39,6 +40,7 @@ from tests.conftest import (
     person_by_email,
     serve_service,
 )
+from tests.notifiers import install_notifier, notifier_for
 
 BIG_IDS = [2**31, 2**62, 2**63 - 1]
 # Outside the 64-bit range, as JSON numbers: refused when the frame is read.
@@ -422,10 +424,17 @@ async def test_frames_with_ids_outside_64_bits_are_refused_before_anything_is_lo
 FIRST_ID = 2**31 + 1
 
 
-def running_from(start: datetime) -> Callable[[], datetime]:
+class RunningFrom(Clock):
     """A clock that reads ``start`` now and runs on at the real pace after."""
-    origin = time.monotonic()
-    return lambda: start + timedelta(seconds=time.monotonic() - origin)
+
+    def __init__(self, start: datetime) -> None:
+        self.start, self.origin = start, time.monotonic()
+
+    def utcnow(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.origin)
+
+    def time(self) -> float:
+        return self.utcnow().timestamp()
 
 
 @pytest.fixture
@@ -450,7 +459,7 @@ async def big_server(settings, backend):
     # working hours and the test failed after 16:00 in Toronto.  The notifier's
     # clock runs from a Tuesday 10:00 (Toronto) instead, a working hour for the
     # school and for every demo teacher.
-    service.notifier.clock = running_from(datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc))
+    install_notifier(service, notifier_for(service, clock=RunningFrom(datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc))))
     await service.start()
     async with serve_service(service) as server:
         yield server

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
+from chat.clock import ManualClock
 from chat.service import ChatService
 from chat.storage.models import CollectiveSend, Group, Message, Student
 from tests.client import WAIT
@@ -179,18 +180,16 @@ async def test_a_step_that_outlasts_the_lease_keeps_it(service, monkeypatch):
     worker cannot take the job while a slow step is still delivering.  The
     lease's clock is the test's: it moves only when the test moves it, and each
     move waits for the renewal it calls for, so a busy machine changes nothing."""
-    from types import SimpleNamespace
-
     from chat import collective as collective_module
 
-    clock = SimpleNamespace(now=1_000_000.0)
-    monkeypatch.setattr(collective_module, "time", SimpleNamespace(time=lambda: clock.now))
+    clock = ManualClock(1_000_000.0)
+    monkeypatch.setattr(service.collective, "clock", clock)
     monkeypatch.setattr(collective_module, "LEASE_SECONDS", 0.3)
     nadia = await actor_for(service, NADIA)
     created = await service.collective.create(nadia, "slow", "Lent", await group_students(service, "ERA-301"),
                                               start=False)
     send_id = created["send"]["id"]
-    send = service.send_message
+    send = service.collective.send_message
     sending, finish = asyncio.Event(), asyncio.Event()
 
     async def slow_send(*args, **kwargs):
@@ -202,14 +201,15 @@ async def test_a_step_that_outlasts_the_lease_keeps_it(service, monkeypatch):
         async with service.sessions() as session:
             return (await session.get(CollectiveSend, send_id)).lease_until
 
-    monkeypatch.setattr(service, "send_message", slow_send)
+    monkeypatch.setattr(service.collective, "send_message", slow_send)
     other = ChatService(service.settings, service.engine)
+    other.collective.clock = clock  # another worker, on the same clock
     running = asyncio.create_task(service.collective.run(send_id))
     await sending.wait()
     for _ in range(3):  # 0.6 s in all, twice the lease: without renewal it would have run out
-        clock.now += 0.2
+        await clock.advance(0.2)
         deadline = asyncio.get_running_loop().time() + WAIT
-        while await lease_until() < clock.now + 0.3 - 1e-6:  # renewed from the new time on
+        while await lease_until() < clock.time() + 0.3 - 1e-6:  # renewed from the new time on
             assert asyncio.get_running_loop().time() < deadline, "the lease was not renewed during the step"
             await asyncio.sleep(0.02)
     assert await other.collective._lease(send_id) is False
@@ -227,20 +227,20 @@ async def test_a_family_failing_unexpectedly_stops_the_job_after_recording_the_o
     students = await group_students(service, "ERA-301")
     created = await service.collective.create(nadia, "boom", "Une erreur", students, start=False)
     send_id = created["send"]["id"]
-    send = service.send_message
+    send = service.collective.send_message
 
     async def failing_send(actor, conversation_id, client_id, text):
         if client_id.endswith(f"-{students[2]}"):
             raise RuntimeError("database went away")
         return await send(actor, conversation_id, client_id, text)
 
-    monkeypatch.setattr(service, "send_message", failing_send)
+    monkeypatch.setattr(service.collective, "send_message", failing_send)
     with pytest.raises(RuntimeError):
         await service.collective.run(send_id)
     async with service.sessions() as session:
         job = await session.get(CollectiveSend, send_id)
     assert job.status == "running" and job.done == 4
-    monkeypatch.setattr(service, "send_message", send)
+    monkeypatch.setattr(service.collective, "send_message", send)
     await service.collective.run(send_id)
     job = await wait_done(service, send_id)
     assert job.done == 5

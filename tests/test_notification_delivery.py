@@ -27,6 +27,7 @@ from chat.errors import ConfigError
 from chat.frames import dumps
 from chat.notifications import RETRY_MAX_SECONDS, STAFF_ROLES, Notifier, Pending, delivery_bound
 from chat.storage.models import Notification, NotificationDelivery, Person, StaffSchool
+from tests.notifiers import install_notifier, notifier_for
 from tests.test_notifications import FRIDAY_EVENING, Clock, Recorder
 
 LEASE = 10.0  # the shortest the check allows: twice the frame's 5 s timeout
@@ -185,7 +186,7 @@ async def digests_seen(server, clients: dict) -> dict[int, list[dict]]:
 
 def workers(service, settings, clock: Clock) -> tuple[Notifier, Notifier]:
     """Two workers' notifiers over one database and broker (each its own lease owner)."""
-    return Notifier(service, settings, clock=clock), Notifier(service, settings, clock=clock)
+    return notifier_for(service, settings, clock=clock), notifier_for(service, settings, clock=clock)
 
 
 async def both(*calls):
@@ -305,7 +306,7 @@ async def test_the_running_notifier_sends_frames_and_e_mails_while_its_push_atte
                                       smtp_timeout_seconds=5.0, notify_webhook_timeout_seconds=5.0,
                                       notify_lease_seconds=LEASE)
     clock = Clock(FRIDAY_EVENING)
-    service.notifier = notifier = Notifier(service, settings, clock=clock)
+    notifier = install_notifier(service, notifier_for(service, settings, clock=clock))
     staff = await hold_for_every_staff_member(service, notifier, per_person=1)
     clients = {person_id: await server.connect(email) for person_id, email in staff.items()}
     gateway.mode = "hang"
@@ -363,8 +364,8 @@ async def test_a_release_that_dies_before_its_commit_releases_nothing_and_the_ne
     await service.notifier.stop()
     clock = Clock(FRIDAY_EVENING)
     recorder = Recorder()
-    a = Notifier(service, service.settings, clock=clock, channels=[recorder])
-    b = Notifier(service, service.settings, clock=clock, channels=[recorder])
+    a = notifier_for(service, clock=clock, channels=[recorder])
+    b = notifier_for(service, clock=clock, channels=[recorder])
     staff = await hold_for_every_staff_member(service, a, per_person=3)
 
     def die(_conn, _cursor, statement, *_args) -> None:

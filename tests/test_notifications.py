@@ -14,21 +14,29 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
-from chat.notifications import EMAIL_AFTER_SECONDS, Notifier
+from chat import clock as chat_clock
+from chat.notifications import EMAIL_AFTER_SECONDS
 from chat.service import ChatService
 from chat.storage.models import Notification, School
 from tests.conftest import DIRECTION, JEAN, MARIE, NADIA, actor_for, child_id
+from tests.notifiers import install_notifier, notifier_for
 
 MONTREAL = ZoneInfo("America/Toronto")
 FRIDAY_EVENING = datetime(2026, 10, 9, 21, 40, tzinfo=MONTREAL)  # Monday 12 is Thanksgiving (QC holiday)
 TUESDAY_8AM = datetime(2026, 10, 13, 8, 0, tzinfo=MONTREAL)
 
 
-class Clock:
+class Clock(chat_clock.Clock):
+    """The notifier's wall clock stands at ``now`` until the test sets it; its
+    monotonic clock and its sleeping are the real ones."""
+
     def __init__(self, now: datetime) -> None:
         self.now = now.astimezone(timezone.utc)
 
-    def __call__(self) -> datetime:
+    def time(self) -> float:
+        return self.now.timestamp()
+
+    def utcnow(self) -> datetime:
         return self.now
 
     def set(self, moment: datetime) -> None:
@@ -53,7 +61,7 @@ async def attach(service: ChatService, clock: Clock, channels=None) -> Recorder:
     clock, later than the tests' dates) are stopped first."""
     await service.notifier.stop()
     recorder = Recorder()
-    service.notifier = Notifier(service, service.settings, clock=clock, channels=channels or [recorder])
+    install_notifier(service, notifier_for(service, clock=clock, channels=channels or [recorder]))
     return recorder
 
 
@@ -177,7 +185,7 @@ async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(se
     mailbox, url = smtp_server
     service = ChatService(settings.with_(smtp_url=url), engine)
     clock = Clock(FRIDAY_EVENING)
-    service.notifier = Notifier(service, service.settings, clock=clock)  # the real e-mail channel
+    install_notifier(service, notifier_for(service, clock=clock))  # the real e-mail channel
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service, NADIA, JEAN)
     await service.send_message(marie, cid, "a", "Texte privé qui ne doit pas partir par courriel")

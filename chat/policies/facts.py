@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 
 class Role(str, Enum):
@@ -41,3 +42,14 @@ class ChildFacts:
     school_id: int
     group_id: int | None
     guardian_ids: frozenset[int]
+
+
+class Caller(Protocol):
+    """Who calls a use case: the signed-in person as the services read it (the
+    web layer's actor satisfies it).  Services annotate with this instead of
+    importing the class that builds it."""
+
+    id: int
+    role: str
+    name: str
+    language: str
