@@ -59,6 +59,10 @@ class Settings:
     # closed with 4008 and resumes later (see docs/protocol.md). 1 MiB is minutes
     # of a busy conversation.
     send_queue_frames: int = 1000
+    # "auto": frames written straight to uvicorn's transports when the installed
+    # uvicorn/websockets are tested versions (chat/hub/fastpath.py); "off": always
+    # through the public ASGI send.
+    hub_fast_path: str = "auto"
     # PostgreSQL connections per worker process, all kept open (no overflow that is
     # opened and closed again under load: a reconnect storm of 5,000 clients cost
     # 1.70-1.80 ms of CPU per client with 10 + 10 overflow, 1.16-1.24 with 20 + 0).
@@ -324,6 +328,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=_get(env, "LOG_FORMAT", _choice("text", "json"), "text"),
         workers=_get(env, "WEB_CONCURRENCY", parse_workers, 1),
         send_queue_frames=_get(env, "SEND_QUEUE_FRAMES", whole_number(1), 1000),
+        hub_fast_path=_get(env, "HUB_FAST_PATH", _choice("auto", "off"), "auto"),
         database_pool_size=_get(env, "DATABASE_POOL_SIZE", whole_number(1), 20),
         rate_per_second=_get(env, "RATE_PER_SECOND", _number(0, inclusive=False), 20.0),
         rate_burst=_get(env, "RATE_BURST", _number(1, inclusive=True, why=" (a burst below one action refuses "
