@@ -33,7 +33,7 @@ from chat.config import Settings
 from chat.errors import BadRequest, ChatError, Forbidden, NotFound, RateLimited, ServiceUnavailable
 from chat.frames import Fields, decimal_int64, dumps, error_frame, parse, reply
 from chat.hub import (CLOSE_POLICY, CLOSE_SHUTDOWN, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, SHUTDOWN_REASON,
-                      Connection, ConnectionState, limit_kernel_unsent)
+                      ConnectionState, fastpath)
 from chat.i18n import normalise_language
 from chat.policies.ratelimit import Bucket, take
 from chat.service import HISTORY_DEFAULT, Actor, ChatService
@@ -517,31 +517,19 @@ class Session:
         self.bucket: Bucket | None = None
         self.typing_bucket: Bucket | None = None
         self.started = False
-        self.conn = Connection(actor.id, actor.language, websocket.send_text, self._close,
-                               settings.send_queue_frames, actor.issued_at, actor.expires_at,
-                               socket=websocket.scope.get(SOCKET_KEY))
+        self.conn = fastpath.new_connection(actor.id, actor.language, websocket.send_text, self._close,
+                                            settings.send_queue_frames, actor.issued_at, actor.expires_at,
+                                            websocket.scope.get(SOCKET_KEY))
 
     async def _close(self, code: int, reason: str) -> None:
         socket = self.websocket.scope.get(SOCKET_KEY)
         if socket is None:
             await self.websocket.close(code, reason)
             return
-        # uvicorn's send first waits while the transport holds more than its
-        # high-water mark: the close of a client that stopped reading (4008) would
-        # wait until the keepalive dropped it, and the client would never learn
-        # why.  The close frame goes now, behind what is already queued.
-        writable = socket.writable
-        paused = not writable.is_set()
-        if paused:
-            writable.set()
-        try:
-            await self.websocket.close(code, reason)
-        finally:
-            if paused:
-                writable.clear()  # nothing ran in between: the transport is still paused
-        # A client that has not read up to the close frame within the keepalive's
-        # time to answer is dropped with what waits for it.
-        asyncio.get_running_loop().call_later(self.settings.ping_timeout, _drop_unread, socket.transport)
+        # The close frame goes now, not after what the client has not read; a
+        # client that has not read up to it within the keepalive's time to
+        # answer is dropped with what waits for it.
+        await fastpath.close_now(socket, self.websocket.close, code, reason, self.settings.ping_timeout)
 
     def _limit(self, frame_type: str) -> None:
         """Per connection and per person token buckets; raise RateLimited with the wait."""
@@ -655,13 +643,6 @@ class Session:
             self.service.hub.send(self.conn, error_frame(request_id, ChatError("internal.error").to_dict(self.actor.language)))
 
 
-def _drop_unread(transport) -> None:
-    """Abort a closed connection whose client still has not read what was sent
-    before the close frame (uvicorn's close waits for those bytes forever)."""
-    if transport.get_write_buffer_size():
-        transport.abort()
-
-
 async def websocket_endpoint(websocket: WebSocket) -> None:
     session = await _open_session(websocket)
     if session is None:
@@ -733,13 +714,7 @@ def _release_handshake(scope) -> None:
     scope, and uvicorn's parsed handshake request and response.  Nothing reads
     them afterwards: the session has its person, the server its open socket."""
     scope["headers"] = ()
-    protocol = scope.get(SOCKET_KEY)
-    if protocol is not None and protocol.handshake_complete:
-        # uvicorn reads .request and .response only until the handshake completes;
-        # websockets' parser keeps the request object to the end: empty its headers.
-        if protocol.request is not None:
-            protocol.request.headers.clear()
-        protocol.request = protocol.response = None
+    fastpath.release_handshake(scope.get(SOCKET_KEY))
 
 
 # -- the application -------------------------------------------------------------------------------
@@ -751,21 +726,6 @@ WIDGET_CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' b
 
 SOCKET_KEY = "chat.socket"
 WS_PATH = "/ws"
-
-
-def _direct_socket(send):
-    """uvicorn's sans-I/O WebSocket protocol behind an ASGI ``send``, when frames
-    may be written straight to its transport: no extension (compression) was
-    negotiated, so a text frame is the same bytes for every recipient."""
-    try:
-        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    except ImportError:  # pragma: no cover - another server
-        return None
-    protocol = getattr(send, "__self__", None)
-    if isinstance(protocol, WebSocketsSansIOProtocol) and not protocol.conn.extensions:
-        limit_kernel_unsent(protocol.transport)  # what the client does not read waits where the hub counts it
-        return protocol
-    return None
 
 
 class WebSocketFastPath:
@@ -781,12 +741,14 @@ class WebSocketFastPath:
     errors, and an unexpected one reaches the server as it would through them.
     """
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, direct: bool = True) -> None:
         self.app = app
+        # chat.hub.fastpath.enabled(): HUB_FAST_PATH and the installed versions allow it.
+        self.direct = direct
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket":
-            scope[SOCKET_KEY] = _direct_socket(send)
+            scope[SOCKET_KEY] = fastpath.direct_socket(send) if self.direct else None
             if scope["path"] == WS_PATH and not scope.get("root_path"):
                 await websocket_endpoint(WebSocket(scope, receive, send))
                 return
@@ -893,7 +855,8 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
     routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True), name="static"))
     handlers = {Exception: unexpected} | dict.fromkeys(OUTAGE_ERRORS, outage_or_unexpected)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                    middleware=[Middleware(WebSocketFastPath), Middleware(SecurityHeaders)])
+                    middleware=[Middleware(WebSocketFastPath, direct=fastpath.enabled(settings)),
+                                Middleware(SecurityHeaders)])
     app.state.settings = settings
     app.state.service = service
     app.state.person_buckets = {}

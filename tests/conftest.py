@@ -145,12 +145,19 @@ def backend(request) -> str:
     return request.param
 
 
+# Runs a server test on both ways frames reach the socket: uvicorn's fast path
+# ("auto") and the public ASGI send ("off"), see chat/hub/fastpath.py.
+BOTH_PATHS = pytest.mark.parametrize("settings", ["auto", "off"], indirect=True)
+
+
 @pytest.fixture
 def settings(backend: str, tmp_path: Path, request) -> Settings:
     """The test's settings.  On ``real`` its database exists already, a copy of the
     template; on ``embedded`` the file appears when ``engine`` copies it (or when
-    the test creates it)."""
-    common = dict(secret_key=SECRET, attachments_dir=tmp_path / "attachments", allowed_origins=("http://school.test",))
+    the test creates it).  ``request.param`` (indirect parametrization): HUB_FAST_PATH,
+    "auto" otherwise."""
+    common = dict(secret_key=SECRET, attachments_dir=tmp_path / "attachments", allowed_origins=("http://school.test",),
+                  hub_fast_path=getattr(request, "param", "auto"))
     if backend == "embedded":
         return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", redis_url="", **common)
     database = request.getfixturevalue("pg_test_database")

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from chat.storage.models import Announcement, AnnouncementRecipient, Group, Guardianship, Person, School, Student
-from tests.conftest import DIRECTION, DIRECTION_FLEUVE, JEAN, MARIE, NADIA, PAUL, SECRETARIAT, person_by_email
+from tests.conftest import BOTH_PATHS, DIRECTION, DIRECTION_FLEUVE, JEAN, MARIE, NADIA, PAUL, SECRETARIAT, person_by_email
 
 
 async def group_id(server, code: str) -> int:
@@ -31,6 +31,7 @@ async def guardians_of_group(server, code: str, exclude: tuple[str, ...] = ()) -
             .where(Group.code == code, Person.email.not_in(exclude)).distinct().order_by(Person.email))).scalars().all())
 
 
+@BOTH_PATHS
 async def test_a_teacher_announces_to_her_group_and_its_families_see_it_live_with_a_megaphone(server):
     outsider_email = (await guardians_of_group(server, "ERA-101"))[0]
     async with await server.connect(NADIA) as nadia, await server.connect(MARIE) as marie, \
@@ -46,6 +47,7 @@ async def test_a_teacher_announces_to_her_group_and_its_families_see_it_live_wit
         assert [f for f in await outsider.drain() if f["type"] == "announcement"] == []
 
 
+@BOTH_PATHS
 async def test_a_family_with_two_children_in_the_audience_gets_it_once_labelled_with_each_child(server):
     async with server.service.sessions() as session:
         rows = (await session.execute(select(Guardianship.person_id, Student.group_id).join(

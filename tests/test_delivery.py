@@ -9,9 +9,9 @@ import pytest
 
 from chat import hub as hub_module
 from chat import service as service_module
-from chat.hub import CLOSE_SLOW_CONSUMER, Connection, Hub, text_frame
+from chat.hub import CLOSE_SLOW_CONSUMER, Connection, DirectConnection, Hub, text_frame
 from tests.client import WAIT, WSClient
-from tests.conftest import JEAN, MARIE, NADIA, REDIS_URL, actor_for, child_id, person_by_email
+from tests.conftest import BOTH_PATHS, JEAN, MARIE, NADIA, REDIS_URL, actor_for, child_id, person_by_email
 
 
 async def conversation_with_nadia(server, marie) -> int:
@@ -21,6 +21,7 @@ async def conversation_with_nadia(server, marie) -> int:
     return answer["conversation"]["id"]
 
 
+@BOTH_PATHS
 async def test_resume_after_disconnect_delivers_exactly_the_missed_events_then_live_ones(server):
     async with await server.connect(NADIA) as nadia:
         marie = await server.connect(MARIE)
@@ -61,6 +62,7 @@ async def test_resume_from_an_unknown_position_tells_the_client_to_reload(server
     await client.close()
 
 
+@BOTH_PATHS
 async def test_one_resume_replays_some_conversations_and_resets_others(server):
     """The checks of every named conversation are one read; each gets its own answer."""
     async with await server.connect(MARIE) as marie:
@@ -92,6 +94,7 @@ async def test_resume_too_far_behind_tells_the_client_to_reload(server, monkeypa
     await client.close()
 
 
+@BOTH_PATHS
 async def test_resume_of_a_conversation_one_was_removed_from_is_refused(server):
     jean_id = (await person_by_email(server.service, JEAN)).id
     async with await server.connect(MARIE) as marie:
@@ -328,6 +331,7 @@ async def test_a_long_replay_follows_the_clients_pace_instead_of_closing_it(serv
     await jean.close()
 
 
+@pytest.mark.parametrize("settings", ["off"], indirect=True)
 async def test_outbox_path_closes_a_stalled_sender_with_4008(server):
     """The queued path (a server without direct socket access): a send that never
     completes lets the outbox fill to its bound, then the connection is closed."""
@@ -344,7 +348,6 @@ async def test_outbox_path_closes_a_stalled_sender_with_4008(server):
         async def stalled(frame: str) -> None:  # the socket no longer drains
             await stall.wait()
 
-        target._socket = None
         target._send = stalled
         target._limit = 3
         for i in range(8):
@@ -367,6 +370,7 @@ async def closed_code(client: WSClient) -> int:
         return closed.rcvd.code
 
 
+@BOTH_PATHS
 async def test_refresh_after_an_outage_applies_a_lost_removal(server):
     """The `leave` person message was lost: the refresh unsubscribes from the database's truth."""
     from sqlalchemy import update
@@ -390,6 +394,7 @@ async def test_refresh_after_an_outage_applies_a_lost_removal(server):
         assert cid not in conn.positions
 
 
+@BOTH_PATHS
 async def test_refresh_after_an_outage_closes_connections_of_a_person_who_signed_out(server):
     import time as clock
 
@@ -406,6 +411,7 @@ async def test_refresh_after_an_outage_closes_connections_of_a_person_who_signed
     assert await closed_code(marie) == 4401
 
 
+@BOTH_PATHS
 async def test_a_connection_is_closed_when_its_token_expires(server):
     import time as clock
 
@@ -468,7 +474,7 @@ def direct_connection(person_id: int = 1) -> tuple[Connection, _Transport]:
     async def close(code: int, reason: str) -> None:
         transport.writes.append(b"<close %d>" % code)
 
-    return Connection(person_id, "fr", send, close, 100, socket=_DirectSocket(transport)), transport
+    return DirectConnection(person_id, "fr", send, close, 100, socket=_DirectSocket(transport)), transport
 
 
 def frames(*texts: str) -> bytes:
@@ -544,6 +550,7 @@ async def test_nothing_held_is_written_to_a_socket_that_closed_meanwhile():
     assert transport.writes == []
 
 
+@BOTH_PATHS
 async def test_a_senders_own_message_and_its_ok_reach_it_once_each_the_message_first_in_process(server):
     """The sender gets its message's event and the ``ok``, each once, and
     nothing else.  In process the batch fans the message out before it wakes

@@ -37,7 +37,7 @@ from chat.service import ChatService
 from chat.storage.db import create_engine
 from chat.storage.health import RETRY_AFTER_SECONDS, is_outage
 from chat.storage.models import Message
-from tests.conftest import (JEAN, MARIE, NADIA, REDIS_URL, Server, actor_for, child_id, person_by_email,
+from tests.conftest import (BOTH_PATHS, JEAN, MARIE, NADIA, REDIS_URL, Server, actor_for, child_id, person_by_email,
                             serve_service)
 from tests.proxy import TcpProxy
 
@@ -347,6 +347,7 @@ async def test_a_database_outage_answers_service_unavailable_and_is_logged_once(
     await marie.close()
 
 
+@BOTH_PATHS
 async def test_clients_hear_what_they_missed_when_redis_returns_before_the_database(behind_proxies, logs):
     """Redis comes back while PostgreSQL is still away: the resync waits for the
     database, then every connected client gets what it missed, and lives on."""

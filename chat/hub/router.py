@@ -21,51 +21,30 @@ Each connection has a bounded outbox (``Settings.send_queue_frames``).  A
 client that does not drain it is closed with code 4008 (``slow_consumer``);
 nothing is lost for it: it reconnects and resumes from its last seq.
 
-On uvicorn's sans-I/O WebSocket protocol (the server's default) frames skip
-the outbox: each event is framed once (:func:`text_frame`) and the same bytes
-are written to every recipient's transport, as ``websockets.broadcast()``
-does; the bound is then the transport's unsent bytes (about 1 KiB a frame),
-and the kernel is let hold only a little more (:func:`limit_kernel_unsent`).
-Conversation events and replies are held until the end of the event-loop turn
-and each socket gets what it was sent in that turn as one write: a batch of
-sends gives its sender the message and its ``ok`` together, and a member the
-messages of several people at once (one system call and one wake-up of the
-reader instead of several).
+The outbox and its overflow rule are in :mod:`chat.hub.connection`, the
+uvicorn fast path in :mod:`chat.hub.fastpath`, the deliver/drop/fill
+decision in :mod:`chat.policies.delivery`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket as socket_module
-import struct
 import time
-import weakref
-from collections import deque
-from enum import Enum
 from typing import Awaitable, Callable, Iterable, Protocol
 
 import orjson
 
 from chat.broker import Broker, create_broker
+from chat.hub.codes import CLOSE_INTERNAL_ERROR, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, CLOSE_UNAUTHENTICATED, \
+    SHUTDOWN_REASON, SLOW_CONSUMER_REASON
+from chat.hub.connection import NOT_FILLING, Connection, ConnectionState
+from chat.hub.envelope import conversation_channel, envelope, event_message, open_envelope, person_channel
+from chat.hub.fastpath import text_frame
+from chat.i18n import error_text
+from chat.policies.delivery import DELIVER, FILL, NOTE, delivery_decision
 
 log = logging.getLogger("chat.hub")
-
-# Close codes (docs/protocol.md).  After 4008 and 1012 the client reconnects and
-# resumes; after 4401 it must sign in again first.
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_SLOW_CONSUMER = 4008
-CLOSE_SHUTDOWN = 1012  # service restart: reconnect and resume
-SHUTDOWN_REASON = "server restarting"
-SLOW_CONSUMER_REASON = "slow consumer: resume from your last seq"
-CLOSE_POLICY = 1008
-# The database is unreachable while the connection is being set up: reconnect
-# with backoff (RFC 6455's "try again later").
-CLOSE_TRY_AGAIN = 1013
-# A gap fill failed for a reason other than an outage or a lost membership: the
-# connection cannot keep its promise of every event in order, so it ends and
-# the client resumes (RFC 6455's "internal error").
-CLOSE_INTERNAL_ERROR = 1011
 
 ReplayFn = Callable[[int, int, int, int], Awaitable[list[tuple[int, str]]]]
 # replay(person_id, conversation_id, after_seq, limit) -> [(seq, frame)], authorised.
@@ -78,7 +57,7 @@ class Database(Protocol):
     async def available(self) -> None: ...  # return once the database is reachable again
 
 
-class _AlwaysReachable:
+class AlwaysReachable:
     """A hub with no database behind it (its unit tests): no failure is an outage."""
 
     def outage(self, exc: BaseException) -> bool:
@@ -92,382 +71,6 @@ class _AlwaysReachable:
 REPLAY_BATCH = 500
 # How often connections whose token has expired are looked for and closed.
 EXPIRY_SWEEP_SECONDS = 15.0
-
-
-def text_frame(payload: bytes) -> bytes:
-    """``payload`` as one server-to-client WebSocket text frame (RFC 6455 §5.2:
-    FIN, opcode 1, unmasked, no extension).  Built once per event, written to
-    every recipient."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
-
-
-# A direct socket's unsent bytes may reach this many per outbox frame allowed.
-BYTES_PER_QUEUED_FRAME = 1024
-# A direct socket holds at most this many frames for the end of the turn; the
-# next one writes them out first.
-MAX_HELD_FRAMES = 64
-# What the kernel may hold unsent per socket (TCP_NOTSENT_LOWAT), so that what a
-# client does not read waits in the transport, where the bound above counts it.
-# Left alone, the kernel's send buffer grows to 4 MB (tcp_wmem), four times the
-# bound: a client that stopped reading was dropped by the keepalive (1006, and
-# no log line) before the bound was reached.  Unlike SO_SNDBUF it leaves the
-# bytes in flight alone, so a long link keeps its throughput.  Measured on the
-# fan-out benchmark in docs/architecture.md §2.
-KERNEL_UNSENT_BYTES = 16 * 1024
-# Linux's ioctl for the bytes a socket has not sent yet (SIOCOUTQNSD).
-_SIOCOUTQNSD = 0x894B
-
-
-def limit_kernel_unsent(transport) -> None:
-    """Bound what the kernel holds unsent for this transport's socket (see
-    ``KERNEL_UNSENT_BYTES``); where the option does not exist, nothing."""
-    option = getattr(socket_module, "TCP_NOTSENT_LOWAT", None)
-    sock = transport.get_extra_info("socket")
-    if option is None or sock is None:
-        return
-    try:
-        sock.setsockopt(socket_module.IPPROTO_TCP, option, KERNEL_UNSENT_BYTES)
-    except OSError:  # not TCP (a Unix socket), or a kernel without it
-        pass
-
-
-def kernel_unsent(transport) -> int | None:
-    """Bytes written to this transport's socket that the kernel has not sent
-    yet; None where that cannot be asked (not Linux, the socket closed)."""
-    sock = transport.get_extra_info("socket")
-    try:
-        import fcntl
-
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, b"\0\0\0\0"))[0]
-    except (ImportError, AttributeError, OSError, ValueError):
-        return None
-
-
-# Shared by every connection with nothing of the kind: an idle connection owns
-# no empty set or deque (a few hundred bytes each, times the open sockets).
-NOT_FILLING: frozenset[int] = frozenset()
-NO_OUTBOX = ()
-
-
-class ConnectionState(Enum):
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-class Connection:
-    """One client socket as the hub sees it: who, where it is, and its outbox.
-
-    ``send`` and ``close`` are supplied by the web layer.  ``push`` never
-    blocks: it appends to the bounded outbox drained once per loop turn, and
-    reports ``False`` when the outbox is full.
-
-    With ``socket`` (uvicorn's sans-I/O protocol object: ``.transport`` and
-    ``.close_sent``, no compression negotiated) ``push`` writes the framed bytes
-    to the transport at once instead, and the bound is the transport's unsent
-    bytes.  Replies and fan-out both go that way, so their order is kept.
-    """
-
-    __slots__ = (
-        "person_id",
-        "language",
-        "state",
-        "positions",
-        "pending",
-        "filling",
-        "_send",
-        "_close",
-        "_socket",
-        "_queue",
-        "_limit",
-        "_scheduled",
-        "_inflight",
-        "_held",
-        "_behind",
-        "_behind_since",
-        "close_code",
-        "issued_at",
-        "expires_at",
-    )
-
-    def __init__(
-        self,
-        person_id: int,
-        language: str,
-        send: Callable[[str], Awaitable[None]],
-        close: Callable[[int, str], Awaitable[None]],
-        max_queue: int,
-        issued_at: float = 0.0,
-        expires_at: float = float("inf"),
-        socket=None,
-    ) -> None:
-        self.person_id = person_id
-        # The access token's lifetime: the connection ends when the token does.
-        self.issued_at = issued_at
-        self.expires_at = expires_at
-        self.language = language
-        self.state = ConnectionState.OPEN
-        # conversation id -> last seq handed to this client
-        self.positions: dict[int, int] = {}
-        # conversation id -> highest seq seen while not ready to deliver (initialising or filling)
-        self.pending: dict[int, int] = {}
-        # conversations being filled from the database (a set of its own only while any is)
-        self.filling: set[int] | frozenset[int] = NOT_FILLING
-        self._send = send
-        self._close = close
-        self._socket = socket
-        # The outbox is created by the first frame queued (a direct socket never queues).
-        self._queue: deque[str] | tuple = NO_OUTBOX
-        self._limit = max_queue
-        self._scheduled = False
-        # A send that could not finish at once (the socket's buffer is full): the
-        # rest of the outbox waits behind it.
-        self._inflight: asyncio.Future | None = None
-        # A direct socket's frames held for one write at the end of this turn (hold=True).
-        self._held: list[bytes] | None = None
-        # A direct socket: frames written since it last had nothing unsent, and
-        # since when (monotonic seconds): how far behind its reader is.
-        self._behind = 0
-        self._behind_since = 0.0
-        self.close_code: int | None = None
-
-    def push(self, frame: str, wire: bytes | None = None, hold: bool = False) -> bool:
-        """Send a frame (``wire``: the same, framed already by :func:`text_frame`).
-
-        On a direct socket the bytes are written now, or with ``hold`` at the
-        end of this event-loop turn, together with whatever else this socket
-        gets in the turn (:class:`_Flusher`); order is kept either way.
-        Otherwise the frame is queued, and the outbox is drained once per
-        event-loop turn for every connection that got frames (one callback for
-        a whole fan-out, no task wake-up per frame).  False when the outbox (or
-        the socket's unsent bytes) is full."""
-        if self.state is not ConnectionState.OPEN:
-            return True
-        socket = self._socket
-        if socket is not None:
-            if wire is None:
-                wire = text_frame(frame.encode())
-            held = self._held
-            if held is not None:
-                if hold and len(held) < MAX_HELD_FRAMES:
-                    held.append(wire)
-                    if self._behind:
-                        self._behind += 1
-                    return True
-                self.write_held()  # what came first goes first
-            transport = socket.transport
-            if socket.close_sent or transport.is_closing():
-                return True  # the socket is closing: the reader loop sees the end
-            unsent = transport.get_write_buffer_size()
-            if unsent:
-                if unsent > self._limit * BYTES_PER_QUEUED_FRAME:
-                    return False
-                if not self._behind:
-                    self._behind_since = time.monotonic()
-                self._behind += 1
-            elif self._behind:
-                self._behind = 0  # it caught up
-            if hold:
-                self._held = [wire]
-                _flusher().hold(self)
-            else:
-                transport.write(wire)
-            return True
-        queue = self._queue
-        if len(queue) >= self._limit:
-            return False
-        if queue is NO_OUTBOX:
-            queue = self._queue = deque()
-        queue.append(frame)
-        if not self._scheduled and self._inflight is None:
-            self._scheduled = True
-            _flusher().add(self)
-        return True
-
-    async def writable(self) -> None:
-        """Wait while a direct socket holds more than its high-water mark unsent
-        (uvicorn's flow control): a replay of hundreds of long messages must
-        follow the client's pace, not overrun the slow-consumer bound."""
-        socket = self._socket
-        if socket is not None and not socket.writable.is_set() and self.state is ConnectionState.OPEN:
-            await socket.writable.wait()
-
-    def write_held(self) -> None:
-        """Write the frames held in this turn, as one write."""
-        held = self._held
-        if held is None:
-            return
-        self._held = None
-        if self.state is ConnectionState.CLOSED:
-            return
-        socket = self._socket
-        transport = socket.transport
-        if socket.close_sent or transport.is_closing():
-            return
-        transport.write(held[0] if len(held) == 1 else b"".join(held))
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def backlog(self) -> str:
-        """What waits for this client, for the log: frames and bytes in the hub,
-        bytes in the transport and in the kernel, and for how long it has not
-        caught up.  Counts only, never content."""
-        held = self._held or ()
-        frames = len(self._queue) + len(held)
-        hub_bytes = sum(len(f.encode()) for f in self._queue) + sum(len(w) for w in held)
-        text = f"{frames} frames ({hub_bytes} bytes) waiting in the hub"
-        socket = self._socket
-        if socket is not None:
-            transport = socket.transport
-            text += f", {transport.get_write_buffer_size()} bytes unsent in the transport"
-            in_kernel = kernel_unsent(transport)
-            if in_kernel is not None:
-                text += f" and {in_kernel} in the kernel"
-            if self._behind:
-                text += (f"; behind for {time.monotonic() - self._behind_since:.1f} s, "
-                         f"{self._behind} frames written meanwhile")
-        return text
-
-    def drain(self) -> None:
-        """Send queued frames in order.  A send that completes without waiting (the
-        usual case) is run right here; one that must wait for the socket continues
-        in a task, and the rest of the outbox follows it."""
-        self._scheduled = False
-        queue = self._queue
-        while queue and self._inflight is None and self.state is ConnectionState.OPEN:
-            coroutine = self._send(queue.popleft())
-            try:
-                waiting_on = coroutine.send(None)
-            except StopIteration:
-                continue
-            except Exception as exc:
-                self._broken(exc)
-                return
-            self._inflight = asyncio.ensure_future(self._finish(coroutine, waiting_on))
-
-    async def _finish(self, coroutine, waiting_on) -> None:
-        """Drive a suspended send to its end, as a Task would, then drain the rest."""
-        try:
-            while True:
-                if isinstance(waiting_on, asyncio.Future):
-                    waiting_on._asyncio_future_blocking = False
-                    await asyncio.wait([waiting_on])  # never cancels the socket's own future
-                else:
-                    await asyncio.sleep(0)
-                try:
-                    waiting_on = coroutine.send(None)
-                except StopIteration:
-                    break
-        except asyncio.CancelledError:
-            coroutine.close()
-            raise
-        except Exception as exc:
-            self._inflight = None
-            self._broken(exc)
-            return
-        self._inflight = None
-        self.drain()
-
-    def _broken(self, exc: Exception) -> None:
-        """The socket refused a frame (peer gone): stop sending; the reader sees the close."""
-        log.debug("send failed for person %s: %s", self.person_id, type(exc).__name__)
-        self._queue = NO_OUTBOX
-        self.state = ConnectionState.CLOSED
-
-    async def close(self, code: int, reason: str = "", flush: float = 0.0) -> None:
-        """Close once; later calls do nothing.  With ``flush``, first give the
-        writer up to that many seconds to send what is queued (a last notice)."""
-        if self.state is not ConnectionState.OPEN:
-            return
-        self.write_held()  # held frames were sent before the close
-        if flush:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + flush
-            while self._queue and loop.time() < deadline:
-                await asyncio.sleep(0.01)
-        if self.state is not ConnectionState.OPEN:
-            return
-        self.state = ConnectionState.CLOSING
-        self.close_code = code
-        if self._inflight is not None:
-            self._inflight.cancel()
-        try:
-            await self._close(code, reason)
-        except Exception:  # the peer may be gone already
-            pass
-        self.state = ConnectionState.CLOSED
-
-
-class _Flusher:
-    """Drains every connection that got frames, once per event-loop turn; and
-    writes the frames held by direct sockets (``push(hold=True)``)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.dirty: list[Connection] = []
-        self.holding: list[Connection] = []
-
-    def add(self, conn: Connection) -> None:
-        if not self.dirty:
-            self.loop.call_soon(self.flush)
-        self.dirty.append(conn)
-
-    def flush(self) -> None:
-        dirty, self.dirty = self.dirty, []
-        for conn in dirty:
-            conn.drain()
-
-    def hold(self, conn: Connection) -> None:
-        # Two callbacks away: the tasks a fan-out woke (a batch's senders, whose
-        # ``ok`` follows their message) run first and add their replies.
-        if not self.holding:
-            self.loop.call_soon(self.loop.call_soon, self.write_held)
-        self.holding.append(conn)
-
-    def write_held(self) -> None:
-        holding, self.holding = self.holding, []
-        for conn in holding:
-            try:
-                conn.write_held()
-            except Exception as exc:  # a transport that refuses: that socket is done, the others go on
-                conn._broken(exc)
-
-
-_flushers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher]" = weakref.WeakKeyDictionary()
-
-
-def _flusher() -> _Flusher:
-    loop = asyncio.get_running_loop()
-    flusher = _flushers.get(loop)
-    if flusher is None:
-        flusher = _flushers[loop] = _Flusher(loop)
-    return flusher
-
-
-def conversation_channel(conversation_id: int) -> str:
-    return f"conv:{conversation_id}"
-
-
-def person_channel(person_id: int) -> str:
-    return f"person:{person_id}"
-
-
-def _envelope(header: dict, frame: str | None) -> bytes:
-    head = orjson.dumps(header)
-    return head + b"\n" + frame.encode() if frame is not None else head + b"\n"
-
-
-def _event_message(conversation_id: int, seq: int, member_ids: Iterable[int], frame: str) -> tuple[str, bytes]:
-    """A committed conversation event as published: its channel and envelope."""
-    return conversation_channel(conversation_id), _envelope(
-        {"c": conversation_id, "s": seq, "m": list(member_ids)}, frame)
 
 
 class Hub:
@@ -486,7 +89,7 @@ class Hub:
         # person-channel messages may have carried during a broker outage.
         self._refresh = refresh
         # A replay or a refresh that meets a database outage waits for its end and goes on.
-        self._database: Database = database if database is not None else _AlwaysReachable()
+        self._database: Database = database if database is not None else AlwaysReachable()
         # One resync at a time: two refreshes interleaved could show one join twice.
         self._resync_lock = asyncio.Lock()
         self._resync_scheduled = False
@@ -515,8 +118,6 @@ class Hub:
 
     def close_expired(self, now: float) -> int:
         """Close (4401) every connection whose access token expired by ``now``."""
-        from chat.i18n import error_text
-
         closed = 0
         for conns in list(self.by_person.values()):
             for conn in list(conns):
@@ -685,12 +286,12 @@ class Hub:
     # -- publishing ----------------------------------------------------------------
     async def publish_event(self, conversation_id: int, seq: int, member_ids: Iterable[int], frame: str) -> None:
         """Fan out a committed conversation event to the members at commit time."""
-        await self._publish(*_event_message(conversation_id, seq, member_ids, frame))
+        await self._publish(*event_message(conversation_id, seq, member_ids, frame))
 
     async def publish_events(self, events: Iterable[tuple[int, int, Iterable[int], str]]) -> None:
         """:meth:`publish_event` for several committed events (conversation, seq,
         member ids, frame) at once: one broker round trip, order kept."""
-        items = [_event_message(*event) for event in events]
+        items = [event_message(*event) for event in events]
         if not items:
             return
         try:
@@ -704,12 +305,12 @@ class Hub:
         """Fan out something never stored (typing): no seq, not resumable."""
         await self._publish(
             conversation_channel(conversation_id),
-            _envelope({"c": conversation_id, "m": list(member_ids), "x": exclude_person}, frame),
+            envelope({"c": conversation_id, "m": list(member_ids), "x": exclude_person}, frame),
         )
 
     async def publish_audience(self, channel: str, recipient_ids: Iterable[int], frame: str) -> None:
         """Fan out an announcement, persisted already, to its recipients on every worker."""
-        await self._publish(channel, _envelope({"r": list(recipient_ids)}, frame))
+        await self._publish(channel, envelope({"r": list(recipient_ids)}, frame))
 
     async def publish_person(
         self, person_id: int, op: str, frame: str | None = None, conversation_id: int | None = None, seq: int = 0
@@ -720,7 +321,7 @@ class Hub:
         if conversation_id is not None:
             header["c"] = conversation_id
             header["s"] = seq
-        await self._publish(person_channel(person_id), _envelope(header, frame))
+        await self._publish(person_channel(person_id), envelope(header, frame))
 
     async def _publish(self, channel: str, data: bytes) -> None:
         try:
@@ -749,8 +350,7 @@ class Hub:
 
     # -- receiving -------------------------------------------------------------------
     def _on_message(self, channel: str, data: bytes) -> None:
-        head, _, body = data.partition(b"\n")
-        header = orjson.loads(head)
+        header, body = open_envelope(data)
         frame = body.decode() if body else None
         wire = text_frame(body) if body else None  # framed once for every recipient
         if "p" in header:
@@ -775,22 +375,19 @@ class Hub:
         slow: list[Connection] = []
         delivered = 0
         for conn in subs:
-            if conn.person_id not in members:
-                continue  # removed (or never a member): authorisation at every event
-            position = conn.positions.get(conversation_id)
-            if position is None or conversation_id in conn.filling:
-                if seq > conn.pending.get(conversation_id, 0):
-                    conn.pending[conversation_id] = seq
-                continue
-            if seq <= position:
-                continue  # duplicate
-            if seq == position + 1:
+            # The deliver/drop/fill decision is a policy (chat.policies.delivery).
+            decision = delivery_decision(conn.person_id in members, conn.positions.get(conversation_id),
+                                         conversation_id in conn.filling, seq)
+            if decision == DELIVER:
                 if conn.push(frame, wire, hold=True):
                     conn.positions[conversation_id] = seq
                     delivered += 1
                 else:
                     slow.append(conn)
-            else:  # a gap: fetch what is missing, in order, before going on
+            elif decision == NOTE:
+                if seq > conn.pending.get(conversation_id, 0):
+                    conn.pending[conversation_id] = seq
+            elif decision == FILL:  # a gap: fetch what is missing, in order, before going on
                 conn.pending[conversation_id] = seq
                 self._start_fill(conn, conversation_id)
         self.stats["delivered"] += delivered
