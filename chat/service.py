@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import orjson
-from sqlalchemy import (BigInteger, String, and_, bindparam, case, cast, func, insert, literal, null, or_, select,
+from sqlalchemy import (BigInteger, String, and_, bindparam, case, cast, func, insert, literal, null, select,
                         union_all, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
