@@ -26,11 +26,13 @@ import uvicorn
 from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlalchemy import func, select
 
+from chat.clock import Clock
 from chat.config import Settings
 from chat.service import ChatService
 from chat.storage.models import Message
 from chat.web import create_app
 from tests import files
+from tests.notifiers import install_notifier, notifier_for
 from tests.conftest import (
     DIRECTION,
     MARIE,
@@ -179,13 +181,17 @@ async def eventually(probe, timeout: float = TIMEOUT_MS / 1000):
         await asyncio.sleep(0.05)
 
 
-class SettableClock:
-    """The notifier's clock, moved by the test (R15 without waiting for Tuesday)."""
+class SettableClock(Clock):
+    """The notifier's wall clock, moved by the test (R15 without waiting for
+    Tuesday); its monotonic clock and its sleeping are the real ones."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now.astimezone(timezone.utc)
 
-    def __call__(self) -> datetime:
+    def time(self) -> float:
+        return self.now.timestamp()
+
+    def utcnow(self) -> datetime:
         return self.now
 
     def set(self, moment: datetime) -> None:
@@ -433,7 +439,11 @@ async def test_a_queued_message_refused_on_reconnection_shows_failed_with_the_se
 
 async def test_the_bell_shows_a_held_notification_only_when_working_hours_resume(widget_server, browser):
     clock = SettableClock(FRIDAY_EVENING)
-    widget_server.service.notifier.clock = clock
+    # The notifier's parts hold the clock they were built with: the running
+    # notifier is replaced by one on the test's clock (service.stop() stops it).
+    service = widget_server.service
+    await service.notifier.stop()
+    install_notifier(service, notifier_for(service, clock=clock)).start()
     await lea_conversation(widget_server, "Question du soir")
     nadia = await sign_in(browser, widget_server, "Nadia Chabot")
     marie = await sign_in(browser, widget_server, "Marie Tremblay")
