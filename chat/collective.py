@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import bindparam, func, or_, select, update
 
-from chat.clock import SYSTEM, Clock, utcnow
+from chat.clock import SYSTEM, Clock
 from chat.errors import BadRequest, ChatError, NotFound
 from chat.frames import dumps, timestamp
 from chat.policies import announcements as rules
@@ -243,7 +243,7 @@ class CollectiveSends:
 
     async def _record(self, send_id: int, results: dict[int, tuple[int | None, int | None]]) -> int:
         """The step's families done (one statement), and the job's count."""
-        now = utcnow()
+        now = self.clock.utcnow()
         async with self.sessions() as session, session.begin():
             await session.execute(_MARK_DONE, [
                 {"b_send": send_id, "b_student": student_id, "b_conversation": conversation_id,
