@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, AsyncContextManager, Callable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat.storage.models import Notification
 from chat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -90,3 +93,11 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+async def held_notifications(sessions: Callable[[], AsyncContextManager[AsyncSession]]) -> int:
+    """How many notifications are held until working hours (R15): those not yet
+    delivered, counted in the database at scrape time."""
+    async with sessions() as session:
+        return (await session.execute(select(func.count()).select_from(Notification).where(
+            Notification.delivered_at.is_(None)))).scalar_one()

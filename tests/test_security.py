@@ -55,7 +55,7 @@ async def test_websocket_from_an_allowed_origin_or_without_origin_is_accepted(se
 
 # -- rate limiting ---------------------------------------------------------------------------
 class RateClock:
-    """The rate limiter's clock (``time.monotonic`` as chat.web reads it), moved
+    """The rate limiter's clock (``time.monotonic`` as chat.web.limits reads it), moved
     only by the test: a slow machine cannot refill a bucket behind its back."""
 
     def __init__(self) -> None:
@@ -70,10 +70,10 @@ class RateClock:
 
 @pytest.fixture
 def rate_clock(monkeypatch) -> RateClock:
-    from chat import web
+    from chat.web import limits
 
     clock = RateClock()
-    monkeypatch.setattr(web, "time", clock)
+    monkeypatch.setattr(limits, "time", clock)
     return clock
 
 

@@ -19,10 +19,11 @@ from chat.archive import HTML_CSP, PAGE_DEFAULT, Archive
 from chat.errors import BadRequest
 from chat.frames import dumps
 from chat.service import Actor, ChatService
-from chat.web import path_id, query_int, attachment_response, endpoint
+from chat.web.endpoint import endpoint
+from chat.web.params import path_id, query_int
+from chat.web.responses import attachment_response
 
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-# Images may be shown inline; every other type is only ever downloaded (as in chat.web).
 EXPORT_FORMATS = ("json", "html")
 
 
@@ -92,7 +93,7 @@ async def http_audit(service: ChatService, actor: Actor, request: Request) -> An
 
 
 async def http_attachment(service: ChatService, actor: Actor, request: Request) -> Any:
-    """The same safe download as ``chat.web.http_attachment``, for the direction (audited)."""
+    """The same safe download as ``chat.web.http_conversations.http_attachment``, for the direction (audited)."""
     upload = await _archive(service).attachment(actor, request.path_params["upload_id"])
     return attachment_response(service, upload, cache="no-store")
 
