@@ -16,6 +16,7 @@ from typing import NoReturn
 from sqlalchemy import func, select
 
 from chat import auth, demo, directory, logsafety
+from chat.app import App
 from chat.config import (MAX_WORKERS, Settings, describe, load_settings, parse_host, parse_port, parse_workers,
                          variable_of)
 from chat.errors import ChatError, ConfigError
@@ -386,9 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 counts = await directory.load(engine, directory.read_file(args.file))
                 print("loaded: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
             elif args.command == "integration":
-                from chat.service import ChatService
-
-                announcements = ChatService(settings, engine).announcements
+                announcements = App(settings, engine).announcements
                 if args.action == "create":
                     key_id, key = await announcements.create_key(
                         args.school, args.name, [k.strip() for k in args.kinds.split(",") if k.strip()])

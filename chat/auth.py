@@ -2,7 +2,7 @@
 
 This module only mints and checks signatures and expiry; whether the person
 still exists and has not signed out since (R21) is checked against the
-database by :meth:`chat.service.ChatService.authenticate`.  The e-mail
+database by :meth:`chat.people.People.authenticate`.  The e-mail
 two-step sign-in (R19) plugs in by calling :func:`mint` once both steps pass.
 """
 

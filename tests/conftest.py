@@ -37,7 +37,8 @@ from sqlalchemy import select, text
 
 from chat import auth, demo, directory
 from chat.config import Settings
-from chat.service import Actor, ChatService
+from chat.app import App
+from chat.people import Actor
 from chat.storage.db import create_engine, upgrade
 from chat.storage.models import Person, SQLModel
 from chat.web import create_app
@@ -192,8 +193,8 @@ async def engine(demo_database: str):
 
 
 @pytest.fixture
-async def service(settings: Settings, engine) -> AsyncIterator[ChatService]:
-    service = ChatService(settings, engine)
+async def service(settings: Settings, engine) -> AsyncIterator[App]:
+    service = App(settings, engine)
     await service.start()
     yield service
     await service.stop()
@@ -203,7 +204,7 @@ async def service(settings: Settings, engine) -> AsyncIterator[ChatService]:
 class Server:
     url: str
     ws_url: str
-    service: ChatService
+    service: App
     settings: Settings
 
     async def token(self, email: str) -> str:
@@ -219,7 +220,7 @@ class Server:
         return client
 
 
-def broker_barrier(service: ChatService, person_id: int) -> Callable[[str], Awaitable[None]]:
+def broker_barrier(service: App, person_id: int) -> Callable[[str], Awaitable[None]]:
     """What :meth:`WSClient.drain` calls to put a marker behind everything already
     published for ``person_id``: a frame on the person's channel, published
     through ``service``'s broker (Redis reaches every worker sharing it)."""
@@ -230,12 +231,12 @@ def broker_barrier(service: ChatService, person_id: int) -> Callable[[str], Awai
     return publish
 
 
-async def person_by_email(service: ChatService, email: str) -> Person:
+async def person_by_email(service: App, email: str) -> Person:
     async with service.sessions() as session:
         return (await session.execute(select(Person).where(Person.email == email))).scalar_one()
 
 
-async def actor_for(service: ChatService, email: str) -> Actor:
+async def actor_for(service: App, email: str) -> Actor:
     person = await person_by_email(service, email)
     return Actor(person.id, person.role, person.name, person.language)
 
@@ -252,7 +253,7 @@ def free_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve_service(service: ChatService) -> AsyncIterator[Server]:
+async def serve_service(service: App) -> AsyncIterator[Server]:
     """A real uvicorn server on a port the OS picked, serving ``service`` until the block ends."""
     settings = service.settings
     config = uvicorn.Config(
@@ -276,7 +277,7 @@ async def serve_service(service: ChatService) -> AsyncIterator[Server]:
 
 
 @pytest.fixture
-async def server(service: ChatService) -> AsyncIterator[Server]:
+async def server(service: App) -> AsyncIterator[Server]:
     """A real uvicorn server on a port the OS picked, serving the test's service."""
     async with serve_service(service) as running:
         yield running
@@ -293,7 +294,7 @@ DIRECTION_FLEUVE = "direction@fleuve.test"
 TRANSPORT = "transport@autobus.test"
 
 
-async def child_id(service: ChatService, first_name: str) -> int:
+async def child_id(service: App, first_name: str) -> int:
     from chat.storage.models import Student
 
     async with service.sessions() as session:
@@ -301,7 +302,7 @@ async def child_id(service: ChatService, first_name: str) -> int:
                                                                Student.last_name == "Tremblay"))).scalar_one()
 
 
-async def other_parent_email(service: ChatService) -> str:
+async def other_parent_email(service: App) -> str:
     """A guardian with no link to the Tremblay children."""
     async with service.sessions() as session:
         return (await session.execute(select(Person.email).where(

@@ -8,19 +8,20 @@ from collections.abc import Sequence
 from chat.clock import SYSTEM, Clock
 from chat.config import Settings
 from chat.mail import Channel
+from chat.app import App
 from chat.notifications import Notifier
-from chat.service import ChatService
+from chat.people import require_people
 
 
-def notifier_for(service: ChatService, settings: Settings | None = None, *, clock: Clock = SYSTEM,
+def notifier_for(service: App, settings: Settings | None = None, *, clock: Clock = SYSTEM,
                  channels: Sequence[Channel] | None = None) -> Notifier:
     """A notifier over the service's database and broker (its own lease owner)."""
-    return Notifier(sessions=service.sessions, hub=service.hub, people=service.people_facts,
+    return Notifier(sessions=service.sessions, hub=service.hub, people=require_people,
                     database=service.database, settings=settings or service.settings, clock=clock,
                     channels=channels)
 
 
-def install_notifier(service: ChatService, notifier: Notifier) -> Notifier:
-    """``notifier`` in place of the service's: for the sends and for announcements."""
-    service.notifier = service.announcements.notifier = notifier
+def install_notifier(service: App, notifier: Notifier) -> Notifier:
+    """``notifier`` in place of the service's, in every part that uses it (App.notifier)."""
+    service.notifier = notifier
     return notifier

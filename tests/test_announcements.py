@@ -148,7 +148,7 @@ async def test_a_family_that_was_offline_gets_the_announcements_it_missed_on_res
 async def test_r18_a_school_that_turned_announcements_off_answers_feature_unavailable(server):
     async with server.service.sessions() as session, session.begin():
         await session.execute(update(School).where(School.code == "ERABLES").values(features='["messaging"]'))
-    server.service._features.clear()
+    server.service.schools.features.clear()
     async with await server.connect(NADIA) as nadia:
         answer = await nadia.refused("announcement.post", audience={"groups": [await group_id(server, "ERA-301")]},
                                      text="x")
@@ -159,7 +159,7 @@ async def test_r18_a_school_that_turned_announcements_off_answers_feature_unavai
 async def test_r18_messaging_itself_can_be_turned_off(server):
     async with server.service.sessions() as session, session.begin():
         await session.execute(update(School).where(School.code == "ERABLES").values(features='["announcements"]'))
-    server.service._features.clear()
+    server.service.schools.features.clear()
     nadia_id = (await person_by_email(server.service, NADIA)).id
     async with await server.connect(MARIE) as marie:
         async with server.service.sessions() as session:

@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timezone
 
 from chat.archive import HTML_CSP, render_html
-from chat.service import Actor
+from chat.people import Actor
 
 HOSTILE = '<script>alert("x")</script> & <img src=x onerror=alert(1)> \'q\''
 ESCAPED = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;img src=x onerror=alert(1)&gt; &#x27;q&#x27;"

@@ -335,7 +335,7 @@ async def test_hostile_file_names_are_made_safe(server, hostile, expected):
 async def test_unattached_uploads_are_garbage_collected_after_a_day(server):
     import time
 
-    from chat.service import UPLOAD_TTL_SECONDS
+    from chat.conversations.uploads import UPLOAD_TTL_SECONDS
 
     kept = await accepted(server, MARIE, files.pdf(), "garde.pdf")
     async with await server.connect(MARIE) as marie:
@@ -343,8 +343,8 @@ async def test_unattached_uploads_are_garbage_collected_after_a_day(server):
         await marie.request("message.send", conversation_id=cid, client_id="k", text="", attachments=[kept["id"]])
     stray = await accepted(server, MARIE, files.docx(), "oublie.docx")
     stray_path = server.service.store.path_for((await stored_upload(server, stray["id"])).sha256)
-    assert await server.service.collect_uploads(time.time()) == 0  # too young
-    assert await server.service.collect_uploads(time.time() + UPLOAD_TTL_SECONDS + 60) == 1
+    assert await server.service.uploads.collect(time.time()) == 0  # too young
+    assert await server.service.uploads.collect(time.time() + UPLOAD_TTL_SECONDS + 60) == 1
     assert await stored_upload(server, stray["id"]) is None and not stray_path.exists()
     assert (await download(server, NADIA, kept["id"])).status_code == 200
 

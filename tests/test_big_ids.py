@@ -26,7 +26,7 @@ from chat import demo, directory
 from chat.clock import Clock
 from chat.errors import BadRequest
 from chat.frames import Fields
-from chat.service import ChatService
+from chat.app import App
 from chat.storage.db import create_engine
 from chat.storage.models import School, SQLModel
 from tests.conftest import (
@@ -62,8 +62,8 @@ async def build_scene(server: Server) -> Scene:
     service = server.service
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     lea = await child_id(service, "Léa")
-    mine = (await service.create_conversation(marie, [nadia.id], lea))["id"]
-    await service.send_message(nadia, mine, "nadia-1", "Bonjour!")
+    mine = (await service.membership.create(marie, [nadia.id], lea))["id"]
+    await service.sending.send(nadia, mine, "nadia-1", "Bonjour!")
     async with service.sessions() as session:
         erables = (await session.execute(select(School.id).where(School.code == "ERABLES"))).scalar_one()
     return Scene(mine=mine, lea=lea, nadia=nadia.id, jean=(await person_by_email(service, JEAN)).id, erables=erables)
@@ -454,7 +454,7 @@ async def big_server(settings, backend):
         for name in sequences:
             await conn.execute(text("SELECT setval(:name, :value, false)"), {"name": name, "value": FIRST_ID})
     await directory.load(engine, directory.validate(demo.build()))
-    service = ChatService(settings, engine)
+    service = App(settings, engine)
     # The feed below is a staff member's: on the real clock, R15 holds it outside
     # working hours and the test failed after 16:00 in Toronto.  The notifier's
     # clock runs from a Tuesday 10:00 (Toronto) instead, a working hour for the

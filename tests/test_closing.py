@@ -120,7 +120,7 @@ async def test_a_client_that_stops_reading_gets_4008_when_it_reads_again_and_the
     marie = await actor_for(server.service, MARIE)
     jean_id = (await person_by_email(server.service, JEAN)).id
     nadia_id = (await person_by_email(server.service, NADIA)).id
-    cid = (await server.service.create_conversation(marie, [nadia_id, jean_id],
+    cid = (await server.service.membership.create(marie, [nadia_id, jean_id],
                                                     await child_id(server.service, "Léa")))["id"]
     nadia = await server.connect(NADIA)
     jean = await RawClient.open(server.ws_url, await server.token(JEAN))
@@ -132,7 +132,7 @@ async def test_a_client_that_stops_reading_gets_4008_when_it_reads_again_and_the
     # the bound, a sixth of what the kernel's send buffer alone would take in.
     count, text = 150, "x" * 3900
     for i in range(count):
-        await server.service.send_message(marie, cid, f"m{i}", f"{i}:{text}")
+        await server.service.sending.send(marie, cid, f"m{i}", f"{i}:{text}")
         # Nadia reads each message as it comes: the others are not held up.
         assert (await nadia.event("message.new"))["message"]["text"] == f"{i}:{text}"
     await nadia.close()
@@ -165,7 +165,7 @@ async def test_a_client_that_never_reads_its_close_frame_is_dropped_with_what_wa
     marie = await actor_for(server.service, MARIE)
     jean_id = (await person_by_email(server.service, JEAN)).id
     nadia_id = (await person_by_email(server.service, NADIA)).id
-    cid = (await server.service.create_conversation(marie, [nadia_id, jean_id],
+    cid = (await server.service.membership.create(marie, [nadia_id, jean_id],
                                                     await child_id(server.service, "Léa")))["id"]
     jean = await RawClient.open(server.ws_url, await server.token(JEAN))
     (conn,) = server.service.hub.by_person[jean_id]
@@ -177,7 +177,7 @@ async def test_a_client_that_never_reads_its_close_frame_is_dropped_with_what_wa
     for i in range(300):
         if conn.close_code is not None:
             break
-        await server.service.send_message(marie, cid, f"m{i}", text)
+        await server.service.sending.send(marie, cid, f"m{i}", text)
     assert conn.close_code == 4008
     await wait_for(lambda: socket_protocol.disconnected)
     with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
+from chat.app import App
 from chat.clock import ManualClock
-from chat.service import ChatService
 from chat.storage.models import CollectiveSend, Group, Message, Student
 from tests.client import WAIT
 from tests.conftest import DIRECTION, MARIE, NADIA, actor_for
@@ -84,7 +84,7 @@ async def test_a_retried_collective_send_is_not_sent_twice(service):
 
 
 async def test_a_send_interrupted_mid_way_and_restarted_delivers_exactly_once_to_each_family(settings, engine):
-    first_worker = ChatService(settings, engine)
+    first_worker = App(settings, engine)
     await first_worker.start()
     nadia = await actor_for(first_worker, NADIA)
     students = await group_students(first_worker, "ERA-301")
@@ -103,7 +103,7 @@ async def test_a_send_interrupted_mid_way_and_restarted_delivers_exactly_once_to
     async with first_worker.sessions() as session, session.begin():
         (await session.get(CollectiveSend, send_id)).lease_until = 0.0
 
-    second_worker = ChatService(settings, engine)
+    second_worker = App(settings, engine)
     await second_worker.start()  # resumes running jobs at start-up
     try:
         job = await wait_done(second_worker, send_id)
@@ -115,7 +115,7 @@ async def test_a_send_interrupted_mid_way_and_restarted_delivers_exactly_once_to
 
 
 async def test_two_workers_do_not_run_the_same_job_at_once(settings, engine):
-    a, b = ChatService(settings, engine), ChatService(settings, engine)
+    a, b = App(settings, engine), App(settings, engine)
     nadia = await actor_for(a, NADIA)
     created = await a.collective.create(nadia, "lease", "Une seule fois", await group_students(a, "ERA-301"),
                                         start=False)
@@ -157,7 +157,7 @@ async def test_a_job_of_several_steps_reuses_each_familys_conversation_and_skips
     conversation_of = {f["student_id"]: f["conversation_id"] for f in before["families"]}
     assert len(set(conversation_of.values())) == 5
     locked_student = students[1]
-    await service.set_lock(direction, conversation_of[locked_student], True, "enquête")
+    await service.membership.set_lock(direction, conversation_of[locked_student], True, "enquête")
 
     second = await service.collective.create(nadia, "step-2", "Deuxième envoi", students)
     job = await wait_done(service, second["send"]["id"])
@@ -202,7 +202,7 @@ async def test_a_step_that_outlasts_the_lease_keeps_it(service, monkeypatch):
             return (await session.get(CollectiveSend, send_id)).lease_until
 
     monkeypatch.setattr(service.collective, "send_message", slow_send)
-    other = ChatService(service.settings, service.engine)
+    other = App(service.settings, service.engine)
     other.collective.clock = clock  # another worker, on the same clock
     running = asyncio.create_task(service.collective.run(send_id))
     await sending.wait()

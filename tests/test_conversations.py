@@ -205,19 +205,18 @@ async def test_the_list_finds_each_conversation_s_newest_message_at_the_end_of_i
     index, conversation by conversation — not by a MAX … GROUP BY that reads
     every message of every conversation — and it is the newest one.  (The plan
     is checked on SQLite; PostgreSQL's depends on its statistics.)"""
-    from chat import service as service_module
-    from chat.storage import direct
+    from chat.storage import direct, queries
 
     marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
-    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    cid = (await service.membership.create(marie, [nadia.id], await child_id(service, "Léa")))["id"]
     for k in range(3):
-        await service.send_message(marie if k % 2 else nadia, cid, f"m{k}", f"Message {k}")
-    listed = {c["id"]: c for c in await service.list_conversations(marie)}
+        await service.sending.send(marie if k % 2 else nadia, cid, f"m{k}", f"Message {k}")
+    listed = {c["id"]: c for c in await service.reading.list_conversations(marie)}
     assert listed[cid]["last_message"]["text"] == "Message 2"
     if backend == "embedded":
         # The statement as the list runs it (on the driver's connection, chat.storage.direct).
         params = {"ids": [cid]}
-        compiled = direct.plan(service_module._SUMMARY_LAST, service.engine.dialect, params)
+        compiled = direct.plan(queries.SUMMARY_LAST, service.engine.dialect, params)
         assert "ORDER BY message.seq DESC" in compiled.sql
         async with service.engine.connect() as connection:
             plan = [row[-1] for row in (await connection.exec_driver_sql(

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from chat import hub as hub_module
-from chat import service as service_module
 from chat.hub import CLOSE_SLOW_CONSUMER, Connection, DirectConnection, Hub, text_frame
+from chat.policies import resume as service_module
 from tests.client import WAIT, WSClient
 from tests.conftest import BOTH_PATHS, JEAN, MARIE, NADIA, REDIS_URL, actor_for, child_id, person_by_email
 
@@ -314,11 +314,11 @@ async def test_a_long_replay_follows_the_clients_pace_instead_of_closing_it(serv
     client gets every message, in order, without a 4008."""
     marie, jean_actor = await actor_for(server.service, MARIE), await actor_for(server.service, JEAN)
     nadia_id = (await person_by_email(server.service, NADIA)).id
-    cid = (await server.service.create_conversation(
+    cid = (await server.service.membership.create(
         marie, [nadia_id, jean_actor.id], await child_id(server.service, "Léa")))["id"]
     text = "é" * 3900  # ~7.8 KB of UTF-8 each
     for i in range(200):
-        await server.service.send_message(marie, cid, f"long{i}", f"{i}:{text}")
+        await server.service.sending.send(marie, cid, f"long{i}", f"{i}:{text}")
     jean, target = await small_buffer_client(server, JEAN, jean_actor.id)
     await jean.start({cid: 1})
     seen = []
@@ -387,7 +387,7 @@ async def test_refresh_after_an_outage_applies_a_lost_removal(server):
         async with server.service.sessions() as session, session.begin():
             await session.execute(update(Participant).where(
                 Participant.conversation_id == cid, Participant.person_id == jean_id).values(active=False))
-        await server.service.refresh_connections()
+        await server.service.reading.refresh_connections()
         left = await jean.next("conversation.left")
         assert left["conversation_id"] == cid
         (conn,) = server.service.hub.by_person[jean_id]
@@ -406,7 +406,7 @@ async def test_refresh_after_an_outage_closes_connections_of_a_person_who_signed
     marie_id = marie.hello["person"]["id"]
     async with server.service.sessions() as session, session.begin():
         await session.execute(update(Person).where(Person.id == marie_id).values(tokens_valid_after=clock.time() + 1))
-    await server.service.refresh_connections()
+    await server.service.reading.refresh_connections()
     assert (await marie.next("signed_out"))["type"] == "signed_out"
     assert await closed_code(marie) == 4401
 

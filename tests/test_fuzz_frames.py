@@ -50,7 +50,7 @@ from sqlalchemy import select
 
 from chat import demo, directory
 from chat.config import Settings
-from chat.service import ChatService
+from chat.app import App
 from chat.storage.db import create_engine
 from chat.storage.models import Group, Notification, Organisation, School, Student
 from chat.web import HANDLERS, create_app
@@ -169,7 +169,7 @@ async def hub(fuzz_backend: str, fuzz_settings: Settings):
     engine = create_engine(settings.database_url)
     await _reset(engine, fuzz_backend)
     await directory.load(engine, directory.validate(demo.build()))
-    service = ChatService(settings, engine)
+    service = App(settings, engine)
     await service.start()
     # After the start: uvicorn's logging configuration replaces the handlers of "uvicorn".
     records = Records()

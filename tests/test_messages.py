@@ -167,19 +167,19 @@ async def test_unread_counts_only_what_a_member_may_see_by_others_and_not_retrac
     marker, from the member's first visible seq (R4: added without history), a
     retracted one left out (R8), the member's own never counted."""
     marie, nadia, jean = [await actor_for(service, e) for e in (MARIE, NADIA, JEAN)]
-    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    cid = (await service.membership.create(marie, [nadia.id], await child_id(service, "Léa")))["id"]
     for k in range(3):
-        await service.send_message(nadia, cid, f"before-{k}", f"Avant {k}")
-    await service.add_participants(marie, cid, [jean.id], share_history=False)
-    kept = await service.send_message(nadia, cid, "after-0", "Après 0")
-    retracted = await service.send_message(nadia, cid, "after-1", "Après 1")
-    await service.retract_message(nadia, retracted["message_id"])
+        await service.sending.send(nadia, cid, f"before-{k}", f"Avant {k}")
+    await service.membership.add(marie, cid, [jean.id], share_history=False)
+    kept = await service.sending.send(nadia, cid, "after-0", "Après 0")
+    retracted = await service.sending.send(nadia, cid, "after-1", "Après 1")
+    await service.messages.retract(nadia, retracted["message_id"])
 
     def unread(listing):
         return {c["id"]: c["unread"] for c in listing}[cid]
 
-    assert unread(await service.list_conversations(jean)) == 1  # "Après 0" only
-    assert unread(await service.list_conversations(marie)) == 4  # Nadia's, less the retracted one
-    assert unread(await service.list_conversations(nadia)) == 0  # her own
-    answer = await service.mark_read(jean, cid, kept["seq"])
-    assert answer["unread"] == 0 and unread(await service.list_conversations(jean)) == 0
+    assert unread(await service.reading.list_conversations(jean)) == 1  # "Après 0" only
+    assert unread(await service.reading.list_conversations(marie)) == 4  # Nadia's, less the retracted one
+    assert unread(await service.reading.list_conversations(nadia)) == 0  # her own
+    answer = await service.messages.mark_read(jean, cid, kept["seq"])
+    assert answer["unread"] == 0 and unread(await service.reading.list_conversations(jean)) == 0

@@ -15,8 +15,8 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 from chat import clock as chat_clock
+from chat.app import App
 from chat.notifications import EMAIL_AFTER_SECONDS
-from chat.service import ChatService
 from chat.storage.models import Notification, School
 from tests.conftest import DIRECTION, JEAN, MARIE, NADIA, actor_for, child_id
 from tests.notifiers import install_notifier, notifier_for
@@ -56,7 +56,7 @@ class Recorder:
         self.deliveries.append((person.email, digest, items))
 
 
-async def attach(service: ChatService, clock: Clock, channels=None) -> Recorder:
+async def attach(service: App, clock: Clock, channels=None) -> Recorder:
     """The test's notifier in place of the service's, whose passes (on the real
     clock, later than the tests' dates) are stopped first."""
     await service.notifier.stop()
@@ -65,13 +65,13 @@ async def attach(service: ChatService, clock: Clock, channels=None) -> Recorder:
     return recorder
 
 
-async def lea_conversation(service: ChatService, *emails: str) -> int:
+async def lea_conversation(service: App, *emails: str) -> int:
     marie = await actor_for(service, MARIE)
     people = [(await actor_for(service, e)).id for e in emails or (NADIA,)]
-    return (await service.create_conversation(marie, people, await child_id(service, "Léa")))["id"]
+    return (await service.membership.create(marie, people, await child_id(service, "Léa")))["id"]
 
 
-async def count(service: ChatService, *where) -> int:
+async def count(service: App, *where) -> int:
     async with service.sessions() as session:
         return (await session.execute(select(func.count()).select_from(Notification).where(*where))).scalar_one()
 
@@ -81,9 +81,9 @@ async def test_r15_held_at_2140_friday_released_tuesday_8am_after_thanksgiving_a
     recorder = await attach(service, clock)
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service)
-    await service.send_message(marie, cid, "fri", "Léa a oublié son sac.")
+    await service.sending.send(marie, cid, "fri", "Léa a oublié son sac.")
     clock.set(datetime(2026, 10, 10, 9, 15, tzinfo=MONTREAL))  # Saturday
-    await service.send_message(marie, cid, "sat", "Il est retrouvé!")
+    await service.sending.send(marie, cid, "sat", "Il est retrouvé!")
     async with service.sessions() as session:
         held = (await session.execute(select(Notification).where(Notification.person_id == nadia.id))).scalars().all()
     assert [(n.held, n.deliver_at) for n in held] == [(True, TUESDAY_8AM.astimezone(timezone.utc))] * 2
@@ -126,15 +126,15 @@ async def test_r15_messages_are_live_at_once_only_the_notification_waits(server)
 
 async def test_r15_held_notifications_survive_a_restart(settings, engine):
     clock = Clock(FRIDAY_EVENING)
-    first = ChatService(settings, engine)
+    first = App(settings, engine)
     await attach(first, clock)
     marie = await actor_for(first, MARIE)
     cid = await lea_conversation(first)
-    await first.send_message(marie, cid, "before-restart", "Message du vendredi soir")
+    await first.sending.send(marie, cid, "before-restart", "Message du vendredi soir")
     del first  # the server goes down for the weekend
 
     clock.set(TUESDAY_8AM + timedelta(minutes=1))
-    second = ChatService(settings, engine)
+    second = App(settings, engine)
     recorder = await attach(second, clock)
     assert await second.notifier.release_due() == 1
     await second.notifier.send_due()
@@ -143,12 +143,12 @@ async def test_r15_held_notifications_survive_a_restart(settings, engine):
 
 async def test_r15_two_workers_release_each_notification_once(settings, engine):
     clock = Clock(FRIDAY_EVENING)
-    a, b = ChatService(settings, engine), ChatService(settings, engine)
+    a, b = App(settings, engine), App(settings, engine)
     recorder_a, recorder_b = await attach(a, clock), await attach(b, clock)
     marie = await actor_for(a, MARIE)
     cid = await lea_conversation(a)
     for i in range(20):
-        await a.send_message(marie, cid, f"m{i}", f"Message {i}")
+        await a.sending.send(marie, cid, f"m{i}", f"Message {i}")
     clock.set(TUESDAY_8AM)
     released = await asyncio.gather(a.notifier.release_due(), b.notifier.release_due())
     assert sum(released) == 20
@@ -183,13 +183,13 @@ def smtp_server():
 
 async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(settings, engine, smtp_server):
     mailbox, url = smtp_server
-    service = ChatService(settings.with_(smtp_url=url), engine)
+    service = App(settings.with_(smtp_url=url), engine)
     clock = Clock(FRIDAY_EVENING)
     install_notifier(service, notifier_for(service, clock=clock))  # the real e-mail channel
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service, NADIA, JEAN)
-    await service.send_message(marie, cid, "a", "Texte privé qui ne doit pas partir par courriel")
-    await service.send_message(marie, cid, "b", "Deuxième message")
+    await service.sending.send(marie, cid, "a", "Texte privé qui ne doit pas partir par courriel")
+    await service.sending.send(marie, cid, "b", "Deuxième message")
     clock.set(TUESDAY_8AM)
     assert await service.notifier.release_due() == 2
     await service.notifier.send_due()
@@ -200,7 +200,7 @@ async def test_the_digest_e_mail_goes_through_smtp_in_the_recipients_language(se
     assert "Texte privé" not in body  # e-mails never carry message text
 
     # Jean (English) was notified at once as a parent; unread after the delay, he is e-mailed.
-    await service.send_message(nadia, cid, "n", "Réponse de l'enseignante")
+    await service.sending.send(nadia, cid, "n", "Réponse de l'enseignante")
     clock.set(TUESDAY_8AM + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     assert await service.notifier.email_unread() >= 1
     await service.notifier.send_due()
@@ -217,7 +217,7 @@ async def test_r16_feed_is_newest_first_per_child_with_unread_counts_and_marking
     cid = await lea_conversation(service)
     for i in range(3):
         clock.set(clock.now + timedelta(minutes=1))
-        await service.send_message(nadia, cid, f"n{i}", f"Nouvelle {i}")
+        await service.sending.send(nadia, cid, f"n{i}", f"Nouvelle {i}")
     lea = await child_id(service, "Léa")
     feed = await service.notifier.feed(marie, child_id=lea)
     ids = [n["id"] for n in feed["notifications"]]
@@ -237,8 +237,8 @@ async def test_reading_the_conversation_reads_its_notifications_so_no_e_mail_fol
     recorder = await attach(service, clock)
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service)
-    ack = await service.send_message(nadia, cid, "n", "Bonjour")
-    await service.mark_read(marie, cid, ack["seq"])
+    ack = await service.sending.send(nadia, cid, "n", "Bonjour")
+    await service.messages.mark_read(marie, cid, ack["seq"])
     clock.set(clock.now + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     await service.notifier.email_unread()
     await service.notifier.send_due()
@@ -254,14 +254,14 @@ async def test_r17_a_switched_off_kind_for_one_child_creates_no_notification_and
     assert (await service.notifier.preferences(marie))["preferences"] == [
         {"child_id": lea, "kind": "message", "enabled": False}]
     cid = await lea_conversation(service)
-    await service.send_message(nadia, cid, "quiet", "Pas de cloche pour ceci")
+    await service.sending.send(nadia, cid, "quiet", "Pas de cloche pour ceci")
     assert await count(service, Notification.person_id == marie.id) == 0
     clock.set(clock.now + timedelta(seconds=EMAIL_AFTER_SECONDS + 1))
     await service.notifier.email_unread()
     await service.notifier.send_due()
     assert [d for d in recorder.deliveries if d[0] == "marie.tremblay@parent.test"] == []
     # The other kinds, and the same kind for the other guardian, still notify.
-    await service.react(nadia, (await service.send_message(marie, cid, "mine", "Merci"))["message_id"], "👍", True)
+    await service.messages.react(nadia, (await service.sending.send(marie, cid, "mine", "Merci"))["message_id"], "👍", True)
     assert await count(service, Notification.person_id == marie.id, Notification.kind == "reaction") == 1
 
 
@@ -288,7 +288,7 @@ async def test_a_school_with_no_working_hours_notifies_at_once_instead_of_never(
     await attach(service, clock)
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     cid = await lea_conversation(service)
-    await service.send_message(marie, cid, "x", "Bonsoir")
+    await service.sending.send(marie, cid, "x", "Bonsoir")
     assert (await service.notifier.feed(nadia))["unread"] == 1
 
 
@@ -432,8 +432,8 @@ async def test_the_fan_out_tables_name_only_existing_people_children_and_announc
     await service.announcements.notice(await service.announcements.authenticate_key(raw), "transport",
                                        "Autobus 12 en retard", [fiche])
     cid = await lea_conversation(service)
-    await service.send_message(marie, cid, "c-1", "Bonjour")
-    await service.send_message(nadia, cid, "c-2", "Bonjour Marie")
+    await service.sending.send(marie, cid, "c-1", "Bonjour")
+    await service.sending.send(nadia, cid, "c-2", "Bonjour Marie")
 
     async with service.sessions() as session:
         async def orphans(model, condition) -> int:

@@ -33,7 +33,7 @@ from sqlalchemy import func, make_url, select
 
 from chat.errors import NotFound
 from chat.hub import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN, Connection, Hub
-from chat.service import ChatService
+from chat.app import App
 from chat.storage.db import create_engine
 from chat.storage.health import RETRY_AFTER_SECONDS, is_outage
 from chat.storage.models import Message
@@ -252,7 +252,7 @@ class Outage:
     server: Server  # worker A, the hub under test, behind the proxies
     database: TcpProxy
     broker: TcpProxy
-    other: ChatService  # worker B, on PostgreSQL and Redis directly
+    other: App  # worker B, on PostgreSQL and Redis directly
 
 
 @pytest.fixture
@@ -270,7 +270,7 @@ async def behind_proxies(backend, settings, service) -> AsyncIterator[Outage]:
         settings, database_url=url.set(host="127.0.0.1", port=database.port).render_as_string(hide_password=False),
         redis_url=f"redis://127.0.0.1:{broker.port}{redis.path}")
     engine = create_engine(behind.database_url)
-    worker = ChatService(behind, engine)
+    worker = App(behind, engine)
     await worker.start()
     try:
         async with serve_service(worker) as server:
@@ -294,7 +294,7 @@ async def closed_code(ws) -> int:
         return closed.rcvd.code
 
 
-async def stored_sends(service: ChatService, client_id: str) -> int:
+async def stored_sends(service: App, client_id: str) -> int:
     async with service.sessions() as session:
         return (await session.execute(select(func.count()).select_from(Message).where(
             Message.client_id == client_id))).scalar_one()
@@ -355,7 +355,7 @@ async def test_clients_hear_what_they_missed_when_redis_returns_before_the_datab
     marie = await actor_for(o.other, MARIE)
     nadia_id, jean_id = (await person_by_email(o.other, NADIA)).id, (await person_by_email(o.other, JEAN)).id
     nadia, jean = await o.server.connect(NADIA), await o.server.connect(JEAN)
-    cid = (await o.other.create_conversation(marie, [nadia_id], child_id=await child_id(o.other, "Léa")))["id"]
+    cid = (await o.other.membership.create(marie, [nadia_id], child_id=await child_id(o.other, "Léa")))["id"]
     assert (await nadia.event("conversation.created", timeout=SLOW))["seq"] == 1
 
     # Synchronisation only: the test restores the database once the hub has met its outage.
@@ -376,18 +376,18 @@ async def test_clients_hear_what_they_missed_when_redis_returns_before_the_datab
     await o.broker.cut()
     await logs.wait_for("redis connection lost")
     for text in ("un", "deux", "trois"):  # seq 2-4, published while worker A hears nothing
-        await o.other.send_message(marie, cid, f"missed-{text}", text)
-    await o.other.add_participants(marie, cid, [jean_id], share_history=False)  # seq 5, and Jean's join
+        await o.other.sending.send(marie, cid, f"missed-{text}", text)
+    await o.other.membership.add(marie, cid, [jean_id], share_history=False)  # seq 5, and Jean's join
     await o.database.cut()
     await o.broker.restore()
     await wait_for(lambda: failures["refresh"] >= 1 and (failures["replay"] or logs.lines("database unreachable")))
-    await o.other.send_message(marie, cid, "while-the-database-is-away", "quatre")  # seq 6, live: a gap
+    await o.other.sending.send(marie, cid, "while-the-database-is-away", "quatre")  # seq 6, live: a gap
     await o.database.restore()
 
     assert [(await nadia.event(timeout=SLOW))["seq"] for _ in range(5)] == [2, 3, 4, 5, 6]
     joined = await jean.next("conversation.joined", timeout=SLOW)
     assert joined["conversation"]["id"] == cid
-    await o.other.send_message(marie, cid, "after", "cinq")  # seq 7: both live again
+    await o.other.sending.send(marie, cid, "after", "cinq")  # seq 7: both live again
     assert (await nadia.event(timeout=SLOW))["seq"] == 7
     assert (await jean.event(timeout=SLOW))["seq"] == 7
 
@@ -402,8 +402,8 @@ async def test_a_resume_refused_during_an_outage_works_when_sent_again_on_the_sa
     o = behind_proxies
     marie = await actor_for(o.other, MARIE)
     nadia_id = (await person_by_email(o.other, NADIA)).id
-    cid = (await o.other.create_conversation(marie, [nadia_id], child_id=await child_id(o.other, "Léa")))["id"]
-    await o.other.send_message(marie, cid, "before", "avant")  # seq 2
+    cid = (await o.other.membership.create(marie, [nadia_id], child_id=await child_id(o.other, "Léa")))["id"]
+    await o.other.sending.send(marie, cid, "before", "avant")  # seq 2
     nadia = await o.server.connect(NADIA, start=False)  # hello: signed in, not started
 
     await o.database.cut()
@@ -412,14 +412,14 @@ async def test_a_resume_refused_during_an_outage_works_when_sent_again_on_the_sa
     hub = o.server.service.hub
     (conn,) = hub.by_person[nadia_id]
     assert not any(conn in listeners for listeners in hub.audiences.values())  # nothing half done
-    await o.other.send_message(marie, cid, "during", "pendant")  # seq 3, by the other worker
+    await o.other.sending.send(marie, cid, "during", "pendant")  # seq 3, by the other worker
 
     await o.database.restore()
     await logs.wait_for("database reachable again")
     answer = await nadia.request("resume", positions={str(cid): 1})
     assert answer["resumed"] == [cid]
     assert [(await nadia.event(timeout=SLOW))["seq"] for _ in range(2)] == [2, 3]
-    await o.other.send_message(marie, cid, "after", "après")
+    await o.other.sending.send(marie, cid, "after", "après")
     assert (await nadia.event(timeout=SLOW))["seq"] == 4
     assert logs.tracebacks() == []
     await nadia.close()
@@ -432,7 +432,7 @@ async def test_a_resume_that_fails_after_listening_to_announcements_leaves_nothi
     nadia = await server.connect(NADIA, start=False)
     nadia_id = nadia.hello["person"]["id"]
     hub = server.service.hub
-    positions = server.service.positions
+    positions = server.service.reading.positions
     failures = []
 
     async def refused_once(person_id: int) -> dict[int, int]:
@@ -441,7 +441,7 @@ async def test_a_resume_that_fails_after_listening_to_announcements_leaves_nothi
             raise ConnectionRefusedError(111, "Connect call failed")
         return await positions(person_id)
 
-    monkeypatch.setattr(server.service, "positions", refused_once)
+    monkeypatch.setattr(server.service.reading, "positions", refused_once)
     assert (await nadia.refused("resume", positions={}))["code"] == "service.unavailable"
     (conn,) = hub.by_person[nadia_id]
     assert not any(conn in listeners for listeners in hub.audiences.values())

@@ -27,13 +27,13 @@ async def test_migrations_and_models_describe_the_same_schema(engine):
 
 async def test_concurrent_writers_get_gap_free_unique_sequence_numbers(service):
     marie, nadia, jean = [await actor_for(service, e) for e in (MARIE, NADIA, JEAN)]
-    conversation = await service.create_conversation(marie, [nadia.id, jean.id], await child_id(service, "Léa"))
+    conversation = await service.membership.create(marie, [nadia.id, jean.id], await child_id(service, "Léa"))
     cid = conversation["id"]
 
     async def burst(actor, prefix: str) -> list[int]:
         acks = []
         for i in range(10):
-            acks.append((await service.send_message(actor, cid, f"{prefix}{i}", f"{prefix} {i}"))["seq"])
+            acks.append((await service.sending.send(actor, cid, f"{prefix}{i}", f"{prefix} {i}"))["seq"])
         return acks
 
     results = await asyncio.gather(burst(marie, "m"), burst(nadia, "n"), burst(jean, "j"))
@@ -56,8 +56,8 @@ async def test_sqlite_s_wal_is_copied_into_the_database_file_by_the_checkpoint_t
 
     if backend != "embedded":
         pytest.skip("PostgreSQL has no WAL file to checkpoint from the hub")
-    assert service.checkpointer is not None and service._checkpoint_task is not None
-    service._checkpoint_task.cancel()  # this test runs the passes itself
+    assert service.checkpointer is not None and service.checkpoint_task is not None
+    service.checkpoint_task.cancel()  # this test runs the passes itself
     path = make_url(service.settings.database_url).database
     await asyncio.to_thread(service.checkpointer.checkpoint)  # whatever start-up wrote
 
@@ -69,8 +69,8 @@ async def test_sqlite_s_wal_is_copied_into_the_database_file_by_the_checkpoint_t
             connection.close()
 
     marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
-    cid = (await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa")))["id"]
-    await service.send_message(marie, cid, "wal-1", "Bonjour")
+    cid = (await service.membership.create(marie, [nadia.id], await child_id(service, "Léa")))["id"]
+    await service.sending.send(marie, cid, "wal-1", "Bonjour")
     assert in_file("wal-1") == 0
     await asyncio.to_thread(service.checkpointer.checkpoint)
     assert in_file("wal-1") == 1
@@ -208,11 +208,11 @@ async def test_postgresql_connections_cut_under_the_pool_are_replaced_and_no_mes
     from sqlalchemy.pool import NullPool
 
     marie, nadia = [await actor_for(service, e) for e in (MARIE, NADIA)]
-    conversation = await service.create_conversation(marie, [nadia.id], await child_id(service, "Léa"))
+    conversation = await service.membership.create(marie, [nadia.id], await child_id(service, "Léa"))
     cid = conversation["id"]
-    first = await service.send_message(marie, cid, "before-cut", "avant la coupure")
+    first = await service.sending.send(marie, cid, "before-cut", "avant la coupure")
     # Warm more than one pooled connection, then cut them all from the server's side.
-    await asyncio.gather(*[service.send_message(nadia, cid, f"warm-{i}", "bonjour") for i in range(6)])
+    await asyncio.gather(*[service.sending.send(nadia, cid, f"warm-{i}", "bonjour") for i in range(6)])
     admin = create_async_engine(service.settings.database_url, poolclass=NullPool)
     try:
         async with admin.connect() as connection:
@@ -222,7 +222,7 @@ async def test_postgresql_connections_cut_under_the_pool_are_replaced_and_no_mes
     finally:
         await admin.dispose()
     assert cut >= 1
-    after = await service.send_message(marie, cid, "after-cut", "après la coupure")
+    after = await service.sending.send(marie, cid, "after-cut", "après la coupure")
     assert after["seq"] == first["seq"] + 7
     async with service.sessions() as session:
         seqs = (await session.execute(select(Event.seq).where(Event.conversation_id == cid)

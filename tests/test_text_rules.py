@@ -159,9 +159,9 @@ async def build_scene(server) -> Scene:
     marie, nadia = await actor_for(service, MARIE), await actor_for(service, NADIA)
     jean = await person_by_email(service, JEAN)
     lea = await child_id(service, "Léa")
-    conversation = (await service.create_conversation(marie, [nadia.id, jean.id], lea))["id"]
-    maries = await service.send_message(marie, conversation, "marie-1", "Bonjour Madame Chabot")
-    nadias = await service.send_message(nadia, conversation, "nadia-1", "Bonjour!")
+    conversation = (await service.membership.create(marie, [nadia.id, jean.id], lea))["id"]
+    maries = await service.sending.send(marie, conversation, "marie-1", "Bonjour Madame Chabot")
+    nadias = await service.sending.send(nadia, conversation, "nadia-1", "Bonjour!")
     async with service.sessions() as session:
         group = (await session.execute(select(Group.id).where(Group.code == "ERA-301"))).scalar_one()
         school = (await session.execute(select(School.id).where(School.code == "ERABLES"))).scalar_one()
@@ -474,7 +474,7 @@ def test_the_directory_refuses_a_control_character_in_any_text_naming_the_place(
 async def test_the_archive_export_shows_names_stored_before_without_their_bidi_controls(server):
     scene = await build_scene(server)
     rtl_text = "\u200fمرحبا\u200e"
-    await server.service.send_message(await actor_for(server.service, MARIE), scene.conversation, "rtl", rtl_text)
+    await server.service.sending.send(await actor_for(server.service, MARIE), scene.conversation, "rtl", rtl_text)
     # As a database written before names were cleaned holds them.
     async with server.service.sessions() as session, session.begin():
         await session.execute(update(Person).where(Person.email.in_([MARIE, NADIA, DIRECTION]))

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from chat.clock import Clock
 from chat.config import Settings
-from chat.service import ChatService
+from chat.app import App
 from chat.storage.models import Message
 from chat.web import create_app
 from tests import files
@@ -79,7 +79,7 @@ async def widget_server(embedded_only, settings: Settings, engine) -> AsyncItera
     port = sock.getsockname()[1]
     origin = f"http://127.0.0.1:{port}"
     demo_settings = settings.with_(demo=True, allowed_origins=(origin,), port=port)
-    service = ChatService(demo_settings, engine)
+    service = App(demo_settings, engine)
     await service.start()
     app = create_app(demo_settings, service=service)
     config = uvicorn.Config(app, log_level="warning", ws_max_size=demo_settings.hard_frame_bytes,
@@ -162,7 +162,7 @@ async def lea_conversation(server: Server, name: str, *emails: str) -> int:
     """A conversation about Léa that Marie created with these people (Nadia by default)."""
     marie = await actor_for(server.service, MARIE)
     people = [(await actor_for(server.service, e)).id for e in emails or (NADIA,)]
-    summary = await server.service.create_conversation(marie, people, await child_id(server.service, "Léa"), name)
+    summary = await server.service.membership.create(marie, people, await child_id(server.service, "Léa"), name)
     return summary["id"]
 
 
@@ -374,8 +374,8 @@ async def test_a_message_typed_offline_survives_closing_the_page_and_is_sent_at_
 async def test_the_principal_locks_from_the_archive_and_the_parents_composer_shows_it(widget_server, browser):
     conversation_id = await lea_conversation(widget_server, "Propos en classe")
     marie_actor = await actor_for(widget_server.service, MARIE)
-    sent = await widget_server.service.send_message(marie_actor, conversation_id, "c-retracted", "Texte retiré ensuite")
-    await widget_server.service.retract_message(marie_actor, sent["message_id"])
+    sent = await widget_server.service.sending.send(marie_actor, conversation_id, "c-retracted", "Texte retiré ensuite")
+    await widget_server.service.messages.retract(marie_actor, sent["message_id"])
     marie = await sign_in(browser, widget_server, "Marie Tremblay")
     await marie.open_conversation("Propos en classe")
     await expect(marie.composer()).to_be_enabled()
@@ -424,7 +424,7 @@ async def test_a_queued_message_refused_on_reconnection_shows_failed_with_the_se
     await marie.send(text)
     await expect(marie.message(text).locator(".msg-status")).to_contain_text("envoi…")
     helene = await actor_for(widget_server.service, DIRECTION)
-    await widget_server.service.set_lock(helene, conversation_id, True)  # R10, while Marie is away
+    await widget_server.service.membership.set_lock(helene, conversation_id, True)  # R10, while Marie is away
 
     await marie.context.set_offline(False)
     status = marie.message(text).locator(".msg-status")
@@ -545,8 +545,8 @@ async def test_adding_people_with_or_without_the_earlier_history(widget_server, 
     marie_actor = await actor_for(widget_server.service, MARIE)
     shared = await lea_conversation(widget_server, "Avec historique")
     private = await lea_conversation(widget_server, "Sans historique")
-    await widget_server.service.send_message(marie_actor, shared, "c-shared", "Premier message partagé")
-    await widget_server.service.send_message(marie_actor, private, "c-private", "Premier message privé")
+    await widget_server.service.sending.send(marie_actor, shared, "c-shared", "Premier message partagé")
+    await widget_server.service.sending.send(marie_actor, private, "c-private", "Premier message privé")
     marie = await sign_in(browser, widget_server, "Marie Tremblay")
 
     for title, choice in (("Avec historique", "Leur montrer l'historique de la conversation"),
@@ -582,10 +582,10 @@ async def test_main_screens_are_usable_and_photographed_at_desktop_and_phone_siz
     conversation_id = await lea_conversation(widget_server, "Devoirs de Léa", NADIA, DIRECTION)
     nadia_actor = await actor_for(widget_server.service, NADIA)
     marie_actor = await actor_for(widget_server.service, MARIE)
-    await widget_server.service.send_message(marie_actor, conversation_id, "c-1", "Bonjour! Léa a-t-elle des devoirs?")
-    answer = await widget_server.service.send_message(nadia_actor, conversation_id, "c-2",
+    await widget_server.service.sending.send(marie_actor, conversation_id, "c-1", "Bonjour! Léa a-t-elle des devoirs?")
+    answer = await widget_server.service.sending.send(nadia_actor, conversation_id, "c-2",
                                                       "Oui : lire les pages 12 à 15 pour jeudi.")
-    await widget_server.service.react(marie_actor, answer["message_id"], "👍", add=True)
+    await widget_server.service.messages.react(marie_actor, answer["message_id"], "👍", add=True)
 
     person = await open_widget(browser, widget_server, size)
     page = person.page

@@ -48,12 +48,11 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 # report shows, so that "what limits it" names the hub's own functions.
 HOT_PATHS = (
     "Announcements.post", "Announcements._persist", "Announcements._notify", "Notifier.add",
-    "_literal_execute_expanding_parameter", "SendBatcher._write", "Connection.push",
-    "WebSocketsSansIOProtocol.send", "Hub._on_audience", "Hub._on_message", "ChatService.send_message",
-    "ChatService._existing", "ChatService._next_seq", "ChatService._member_ids", "ChatService._participant",
-    "ChatService._writable", "ChatService.create_conversation", "ChatService.authenticate", "Session.start",
-    "Announcements.audience_channels", "ChatService.list_conversations", "ChatService.positions",
-    "ChatService.active_conversation_ids", "AsyncSession.commit", "gc_collect_main",
+    "_literal_execute_expanding_parameter", "Sending._write", "Connection.push",
+    "WebSocketsSansIOProtocol.send", "Hub._on_audience", "Hub._on_message", "Sending.send",
+    "committed", "next_seq", "member_ids", "participant", "Schools.writable", "Membership.create",
+    "People.authenticate", "Session.start", "Announcements.audience_channels", "Reading.list_conversations",
+    "Reading.positions", "Reading.active_conversation_ids", "AsyncSession.commit", "gc_collect_main",
 )
 
 # A sample is a wait when one of its three top frames is one of these.

@@ -11,7 +11,7 @@ Every access is accounted for.  Before any archived text is read, an entry
 ``archive.attachment``) is appended to the append-only audit log and
 committed in a transaction of its own: the read itself changes nothing, but
 the fact that somebody looked is kept, and nothing is shown if it could not be
-recorded.  Locks and unlocks are audited by :meth:`ChatService.set_lock`.
+recorded.  Locks and unlocks are audited by :meth:`chat.conversations.membership.Membership.set_lock`.
 
 The archive only reads; it never changes a conversation and offers no way to
 change the audit log (the database refuses UPDATE and DELETE on it).  The
@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import orjson
 from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from chat.archive.export import render_html
 from chat.clock import utcnow
@@ -34,7 +35,8 @@ from chat.frames import dumps, timestamp
 from chat.policies.attachments import require_upload_id
 from chat.policies.facts import Role
 from chat.policies.text import check_no_control_characters, strip_bidi_controls
-from chat.service import Actor, ChatService
+from chat.people import Actor
+from chat.schools import audit, conversation_directed_by, require_direction
 from chat.storage.models import (
     AuditEntry,
     Conversation,
@@ -103,8 +105,8 @@ def _person_view(person: Person | None, person_id: int | None) -> dict[str, Any]
 class Archive:
     """Read-only access for a school's direction to its conversations and audit log."""
 
-    def __init__(self, service: ChatService) -> None:
-        self.service = service
+    def __init__(self, *, sessions: async_sessionmaker) -> None:
+        self.sessions = sessions
 
     # -- who may look, and the record that they did --------------------------------------------
     def _direction_role(self, actor: Actor) -> None:
@@ -115,23 +117,20 @@ class Archive:
     async def _open_school(self, actor: Actor, school_id: int, action: str | None, **details: Any) -> None:
         """R9: refuse unless ``actor`` directs the school; append and commit the audit entry."""
         self._direction_role(actor)
-        async with self.service.sessions() as session, session.begin():
+        async with self.sessions() as session, session.begin():
             if await session.get(School, school_id) is None:
                 raise NotFound("school.not_found", school_id=school_id)
-            await self.service.require_direction(session, actor, school_id)
+            await require_direction(session, actor, school_id)
             if action is not None:
-                self.service.audit(session, actor, school_id, action, f"school:{school_id}", **details)
+                audit(session, actor, school_id, action, f"school:{school_id}", **details)
 
     async def _open_conversation(self, actor: Actor, conversation_id: int, action: str, **details: Any) -> None:
         """R9: refuse unless ``actor`` directs the conversation's school; audit the access."""
         self._direction_role(actor)
-        async with self.service.sessions() as session, session.begin():
-            conversation = await session.get(Conversation, conversation_id)
-            if conversation is None:
-                raise NotFound("conversation.not_found", conversation_id=conversation_id)
-            await self.service.require_direction(session, actor, conversation.school_id)
-            self.service.audit(session, actor, conversation.school_id, action,
-                               f"conversation:{conversation_id}", **details)
+        async with self.sessions() as session, session.begin():
+            conversation = await conversation_directed_by(session, actor, conversation_id)
+            audit(session, actor, conversation.school_id, action,
+                  f"conversation:{conversation_id}", **details)
 
     # -- search --------------------------------------------------------------------------------
     async def search(
@@ -186,7 +185,7 @@ class Archive:
         query = query.order_by(
             func.coalesce(Conversation.last_message_at, Conversation.created_at).desc(), Conversation.id.desc()
         ).limit(limit).offset(offset)
-        async with self.service.sessions() as session:
+        async with self.sessions() as session:
             conversations = (await session.execute(query)).scalars().all()
             return await self._summaries(session, conversations)
 
@@ -252,7 +251,7 @@ class Archive:
         return render_html(document, actor, utcnow())
 
     async def _load(self, conversation_id: int) -> dict[str, Any]:
-        async with self.service.sessions() as session:
+        async with self.sessions() as session:
             conversation = await session.get(Conversation, conversation_id)
             if conversation is None:  # pragma: no cover - conversations are never deleted
                 raise NotFound("conversation.not_found", conversation_id=conversation_id)
@@ -382,15 +381,15 @@ class Archive:
         """R9: a file posted in a conversation of the direction's school, retracted or
         not; the download is audited.  Files never posted are not in the archive."""
         self._direction_role(actor)
-        async with self.service.sessions() as session, session.begin():
+        async with self.sessions() as session, session.begin():
             upload = await session.get(Upload, require_upload_id(upload_id))
             if upload is None or upload.message_id is None:
                 raise NotFound("attachment.not_found", upload_id=upload_id)
             message = await session.get(Message, upload.message_id)
             conversation = await session.get(Conversation, message.conversation_id)
-            await self.service.require_direction(session, actor, conversation.school_id)
-            self.service.audit(session, actor, conversation.school_id, "archive.attachment", f"upload:{upload.id}",
-                               conversation_id=conversation.id, message_id=message.id, name=upload.filename)
+            await require_direction(session, actor, conversation.school_id)
+            audit(session, actor, conversation.school_id, "archive.attachment", f"upload:{upload.id}",
+                  conversation_id=conversation.id, message_id=message.id, name=upload.filename)
         return upload
 
     # -- the audit log -------------------------------------------------------------------------------
@@ -400,7 +399,7 @@ class Archive:
         Read-only: there is no way to change or remove an entry."""
         _page(limit, offset)
         await self._open_school(actor, school_id, None)
-        async with self.service.sessions() as session:
+        async with self.sessions() as session:
             rows = (await session.execute(
                 select(AuditEntry, Person).outerjoin(Person, Person.id == AuditEntry.actor_id)
                 .where(AuditEntry.school_id == school_id)

@@ -147,7 +147,7 @@ def safe_filename(name: str | None, extension: str) -> str:
     return f"{stem}.{extension}"
 
 
-# Upload ids are uuid4().hex (chat/service.py, upload): any other text names no
+# Upload ids are uuid4().hex (chat/conversations/uploads.py, upload): any other text names no
 # upload, whatever the table holds.
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 

@@ -116,3 +116,15 @@ def check_name(name: str | None) -> str | None:
     if len(name) > MAX_NAME_CHARS:
         raise BadRequest("conversation.name_too_long", limit=MAX_NAME_CHARS)
     return name or None
+
+
+# A lock's reason is shown to every member beside the conversation (R10); a
+# paragraph is enough to say why.
+MAX_LOCK_REASON_CHARS = 500
+
+
+def check_lock_reason(reason: str | None) -> str | None:
+    """R10: the reason direction gives for a lock, if any, is at most a paragraph."""
+    if reason is not None and len(reason) > MAX_LOCK_REASON_CHARS:
+        raise BadRequest("request.invalid", detail=f"reason: {MAX_LOCK_REASON_CHARS} characters at most")
+    return reason

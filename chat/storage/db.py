@@ -87,6 +87,11 @@ class InlineSQLiteConnection(aiosqlite.Connection):
     def __await__(self):
         return self._connect().__await__()
 
+    @property
+    def sqlite3_connection(self) -> sqlite3.Connection:
+        """The sqlite3 connection underneath, for :mod:`chat.storage.direct`'s statements."""
+        return self._connection
+
     async def _connect(self) -> "InlineSQLiteConnection":
         if self._connection is None:
             self._connection = self._connector()

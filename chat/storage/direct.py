@@ -350,7 +350,7 @@ async def _on_driver(engine: AsyncEngine, write: bool) -> AsyncIterator[DirectCo
     try:
         driver = fairy.driver_connection
         if dialect.name == "sqlite":
-            database = driver._connection  # InlineSQLiteConnection: sqlite3, on this thread
+            database = driver.sqlite3_connection  # InlineSQLiteConnection: sqlite3, on this thread
             database.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _SQLite(dialect, database)

@@ -1,7 +1,7 @@
 """The web layer: Starlette routes for HTTP and the WebSocket endpoint.
 
 Adapters only move data: decode a frame or a request, call
-:class:`chat.service.ChatService`, send the result.  The protocol is written
+:class:`chat.app.App`, send the result.  The protocol is written
 down in docs/protocol.md.  The package, one module a concern:
 
 - ``app``: the app factory (:func:`create_app`), its lifespan and middleware,

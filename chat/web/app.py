@@ -25,7 +25,7 @@ from chat.config import Settings
 from chat.errors import ChatError
 from chat.hub import CLOSE_SHUTDOWN, SHUTDOWN_REASON, fastpath
 from chat.i18n import normalise_language
-from chat.service import ChatService
+from chat.app import App
 from chat.storage.db import create_engine, upgrade
 from chat.storage.health import OUTAGE_ERRORS
 from chat.web.archive import ROUTES as ARCHIVE_ROUTES
@@ -119,7 +119,7 @@ class HubServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def create_app(settings: Settings, service: ChatService | None = None, migrate: bool = True) -> Starlette:
+def create_app(settings: Settings, service: App | None = None, migrate: bool = True) -> Starlette:
     """The ASGI application.  Starts the service (migrations, broker) in its lifespan."""
 
     @contextlib.asynccontextmanager
@@ -131,7 +131,7 @@ def create_app(settings: Settings, service: ChatService | None = None, migrate: 
         engine = create_engine(settings.database_url, settings.database_pool_size)
         if migrate:
             await upgrade(engine)
-        app.state.service = ChatService(settings, engine)
+        app.state.service = App(settings, engine)
         await app.state.service.start()
         try:
             yield

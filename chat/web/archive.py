@@ -18,7 +18,8 @@ from starlette.routing import Route
 from chat.archive import HTML_CSP, PAGE_DEFAULT, Archive
 from chat.errors import BadRequest
 from chat.frames import dumps
-from chat.service import Actor, ChatService
+from chat.app import App
+from chat.people import Actor
 from chat.web.endpoint import endpoint
 from chat.web.params import path_id, query_int
 from chat.web.responses import attachment_response
@@ -49,11 +50,11 @@ def _query_datetime(request: Request, name: str) -> datetime | None:
         raise BadRequest("request.wrong_type", field=name, expected="ISO 8601 date-time", got=raw[:40]) from None
 
 
-def _archive(service: ChatService) -> Archive:
-    return Archive(service)
+def _archive(service: App) -> Archive:
+    return Archive(sessions=service.sessions)
 
 
-async def http_search(service: ChatService, actor: Actor, request: Request) -> Any:
+async def http_search(service: App, actor: Actor, request: Request) -> Any:
     conversations = await _archive(service).search(
         actor, path_id(request, "school_id"),
         participant=query_int(request, "participant"), child=query_int(request, "child"),
@@ -64,11 +65,11 @@ async def http_search(service: ChatService, actor: Actor, request: Request) -> A
     return _json({"conversations": conversations})
 
 
-async def http_read(service: ChatService, actor: Actor, request: Request) -> Any:
+async def http_read(service: App, actor: Actor, request: Request) -> Any:
     return _json(await _archive(service).conversation(actor, path_id(request, "conversation_id")))
 
 
-async def http_export(service: ChatService, actor: Actor, request: Request) -> Any:
+async def http_export(service: App, actor: Actor, request: Request) -> Any:
     conversation_id = path_id(request, "conversation_id")
     kind = request.query_params.get("format", "json")
     if kind not in EXPORT_FORMATS:
@@ -86,13 +87,13 @@ async def http_export(service: ChatService, actor: Actor, request: Request) -> A
     return Response(body, media_type="application/json", headers=headers)
 
 
-async def http_audit(service: ChatService, actor: Actor, request: Request) -> Any:
+async def http_audit(service: App, actor: Actor, request: Request) -> Any:
     limit, offset = query_int(request, "limit", PAGE_DEFAULT), query_int(request, "offset", 0)
     entries = await _archive(service).audit_log(actor, path_id(request, "school_id"), limit, offset)
     return _json({"entries": entries, "limit": limit, "offset": offset})
 
 
-async def http_attachment(service: ChatService, actor: Actor, request: Request) -> Any:
+async def http_attachment(service: App, actor: Actor, request: Request) -> Any:
     """The same safe download as ``chat.web.http_conversations.http_attachment``, for the direction (audited)."""
     upload = await _archive(service).attachment(actor, request.path_params["upload_id"])
     return attachment_response(service, upload, cache="no-store")

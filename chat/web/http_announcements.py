@@ -11,12 +11,14 @@ from starlette.responses import JSONResponse, Response
 from chat.auth import bearer_from_headers
 from chat.errors import BadRequest, ChatError
 from chat.frames import dumps
-from chat.service import Actor, ChatService
+from chat.app import App
+from chat.people import Actor
+from chat.protocol import ANNOUNCEMENT_LIMIT
 from chat.web.params import json_body, language, path_id, query_int
 from chat.web.responses import error_response
 
 
-async def http_announcements(service: ChatService, actor: Actor, request: Request) -> Any:
+async def http_announcements(service: App, actor: Actor, request: Request) -> Any:
     if request.method == "POST":
         fields = await json_body(request)
         audience = fields.data.get("audience")
@@ -27,16 +29,16 @@ async def http_announcements(service: ChatService, actor: Actor, request: Reques
         return JSONResponse(result, status_code=201)
     return {"announcements": await service.announcements.mine(
         actor, before=query_int(request, "before"), after=query_int(request, "after"),
-        limit=query_int(request, "limit", 50))}
+        limit=query_int(request, "limit", ANNOUNCEMENT_LIMIT))}
 
 
-async def http_announcement(service: ChatService, actor: Actor, request: Request) -> Any:
+async def http_announcement(service: App, actor: Actor, request: Request) -> Any:
     return await service.announcements.detail(actor, path_id(request, "announcement_id"))
 
 
 async def http_integration_notice(request: Request) -> Response:
     """R12: a school system posts a notice with its integration key (server to server)."""
-    service: ChatService = request.app.state.service
+    service: App = request.app.state.service
     answer_language = language(request)
     try:
         key = await service.announcements.authenticate_key(bearer_from_headers(request.headers.get("authorization")))
@@ -48,7 +50,7 @@ async def http_integration_notice(request: Request) -> Response:
     return Response(dumps(result), status_code=201, media_type="application/json")
 
 
-async def http_collective(service: ChatService, actor: Actor, request: Request) -> Any:
+async def http_collective(service: App, actor: Actor, request: Request) -> Any:
     if request.method == "POST":
         fields = await json_body(request)
         result = await service.collective.create(actor, fields.str("client_id"), fields.str("text"),

@@ -10,22 +10,23 @@ from starlette.responses import JSONResponse, Response
 from chat.config import Settings
 from chat.errors import ChatError, NotFound
 from chat.frames import dumps
-from chat.service import Actor, ChatService
+from chat.app import App
+from chat.people import Actor
 from chat.web.params import json_body, language, query_int
 from chat.web.responses import error_response
 
 
-async def http_me(service: ChatService, actor: Actor, request: Request) -> Any:
-    return await service.me(actor)
+async def http_me(service: App, actor: Actor, request: Request) -> Any:
+    return await service.people.me(actor)
 
 
-async def http_signout(service: ChatService, actor: Actor, request: Request) -> Any:
-    await service.sign_out(actor)
+async def http_signout(service: App, actor: Actor, request: Request) -> Any:
+    await service.people.sign_out(actor)
     return {"signed_out": True}
 
 
-async def http_contacts(service: ChatService, actor: Actor, request: Request) -> Any:
-    return {"contacts": await service.contacts(actor, query_int(request, "child_id"))}
+async def http_contacts(service: App, actor: Actor, request: Request) -> Any:
+    return {"contacts": await service.people.contacts(actor, query_int(request, "child_id"))}
 
 
 async def demo_people(request: Request) -> Response:
@@ -34,12 +35,12 @@ async def demo_people(request: Request) -> Response:
     answer_language = language(request)
     if not settings.demo:
         return error_response(NotFound("demo.off"), answer_language)
-    service: ChatService = request.app.state.service
+    service: App = request.app.state.service
     if request.method == "POST":
         try:
             fields = await json_body(request)
-            token = await service.demo_token(fields.int("person_id"))
+            token = await service.people.demo_token(fields.int("person_id"))
         except ChatError as exc:
             return error_response(exc, answer_language)
         return JSONResponse({"token": token})
-    return Response(dumps({"people": await service.demo_people()}), media_type="application/json")
+    return Response(dumps({"people": await service.people.demo_people()}), media_type="application/json")

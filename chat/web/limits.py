@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from chat.config import Settings
 from chat.errors import RateLimited
 from chat.policies.ratelimit import Bucket, take
-from chat.service import Actor
+from chat.people import Actor
 
 # Cheap or ephemeral frames that do not draw from the main rate-limit bucket.
 TYPING = "typing"

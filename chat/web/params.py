@@ -12,7 +12,7 @@ from chat.config import Settings
 from chat.errors import BadRequest
 from chat.frames import Fields, decimal_int64, parse
 from chat.i18n import normalise_language
-from chat.service import Actor
+from chat.people import Actor
 
 
 def language(request: Request, actor: Actor | None = None) -> str:

@@ -7,7 +7,7 @@ from urllib.parse import quote
 from starlette.responses import FileResponse, JSONResponse
 
 from chat.errors import ChatError, NotFound, RateLimited, ServiceUnavailable
-from chat.service import ChatService
+from chat.app import App
 from chat.storage.models import Upload
 
 
@@ -23,7 +23,7 @@ def error_response(exc: ChatError, language: str) -> JSONResponse:
 INLINE_TYPES = {"image/jpeg", "image/png"}
 
 
-def attachment_response(service: ChatService, upload: Upload, cache: str = "private, max-age=3600") -> FileResponse:
+def attachment_response(service: App, upload: Upload, cache: str = "private, max-age=3600") -> FileResponse:
     """A stored file served safely (R7): the detected type, nosniff, a sandbox CSP,
     a sanitised name, ``attachment`` unless it is an image; Range requests work."""
     disposition = "inline" if upload.content_type in INLINE_TYPES else "attachment"

@@ -17,14 +17,17 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from chat import protocol
 from chat.auth import bearer_from_headers
 from chat.config import Settings
 from chat.errors import BadRequest, ChatError
 from chat.frames import Fields, dumps, error_frame, parse, reply
 from chat.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, ConnectionState, fastpath
 from chat.i18n import normalise_language
+from chat.policies import resume
 from chat.policies.ratelimit import Bucket
-from chat.service import Actor, ChatService
+from chat.app import App
+from chat.people import Actor
 from chat.web.limits import limit_frame
 from chat.web.params import origin_ok
 from chat.web.ws_handlers import HANDLERS
@@ -43,7 +46,7 @@ class Session:
     # Thousands live at once, mostly idle: no per-instance __dict__.
     __slots__ = ("service", "settings", "websocket", "actor", "bucket", "typing_bucket", "started", "conn")
 
-    def __init__(self, service: ChatService, settings: Settings, websocket: WebSocket, actor: Actor) -> None:
+    def __init__(self, service: App, settings: Settings, websocket: WebSocket, actor: Actor) -> None:
         self.service = service
         self.settings = settings
         self.websocket = websocket
@@ -77,31 +80,21 @@ class Session:
         try:  # the audiences first, so that no announcement slips between the replay and live ones
             replayed = [] if announcements_after is None else await self.service.announcements.mine(
                 self.actor, after=announcements_after, limit=200)
-            latest = await self.service.positions(self.actor.id)
-            reasons = await self.service.resume_checks(self.actor.id, positions)
-            conversations = await self.service.list_conversations(self.actor)  # after latest: its last_seq >= them
+            latest = await self.service.reading.positions(self.actor.id)
+            reasons = await self.service.reading.resume_checks(self.actor.id, positions)
+            conversations = await self.service.reading.list_conversations(self.actor)  # after latest: its last_seq >= them
         except BaseException:
             await self.service.hub.unregister_audiences(self.conn)
             raise
         self.started = True
         for view in replayed:
             self.service.hub.send(self.conn, dumps({"type": "announcement", "announcement": view}))
-        resumed, reset = [], []
-        for conversation_id, position in positions.items():
-            reason = reasons[conversation_id]
-            if reason is not None:
-                # Reload over HTTP up to last_seq; live delivery starts after it.
-                entry = {"conversation_id": conversation_id, "reason": reason}
-                if conversation_id in latest:
-                    entry["last_seq"] = latest[conversation_id]
-                reset.append(entry)
-                continue
-            self.service.hub.track(self.conn, conversation_id, position, replay=True)
-            resumed.append(conversation_id)
-        for conversation_id, last_seq in latest.items():
-            if conversation_id not in resumed:
-                self.service.hub.track(self.conn, conversation_id, last_seq)
-        return {"resumed": resumed, "reset": reset, "conversations": conversations}
+        plan = resume.plan(positions, reasons, latest)  # reset: reload over HTTP up to last_seq, then live
+        for conversation_id in plan.resumed:
+            self.service.hub.track(self.conn, conversation_id, positions[conversation_id], replay=True)
+        for conversation_id, last_seq in plan.live.items():
+            self.service.hub.track(self.conn, conversation_id, last_seq)
+        return {"resumed": plan.resumed, "reset": plan.reset, "conversations": conversations}
 
     async def receive(self, message: dict[str, Any]) -> bool:
         """Handle one ASGI message from the socket; False once the session is over.
@@ -124,18 +117,26 @@ class Session:
         try:
             if len(raw) > self.settings.max_frame_bytes or len(raw.encode()) > self.settings.max_frame_bytes:
                 raise BadRequest("request.too_large", size=len(raw.encode()), limit=self.settings.max_frame_bytes)
-            data = parse(raw)
-            request_id = data.get("id")
-            if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
-                request_id = None
-                raise BadRequest("request.wrong_type", field="id", expected="string or integer", got="other")
-            fields = Fields(data)
-            frame_type = fields.str("type")
+            # One pass into the frame's Struct; a frame it refuses is read with
+            # Fields, whose checks give the error at the same point as ever.
+            frame = protocol.decode_frame(raw)
+            if frame is not None:
+                request_id, frame_type, fields = frame.id, frame.TYPE, None
+            else:
+                data = parse(raw)
+                request_id = data.get("id")
+                if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
+                    request_id = None
+                    raise BadRequest("request.wrong_type", field="id", expected="string or integer", got="other")
+                fields = Fields(data)
+                frame_type = fields.str("type")
             limit_frame(self, frame_type)
             if frame_type == "resume":
                 if self.started:
                     raise BadRequest("request.invalid", detail="resume must be the first frame of a connection")
-                result = await self.start(fields.int_map("positions"), fields.int("announcements_after", False))
+                if fields is not None:
+                    frame = protocol.from_fields(protocol.Resume, fields, request_id)
+                result = await self.start(frame.positions, frame.announcements_after)
                 self.service.hub.send(self.conn, reply(request_id, **result))
                 return
             handler = HANDLERS.get(frame_type)
@@ -143,8 +144,10 @@ class Session:
                 raise BadRequest("request.unknown_type", type=frame_type[:64])
             if not self.started:
                 await self.start({})
+            if fields is not None:
+                frame = protocol.from_fields(protocol.CLIENT_FRAMES[frame_type], fields, request_id)
             started = time.perf_counter()
-            result = await handler(self.service, self.actor, fields)
+            result = await handler(self.service, self.actor, frame)
             if frame_type == "message.send":
                 self.service.metrics.send_to_ack.observe(time.perf_counter() - started)
             if result is not None or request_id is not None:
@@ -186,7 +189,7 @@ async def _open_session(websocket: WebSocket) -> Session | None:
     A separate coroutine from the reader loop, so that what only the handshake
     needs (the token, the headers) is not kept alive by an idle socket's frame."""
     app = websocket.app
-    service: ChatService = app.state.service
+    service: App = app.state.service
     settings: Settings = app.state.settings
     headers = Headers(scope=websocket.scope)
     # Browsers always send Origin; a cross-site page must not reach the socket
@@ -206,8 +209,8 @@ async def _open_session(websocket: WebSocket) -> Session | None:
     await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
     language = normalise_language(headers.get("accept-language"))
     try:
-        actor = await service.authenticate(token)
-        conversation_ids = await service.active_conversation_ids(actor.id)
+        actor = await service.people.authenticate(token)
+        conversation_ids = await service.reading.active_conversation_ids(actor.id)
     except ChatError as exc:
         await websocket.send_text(error_frame(None, exc.to_dict(language)))
         await websocket.close(CLOSE_UNAUTHENTICATED, exc.code)
