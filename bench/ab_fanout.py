@@ -65,7 +65,7 @@ async def main(args: argparse.Namespace) -> int:
     await bulkload.load(dir_path, directory, f"sqlite:///{loaded}", env_a, tmp)
     people = await fixtures.read_people(f"sqlite:///{loaded}")
     emails = list(people.person_by_email)
-    tokens = fixtures.mint_tokens(secret, people, emails)
+    tokens = await fixtures.mint_tokens(secret, f"sqlite:///{loaded}", people, emails)
     direction = people.id(fixtures.DIRECTION)
     fan_ids = [people.id(fixtures.fan_guardian(j)) for j in range(max(tiers))]
     schools = {n: people.school_by_code[fixtures.fan_school(n)] for n in tiers}

@@ -131,8 +131,8 @@ async def main(args: argparse.Namespace) -> int:
         assert set(people.person_by_email) == set(people_pg.person_by_email)
         fan_keys = [people.id(fixtures.fan_guardian(j)) for j in range(max(tiers))]
         emails = list(people.person_by_email)
-        tokens = fixtures.mint_tokens(secret, people, emails)
-        tokens_pg = fixtures.mint_tokens(secret, people_pg, emails)
+        tokens = await fixtures.mint_tokens(secret, sqlite_url, people, emails)
+        tokens_pg = await fixtures.mint_tokens(secret, pg_url, people_pg, emails)
         direction = people.id(fixtures.DIRECTION)
         workers = Workers(plan["loadgen_processes"])
         results["loadgen"] = {"processes": len(workers)}

@@ -1,4 +1,4 @@
-"""Command line: ``python -m chat serve | demo | token EMAIL | directory load FILE | db upgrade``."""
+"""Command line: ``python -m chat serve | demo | token EMAIL | directory load FILE | directory nip ORG FICHE | db upgrade``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import NoReturn
 
 from sqlalchemy import func, select
 
-from chat import auth, demo, directory, logsafety
+from chat import demo, directory, logsafety
+from chat.accounts.children import NIP_DAYS
 from chat.app import App
 from chat.config import (MAX_WORKERS, Settings, describe, load_settings, parse_host, parse_port, parse_workers,
                          variable_of)
@@ -68,13 +69,16 @@ async def _people(engine, emails: list[str]) -> dict[str, Person]:
 
 
 async def _tokens(settings: Settings, engine, emails: list[str]) -> list[tuple[Person, str]]:
+    """An access token each, in a session of its own ("cli") that the person sees
+    and can end (R21); it lives TOKEN_TTL_SECONDS like any access token."""
     by_email = await _people(engine, emails)
+    accounts = App(settings, engine).accounts
     result = []
     for email in emails:
         person = by_email.get(email.lower())
         if person is None:
             raise ChatError("person.not_found", person_id=email)
-        result.append((person, auth.mint(settings.secret_key, person.id, person.role, settings.token_ttl_seconds)))
+        result.append((person, (await accounts.open_session(person.id, "cli"))["access_token"]))
     return result
 
 
@@ -87,7 +91,7 @@ async def load_demo(settings: Settings, engine, with_tokens: bool = True) -> Non
         counts = await directory.load(engine, directory.validate(demo.build()))
         print("demo board loaded: " + ", ".join(f"{v} {k[:-1] if v == 1 else k}" for k, v in counts.items()))
     if with_tokens:
-        print("Demo people (tokens valid %d h):" % (settings.token_ttl_seconds // 3600))
+        print("Demo people (tokens valid %d min):" % (settings.token_ttl_seconds // 60))
         for person, token in await _tokens(settings, engine, demo.DEMO_PEOPLE):
             print(f"  {person.role:<10} {person.name:<16} {person.email}\n    {token}")
         return
@@ -322,6 +326,10 @@ def _parser() -> argparse.ArgumentParser:
     p_dir_sub = p_dir.add_subparsers(dest="action", required=True)
     p_load = p_dir_sub.add_parser("load", help="check and load a directory JSON file (all or nothing)")
     p_load.add_argument("file", type=Path)
+    p_nip = p_dir_sub.add_parser("nip", help="issue a NIP for a student (R20), printed once")
+    p_nip.add_argument("organisation", help="the organisation's code")
+    p_nip.add_argument("fiche", help="the student's fiche number (7 digits)")
+    p_nip.add_argument("--days", type=float, default=NIP_DAYS, help=f"validity in days (default {NIP_DAYS})")
     p_int = sub.add_parser("integration", help="school-system keys for the publishing API (R12)")
     p_int_sub = p_int.add_subparsers(dest="action", required=True)
     p_int_create = p_int_sub.add_parser("create", help="create a key (printed once)")
@@ -383,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "token":
                 for _, token in await _tokens(settings, engine, [args.email]):
                     print(token)
+            elif args.command == "directory" and args.action == "nip":
+                nip = await App(settings, engine).children.issue_nip(args.organisation, args.fiche, args.days)
+                print(f"NIP for {nip['student']} (shown once; single use, valid until {nip['expires']}):\n"
+                      f"{nip['nip']}")
             elif args.command == "directory":
                 counts = await directory.load(engine, directory.read_file(args.file))
                 print("loaded: " + ", ".join(f"{v} {k}" for k, v in counts.items()))

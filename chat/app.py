@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat import people as directory
+from chat.accounts.children import Children
+from chat.accounts.service import Accounts
+from chat.accounts.throttle import Counter, DatabaseCounter, RedisCounter, Throttle
 from chat import schools as school_rules
 from chat.announcements import Announcements
 from chat.attachments import AttachmentStore
 from chat.collective import CollectiveSends
+from chat.clock import SYSTEM
 from chat.config import Settings
 from chat.conversations.membership import Membership
 from chat.conversations.messages import Messages
@@ -28,6 +33,7 @@ from chat.conversations.reading import Reading
 from chat.conversations.sending import PIPELINE, Sending
 from chat.conversations.uploads import UPLOAD_GC_INTERVAL_SECONDS, Uploads
 from chat.hub import Hub
+from chat.mail import create_mailer
 from chat.metrics import Metrics
 from chat.notifications import Notifier
 from chat.people import Actor, People
@@ -61,8 +67,15 @@ class App:
         self.reading.hub = self.hub  # the outage refresh joins and leaves through it
         notifier = self._notifier = Notifier(sessions=self.sessions, hub=self.hub, people=directory.require_people,
                                              database=self.database, settings=settings)
-        self.people = People(settings=settings, engine=engine, sessions=self.sessions,
-                             publish_person=self.hub.publish_person)
+        self.people = People(settings=settings, engine=engine, sessions=self.sessions)
+        self.redis: redis.Redis | None = None  # the throttle's client, when REDIS_URL is set
+        self.throttle = Throttle(self._counter())
+        self.accounts = Accounts(settings=settings, sessions=self.sessions, clock=SYSTEM,
+                                 mailer=create_mailer(settings.smtp_url, settings.smtp_timeout_seconds),
+                                 throttle=self.throttle, publish_person=self.hub.publish_person,
+                                 show_code=show_demo_code if settings.demo and not settings.smtp_url else None)
+        self.children = Children(sessions=self.sessions, clock=SYSTEM, throttle=self.throttle,
+                                 secret_key=settings.secret_key)
         self.membership = Membership(engine=engine, sessions=self.sessions, hub=self.hub, schools=self.schools,
                                      notifier=notifier)
         self.messages = Messages(sessions=self.sessions, hub=self.hub, schools=self.schools, notifier=notifier)
@@ -80,6 +93,14 @@ class App:
             create_conversation=self.membership.create, send_message=self.sending.send, make_actor=Actor)
         self.metrics = Metrics(self.hub)
         self.hub.on_fanout = self.metrics.fanout.observe
+
+    def _counter(self) -> Counter:
+        """Where throttled attempts are counted: Redis when there is one (every worker
+        sees the same counts), else the database."""
+        if self.settings.redis_url:
+            self.redis = redis.Redis.from_url(self.settings.redis_url)
+            return RedisCounter(self.redis, self.settings.redis_prefix)
+        return DatabaseCounter(self.sessions, SYSTEM)
 
     @property
     def notifier(self) -> Notifier:
@@ -106,9 +127,18 @@ class App:
         self.collective.start()  # R14: jobs survive a restart, and a dead worker's jobs are taken up
 
     async def stop(self) -> None:
+        await self.accounts.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.collective.stop()
         await self.notifier.stop()
         await cancel_and_wait(self.gc_task, self.checkpoint_task)
         await self.metrics.stop()
         await self.hub.stop()
         await self.database.stop()
+
+
+def show_demo_code(email: str, purpose: str, code: str) -> None:
+    """Demo mode without SMTP: the e-mailed code on the console, so that a person
+    trying the hub can go through the steps (never outside demo mode)."""
+    print(f"demo: the {purpose} code for {email} is {code}", flush=True)

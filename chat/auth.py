@@ -1,9 +1,10 @@
-"""Bearer tokens: signed (HS256), expiring JWTs carrying the person and role.
+"""Access tokens: signed (HS256), short-lived JWTs carrying the person, their
+role and their session (``sid``).
 
 This module only mints and checks signatures and expiry; whether the person
-still exists and has not signed out since (R21) is checked against the
-database by :meth:`chat.people.People.authenticate`.  The e-mail
-two-step sign-in (R19) plugs in by calling :func:`mint` once both steps pass.
+still exists and the session has not ended (R21) is checked against the
+database by :meth:`chat.people.People.authenticate`.  Tokens are minted by
+:mod:`chat.accounts` when a session starts or is refreshed (R19).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ class Claims:
     issued_at: float
     expires_at: float
     token_id: str
+    session_id: str
 
 
-def mint(secret: str, person_id: int, role: str, ttl_seconds: int, now: float | None = None) -> str:
-    """A new access token for ``person_id`` valid for ``ttl_seconds``."""
+def mint(secret: str, person_id: int, role: str, ttl_seconds: int, session_id: str,
+         now: float | None = None) -> str:
+    """A new access token for ``person_id`` in ``session_id`` valid for ``ttl_seconds``."""
     now = time.time() if now is None else now
     payload = {
         "sub": str(person_id),
+        "sid": session_id,
         "role": role,
         "iat": now,
         "exp": int(now + ttl_seconds),
@@ -47,7 +51,7 @@ def decode(secret: str, token: str, now: float | None = None) -> Claims:
     """Check signature, audience and expiry; raise Unauthenticated with the reason."""
     if not token:
         raise Unauthenticated("auth.missing_token")
-    options = {"require": ["sub", "exp", "iat", "aud", "jti"]}
+    options = {"require": ["sub", "sid", "exp", "iat", "aud", "jti"]}
     try:
         payload = jwt.decode(
             token,
@@ -67,7 +71,10 @@ def decode(secret: str, token: str, now: float | None = None) -> Claims:
         person_id = int(payload["sub"])
     except (TypeError, ValueError):
         raise Unauthenticated("auth.invalid_token") from None
-    return Claims(person_id, str(payload.get("role", "")), float(payload["iat"]), float(payload["exp"]), str(payload["jti"]))
+    if not isinstance(payload["sid"], str) or not payload["sid"]:
+        raise Unauthenticated("auth.invalid_token")
+    return Claims(person_id, str(payload.get("role", "")), float(payload["iat"]), float(payload["exp"]),
+                  str(payload["jti"]), payload["sid"])
 
 
 def bearer_from_headers(authorization: str | None, subprotocols: list[str] | None = None) -> str | None:

@@ -283,9 +283,16 @@ class Settings:
         "HS256 key for access tokens; unset, one is generated into CHAT_SECRET_FILE.",
         shown="generated", derived=True, secret=True)
     token_ttl_seconds: int = variable(
-        "TOKEN_TTL_SECONDS", 12 * 3600, whole_number(1, unit=" of seconds"),
-        "Access tokens live 12 hours: a school day on one device without signing in again, short "
-        "enough that a lost token soon stops working (R21 revokes at once).")
+        "TOKEN_TTL_SECONDS", 15 * 60, whole_number(1, unit=" of seconds"),
+        "Access tokens live 15 minutes: a lost one soon stops working (ending its session revokes it "
+        "at once, R21); the widget gets the next one with its refresh credential.")
+    session_ttl_seconds: int = variable(
+        "SESSION_TTL_SECONDS", 30 * 24 * 3600, whole_number(60, unit=" of seconds"),
+        "A session (a device signed in) ends when it has not been used for this long: 30 days, so that "
+        "a parent who opens the app once a month stays signed in.")
+    code_ttl_seconds: int = variable(
+        "CODE_TTL_SECONDS", 15 * 60, whole_number(60, unit=" of seconds"),
+        "How long an e-mailed 6-digit code (R19) may be used: 15 minutes.")
     allowed_origins: tuple[str, ...] = variable(
         "ALLOWED_ORIGINS", (), _origins,
         "Origins allowed to open a WebSocket from a browser (CSWSH protection); empty means the "

@@ -121,6 +121,12 @@ def build() -> dict[str, Any]:
         {"email": "jean.tremblay@parent.test", "name": "Jean Tremblay", "students": [lea["fiche"]],
          "language": "en"},
     ]
+    # Every demo family has associated its children already (R20), as families that
+    # used a previous portal would; Sophie Côté, Noah's stepmother, is on file for him
+    # but has not: she sees nothing of him until she adds him (fiche, permanent code or NIP).
+    for g in guardians:
+        g["associated"] = True
+    guardians.append({"email": "sophie.cote@parent.test", "name": "Sophie Côté", "students": [noah["fiche"]]})
     return {
         "organisations": [{"code": ORG, "name": "Centre de services scolaire Démo"}],
         "schools": [{"code": code, "organisation": ORG, "name": name, "timezone": "America/Toronto",

@@ -18,7 +18,14 @@ The format (docs/operations.md has a full example)::
      "staff":    [{"email", "name", "role", "schools": [...], "groups"?: [...], "language"?}],
      "students": [{"fiche", "code_permanent", "first_name", "last_name",
                    "date_of_birth", "school", "group"?}],
-     "guardians":[{"email", "name", "students": [fiche, ...], "language"?}]}
+     "guardians":[{"email", "name", "students": [fiche, ...], "language"?, "associated"?}]}
+
+A guardian entry puts the e-mail **on file** for those students (R20); the
+parent sees a child only once they associate it in the widget
+(chat.accounts.children).  ``"associated": true`` associates them at once:
+for a migration from a portal where parents already did, and for the demo.
+A reload that no longer lists a student for a guardian ends that
+association too.
 """
 
 from __future__ import annotations
@@ -38,12 +45,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chat.errors import BadRequest
 from chat.i18n import LANGUAGES
 from chat.policies import features
+from chat.policies.association import CODE_PERMANENT, FICHE
 from chat.policies.facts import Role
 from chat.policies.text import refused_character, strip_bidi_controls
 from chat.policies.working_hours import parse_schedule
 from chat.storage.db import session_factory
 from chat.storage.models import (
     Group,
+    GuardianOnFile,
     Guardianship,
     Organisation,
     Person,
@@ -53,8 +62,6 @@ from chat.storage.models import (
     TeacherGroup,
 )
 
-FICHE = re.compile(r"\A[0-9]{7}\Z")  # ASCII digits; "$" would accept a trailing newline
-CODE_PERMANENT = re.compile(r"\A[A-Z]{4}[0-9]{8}\Z")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 STAFF_ROLES = {Role.TEACHER.value, Role.STAFF.value, Role.DIRECTION.value, Role.TRANSPORT.value}
 DEFAULT_WORKING_HOURS = {day: [["08:00", "16:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
@@ -250,6 +257,8 @@ def validate(data: Any) -> Directory:
         check_email(guardian, where)
         _text(guardian, "name", where)
         _language(guardian, where)
+        if not isinstance(guardian.get("associated", False), bool):
+            raise invalid(f"{where}.associated", "true or false")
         linked = guardian.get("students")
         if not isinstance(linked, list) or not linked:
             raise invalid(f"{where}.students", "a guardian is linked to at least one student (fiche numbers)")
@@ -333,9 +342,16 @@ async def _write(engine: AsyncEngine, data: dict[str, Any]) -> dict[str, int]:
         for g in data.get("guardians", []):
             person = await upsert(Person, "email", g["email"].lower(), name=g["name"], role=Role.PARENT.value,
                                   language=g.get("language", "fr"))
-            await session.execute(delete(Guardianship).where(Guardianship.person_id == person.id))
-            for fiche in g["students"]:
-                session.add(Guardianship(person_id=person.id, student_id=student_ids[str(fiche)]))
+            on_file = {student_ids[str(fiche)] for fiche in g["students"]}
+            await session.execute(delete(GuardianOnFile).where(GuardianOnFile.person_id == person.id))
+            await session.execute(delete(Guardianship).where(Guardianship.person_id == person.id,
+                                                             Guardianship.student_id.not_in(on_file)))
+            associated = set((await session.execute(select(Guardianship.student_id).where(
+                Guardianship.person_id == person.id))).scalars())
+            for student_id in sorted(on_file):
+                session.add(GuardianOnFile(person_id=person.id, student_id=student_id))
+                if g.get("associated") and student_id not in associated:
+                    session.add(Guardianship(person_id=person.id, student_id=student_id))
     return {key: len(data.get(key, [])) for key in ("organisations", "schools", "groups", "staff", "students", "guardians")}
 
 

@@ -86,8 +86,8 @@ class RateLimited(ChatError):
     status = 429
     code = "rate_limited"
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(retry_after=round(max(retry_after, 0.001), 3))
+    def __init__(self, retry_after: float, code: str | None = None) -> None:
+        super().__init__(code, retry_after=round(max(retry_after, 0.001), 3))
 
 
 class ServiceUnavailable(ChatError):

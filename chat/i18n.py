@@ -89,6 +89,63 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Aucune personne ne correspond à ce jeton dans l'annuaire.",
         "No person in the directory matches this token.",
     ),
+    # --- accounts (R19–R21) -------------------------------------------------
+    "auth.invalid_credentials": (
+        "Courriel ou mot de passe incorrect (ou compte pas encore activé : créez votre mot de passe).",
+        "Wrong e-mail or password (or the account is not activated yet: create your password).",
+    ),
+    "auth.invalid_code": (
+        "Ce code n'est pas valide : il est erroné, expiré, déjà utilisé ou remplacé par un plus récent. "
+        "Demandez-en un nouveau au besoin.",
+        "This code is not valid: it is wrong, expired, already used or replaced by a newer one. "
+        "Ask for a new one if needed.",
+    ),
+    "auth.invalid_refresh": (
+        "Cette session n'est plus valide; reconnectez-vous.",
+        "This session is no longer valid; please sign in again.",
+    ),
+    "auth.throttled": (
+        "Trop de tentatives. Réessayez dans {retry_after} s.",
+        "Too many attempts. Try again in {retry_after} s.",
+    ),
+    "auth.session_not_found": (
+        "Aucune session active ne porte ce numéro.",
+        "No active session has this id.",
+    ),
+    "password.too_short": (
+        "Le mot de passe doit compter au moins 8 caractères.",
+        "The password must be at least 8 characters long.",
+    ),
+    "password.too_long": (
+        "Le mot de passe doit compter au plus 256 caractères.",
+        "The password must be at most 256 characters long.",
+    ),
+    "password.no_upper": (
+        "Le mot de passe doit contenir une lettre majuscule.",
+        "The password must contain an upper-case letter.",
+    ),
+    "password.no_lower": (
+        "Le mot de passe doit contenir une lettre minuscule.",
+        "The password must contain a lower-case letter.",
+    ),
+    "password.no_digit_or_symbol": (
+        "Le mot de passe doit contenir un chiffre ou un symbole.",
+        "The password must contain a digit or a symbol.",
+    ),
+    "password.too_common": (
+        "Ce mot de passe est trop courant; choisissez-en un moins prévisible.",
+        "This password is too common; choose a less predictable one.",
+    ),
+    "child.no_match": (
+        "Aucun enfant ne correspond à ces renseignements pour votre courriel. Vérifiez l'organisation, "
+        "le nom, la date de naissance et le numéro tels qu'ils figurent au dossier, ou le NIP reçu de l'école.",
+        "No child matches these details for your e-mail. Check the organisation, the name, the date of "
+        "birth and the number exactly as on file, or the PIN the school gave you.",
+    ),
+    "child.one_number": (
+        "Donnez soit le numéro de fiche (7 chiffres), soit le code permanent (12 caractères), soit le NIP.",
+        "Give either the fiche number (7 digits), the permanent code (12 characters) or the PIN.",
+    ),
     "forbidden": (
         "Cette action n'est pas permise pour votre rôle.",
         "This action is not allowed for your role.",
@@ -327,6 +384,24 @@ NOTIFICATIONS: dict[str, tuple[str, str]] = {
     "mail.subject": ("Clic : {count} notification(s) non lue(s)", "Clic: {count} unread notification(s)"),
     "mail.digest_subject": ("Clic : {count} notification(s) pendant votre absence",
                             "Clic: {count} notification(s) while you were away"),
+    "mail.code_subject.signup": ("Clic : votre code pour activer votre compte", "Clic: your code to activate your account"),
+    "mail.code_subject.signin": ("Clic : votre code de connexion", "Clic: your sign-in code"),
+    "mail.code_subject.reset": ("Clic : votre code pour changer de mot de passe", "Clic: your code to change your password"),
+    "mail.code_body": (
+        "Votre code est {code}. Il est valide {minutes} minutes et une seule fois.",
+        "Your code is {code}. It is valid for {minutes} minutes, once.",
+    ),
+    "mail.code_not_you": (
+        "Si vous n'avez rien demandé, ignorez ce courriel : personne ne peut entrer sans ce code.",
+        "If you did not ask for anything, ignore this e-mail: nobody can get in without this code.",
+    ),
+    "mail.already_active_subject": ("Clic : vous avez déjà un compte", "Clic: you already have an account"),
+    "mail.already_active_body": (
+        "Quelqu'un (vous, sans doute) a voulu créer un compte avec ce courriel, qui en a déjà un. "
+        "Connectez-vous, ou utilisez « Mot de passe oublié » : {url}",
+        "Someone (you, most likely) tried to create an account with this e-mail, which already has one. "
+        "Sign in, or use \"Forgotten password\": {url}",
+    ),
     "mail.greeting": ("Bonjour {name},", "Hello {name},"),
     "mail.digest_intro": ("Voici ce qui vous attendait depuis la fin de vos heures de travail ({count}) :",
                           "Here is what waited since the end of your working hours ({count}):"),

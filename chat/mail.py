@@ -58,6 +58,10 @@ class LogMailer:
     async def send(self, message: EmailMessage) -> None:
         self.sent.append(message)
         del self.sent[:-100]  # bounded: the last hundred, for a look in development
+        if message["Sensitivity"] == "Private":  # a code (chat.accounts.mails): never in the log
+            log.info("e-mail (not sent: no SMTP_URL) to=%s subject=%r (private: body not logged)",
+                     message["To"], message["Subject"])
+            return
         log.info("e-mail (not sent: no SMTP_URL) to=%s subject=%r\n%s", message["To"], message["Subject"],
                  message.get_content())
 

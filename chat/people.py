@@ -1,7 +1,7 @@
 """People: who is signed in (R21), what the rules know of them, what they see of themselves.
 
-:class:`People` authenticates bearer tokens, signs people out on every
-device, reads the directory facts the pure rules take (:mod:`chat.policies.facts`)
+:class:`People` authenticates access tokens against their session
+(signing in and out is :mod:`chat.accounts`), reads the directory facts the pure rules take (:mod:`chat.policies.facts`)
 and answers ``me``, ``contacts`` (R2) and the demo picker.  Fact readers take
 an :class:`~chat.storage.executor.Executor`, so they run in the caller's
 transaction on the ORM session or the direct connection alike.
@@ -9,17 +9,15 @@ transaction on the ORM session or the direct connection alike.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from chat import auth
 from chat.config import Settings
 from chat.errors import NotFound, Unauthenticated
-from chat.frames import dumps
 from chat.policies import membership
 from chat.policies.facts import ChildFacts, PersonFacts, Role
 from chat.storage import direct, queries
@@ -36,7 +34,7 @@ class Actor:
     name: str
     language: str
     token_id: str = ""
-    issued_at: float = 0.0
+    session_id: str = ""
     expires_at: float = float("inf")
 
 
@@ -100,39 +98,27 @@ async def names(executor: Executor, person_ids: Iterable[int]) -> dict[int, Any]
 
 
 class People:
-    """Sign-in, sign-out and what a person sees of themselves and whom they may invite."""
+    """Who is signed in, and what a person sees of themselves and whom they may invite."""
 
-    def __init__(self, *, settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker,
-                 publish_person: Callable[..., Awaitable[None]]) -> None:
+    def __init__(self, *, settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = sessions
-        self.publish_person = publish_person
 
     async def authenticate(self, token: str | None) -> Actor:
-        """The person behind a bearer token, if it is valid, unexpired and not signed out (R21)."""
+        """The person behind an access token, if it is valid, unexpired and its
+        session has not ended (R21: signed out, ended from another device, a
+        password reset, a reused refresh credential)."""
         claims = auth.decode(self.settings.secret_key, token or "")
         async with direct.reading(self.engine) as connection:  # every new connection pays this
-            rows = await connection.execute(queries.SIGNED_IN, {"id": claims.person_id})
+            rows = await connection.execute(queries.SIGNED_IN, {"id": claims.person_id, "sid": claims.session_id})
         person = rows[0] if rows else None
         if person is None:
             raise Unauthenticated("auth.unknown_person")
-        if claims.issued_at < person.tokens_valid_after:
+        if person.ended_at is not None:
             raise Unauthenticated("auth.revoked_token")
         return Actor(person.id, person.role, person.name, person.language, claims.token_id,
-                     claims.issued_at, claims.expires_at)
-
-    def mint_token(self, person: Person) -> str:
-        return auth.mint(self.settings.secret_key, person.id, person.role, self.settings.token_ttl_seconds)
-
-    async def sign_out(self, actor: Actor) -> None:
-        """R21: every token issued to this person until now stops working, on every
-        device, and their open connections are closed on every worker."""
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(Person).where(Person.id == actor.id).values(tokens_valid_after=time.time())
-            )
-        await self.publish_person(actor.id, "close", dumps({"type": "signed_out"}))
+                     claims.session_id, claims.expires_at)
 
     async def me(self, actor: Actor) -> dict[str, Any]:
         """Who I am; for a parent, the children to pick from (one at a time)."""
@@ -170,13 +156,6 @@ class People:
                                                                     Person.role, Person.name))).scalars().all()
         return [{"id": p.id, "name": p.name, "role": p.role, "email": p.email, "language": p.language}
                 for p in people]
-
-    async def demo_token(self, person_id: int) -> str:
-        async with self.sessions() as session:
-            person = await session.get(Person, person_id)
-        if person is None:
-            raise NotFound("person.not_found", person_id=person_id)
-        return self.mint_token(person)
 
     async def contacts(self, actor: Actor, child_id: int | None) -> list[dict[str, Any]]:
         """R2: the people ``actor`` may invite for ``child_id`` (or among staff)."""

@@ -242,13 +242,17 @@ class Signout(ClientFrame, tag="signout"):
     pass
 
 
+class TokenRenew(ClientFrame, tag="token.renew"):
+    token: Text
+
+
 FRAME_CLASSES: tuple[type[ClientFrame], ...] = (
     Resume, ConversationCreate, ConversationRename, ConversationAdd, ConversationRemove, ConversationLeave,
     ConversationList, ConversationLock, ConversationUnlock, ConversationHistory, MessageSend, MessageEdit,
     MessageRetract, ReactionAdd, ReactionRemove, Read, Typing, AnnouncementPost, AnnouncementList,
     AnnouncementRead, AnnouncementReact, AnnouncementUnreact, AnnouncementReply, CollectiveSend,
     CollectiveStatus, NotificationList, NotificationOpen, NotificationReadAll, PreferencesGet, PreferencesSet,
-    Ping, Signout,
+    Ping, Signout, TokenRenew,
 )
 for _cls in FRAME_CLASSES:
     _cls.TYPE = _cls.__struct_config__.tag

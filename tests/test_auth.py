@@ -18,8 +18,14 @@ from tests.conftest import MARIE, NADIA, SECRET, person_by_email
 
 
 async def marie_token(server, **mint_args) -> str:
+    """An access token of Marie's, in a new session of hers; ``mint_args`` change how it is
+    minted (another secret, person, lifetime…) while it still names that real session."""
     marie = await person_by_email(server.service, MARIE)
-    args = dict(secret=SECRET, person_id=marie.id, role=marie.role, ttl_seconds=3600) | mint_args
+    tokens = await server.service.accounts.open_session(marie.id, "test")
+    if not mint_args:
+        return tokens["access_token"]
+    args = dict(secret=SECRET, person_id=marie.id, role=marie.role, ttl_seconds=3600,
+                session_id=tokens["session_id"]) | mint_args
     return auth.mint(**args)
 
 

@@ -203,6 +203,8 @@ PLAIN_WORDS = [
     ("NOTIFY_CONCURRENCY", "0", "NOTIFY_CONCURRENCY must be a whole number, at least 1, got '0'"),
     ("NOTIFY_LEASE_SECONDS", "inf", "NOTIFY_LEASE_SECONDS must be a number of seconds above 0, got 'inf'"),
     ("HUB_FAST_PATH", "on", "HUB_FAST_PATH must be auto or off, got 'on'"),
+    ("SESSION_TTL_SECONDS", "59", "SESSION_TTL_SECONDS must be a whole number of seconds, at least 60, got '59'"),
+    ("CODE_TTL_SECONDS", "15m", "CODE_TTL_SECONDS must be a whole number of seconds, at least 60, got '15m'"),
 ]
 
 

@@ -400,12 +400,13 @@ async def test_refresh_after_an_outage_closes_connections_of_a_person_who_signed
 
     from sqlalchemy import update
 
-    from chat.storage.models import Person
+    from chat.storage.models import AuthSession
 
     marie = await server.connect(MARIE)
     marie_id = marie.hello["person"]["id"]
-    async with server.service.sessions() as session, session.begin():
-        await session.execute(update(Person).where(Person.id == marie_id).values(tokens_valid_after=clock.time() + 1))
+    async with server.service.sessions() as session, session.begin():  # as a sign-out the broker did not carry
+        await session.execute(update(AuthSession).where(AuthSession.person_id == marie_id)
+                              .values(ended_at=clock.time(), ended_because="signout"))
     await server.service.reading.refresh_connections()
     assert (await marie.next("signed_out"))["type"] == "signed_out"
     assert await closed_code(marie) == 4401

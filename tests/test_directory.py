@@ -20,6 +20,7 @@ from chat.errors import BadRequest
 from chat.storage.db import session_factory
 from chat.storage.models import (
     Group,
+    GuardianOnFile,
     Guardianship,
     Organisation,
     Person,
@@ -29,7 +30,8 @@ from chat.storage.models import (
     TeacherGroup,
 )
 
-DIRECTORY_TABLES = (Organisation, School, Group, Person, StaffSchool, TeacherGroup, Student, Guardianship)
+DIRECTORY_TABLES = (Organisation, School, Group, Person, StaffSchool, TeacherGroup, Student, Guardianship,
+                    GuardianOnFile)
 
 
 def demo_directory() -> dict[str, Any]:
@@ -279,7 +281,10 @@ async def test_demo_load_wrote_every_kind_of_row(engine):
     assert counts["Group"] == len(data["groups"])
     assert counts["Person"] == len(data["staff"]) + len(data["guardians"])
     assert counts["Student"] == 30
-    assert counts["Guardianship"] == sum(len(g["students"]) for g in data["guardians"])
+    # R20: every guardian entry puts its children on file; only "associated" ones are associated.
+    assert counts["GuardianOnFile"] == sum(len(g["students"]) for g in data["guardians"])
+    assert counts["Guardianship"] == sum(len(g["students"]) for g in data["guardians"] if g.get("associated"))
+    assert counts["Guardianship"] < counts["GuardianOnFile"]  # the demo has one parent who has not yet
 
 
 async def test_loading_the_demo_again_changes_no_row_count(engine):

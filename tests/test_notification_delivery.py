@@ -12,14 +12,11 @@ documented bound computed from them (``delivery_bound``)."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections import Counter
 from datetime import timedelta
 
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import event, func, select
 
 from chat.config import load_settings
@@ -27,66 +24,11 @@ from chat.errors import ConfigError
 from chat.frames import dumps
 from chat.notifications import RETRY_MAX_SECONDS, STAFF_ROLES, Notifier, Pending, delivery_bound
 from chat.storage.models import Notification, NotificationDelivery, Person, StaffSchool
+from tests.mailbox import Mailbox, mailbox  # noqa: F401 - the fixture
 from tests.notifiers import install_notifier, notifier_for
 from tests.test_notifications import FRIDAY_EVENING, Clock, Recorder
 
 LEASE = 10.0  # the shortest the check allows: twice the frame's 5 s timeout
-
-
-class Mailbox:
-    """aiosmtpd's handler (it runs in the controller's thread): keeps every message
-    it accepts.  ``hold(address)`` makes the next message to that address wait
-    without an answer, and never count — as a relay that has not said 250 yet."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.messages: list = []
-        self.arrived = asyncio.Event()  # set (in the test's loop) after each message kept
-        self.held_address: str | None = None
-        self.holding = asyncio.Event()  # set (in the test's loop) when the held message arrived
-        self.release = threading.Event()
-
-    def hold(self, address: str) -> None:
-        self.held_address = address
-
-    async def handle_DATA(self, server, session, envelope):
-        from email import message_from_bytes, policy
-
-        if envelope.rcpt_tos == [self.held_address]:
-            self.held_address = None
-            self.loop.call_soon_threadsafe(self.holding.set)
-            while not self.release.is_set():
-                await asyncio.sleep(0.01)
-            return "451 gone"
-        self.messages.append((envelope.rcpt_tos[0], message_from_bytes(envelope.content, policy=policy.default)))
-        self.loop.call_soon_threadsafe(self.arrived.set)
-        return "250 OK"
-
-    def count(self) -> Counter:
-        return Counter(address for address, _ in self.messages)
-
-    async def wait_for(self, number: int, timeout: float = 10.0) -> None:
-        """Until ``number`` messages were kept (a bound on waiting, not a timing assertion)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                self.arrived.clear()
-                if len(self.messages) >= number:
-                    return
-                await self.arrived.wait()
-
-
-@pytest.fixture
-async def mailbox():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    box = Mailbox(asyncio.get_running_loop())
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    box.url = f"smtp://127.0.0.1:{port}"
-    yield box
-    box.release.set()
-    controller.stop()
 
 
 class PushGateway:

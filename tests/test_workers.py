@@ -78,10 +78,8 @@ async def workers(backend, settings, engine, service, tmp_path):
 
 
 async def connect(service, worker: Worker, email: str, positions: dict[int, int] | None = None) -> WSClient:
-    from chat import auth
-
     person = await person_by_email(service, email)
-    client = await WSClient.open(worker.ws_url, auth.mint(SECRET, person.id, person.role, 3600))
+    client = await WSClient.open(worker.ws_url, (await service.accounts.open_session(person.id, "test"))["access_token"])
     client.barrier = broker_barrier(service, person.id)  # through the Redis the workers share
     await client.start(positions or {})
     return client

@@ -70,7 +70,8 @@ def build_directory(tiers: list[int], conv_families: int, conv_staff: int) -> di
                 data["groups"].append({"code": group, "school": school, "name": f"Groupe {j // FAN_GROUP_SIZE}"})
             fan_children[j].append(add_student(school, group))
     for j, children in enumerate(fan_children):
-        data["guardians"].append({"email": fan_guardian(j), "name": f"Parent F{j}", "students": children})
+        data["guardians"].append({"email": fan_guardian(j), "name": f"Parent F{j}", "students": children,
+                                  "associated": True})
     for i in range(conv_families):
         if i % CONV_GROUP_SIZE == 0:
             k = i // CONV_GROUP_SIZE
@@ -80,7 +81,7 @@ def build_directory(tiers: list[int], conv_families: int, conv_staff: int) -> di
                                   "schools": ["CONV"], "groups": [group]})
         child = add_student("CONV", group)
         data["guardians"].append({"email": f"parent{child}@bench.test", "name": f"Parent {child}",
-                                  "students": [child]})
+                                  "students": [child], "associated": True})
     for k in range(conv_staff):
         data["staff"].append({"email": f"staff{k}@bench.test", "name": f"Personnel {k}", "role": "staff",
                               "schools": ["CONV"]})
@@ -145,14 +146,27 @@ async def read_people(database_url: str) -> People:
     return people
 
 
-def mint_tokens(secret: str, people: People, emails: list[str], ttl: int = 6 * 3600) -> dict[int, str]:
-    """person id → access token, minted exactly as the hub's sign-in does (chat.auth.mint)."""
-    from chat import auth
+async def mint_tokens(secret: str, database_url: str, people: People, emails: list[str],
+                      ttl: int = 6 * 3600) -> dict[int, str]:
+    """person id → access token, each in a session of its own written into the database
+    (chat.accounts.sessions) and minted exactly as the hub's sign-in does (chat.auth.mint);
+    ``ttl`` outlives a whole run."""
+    import time
 
+    from chat import auth
+    from chat.accounts import sessions
+    from chat.storage.db import create_engine, session_factory
+
+    engine = create_engine(database_url)
     tokens = {}
-    for email in emails:
-        pid, role = people.person_by_email[email]
-        tokens[pid] = auth.mint(secret, pid, role, ttl)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            for email in emails:
+                pid, role = people.person_by_email[email]
+                issued = sessions.start(session, pid, "bench", time.time(), ttl)
+                tokens[pid] = auth.mint(secret, pid, role, ttl, issued.session_id)
+    finally:
+        await engine.dispose()
     return tokens
 
 

@@ -397,7 +397,7 @@ def markdown(r: dict[str, Any]) -> str:
               f"{_fmt(ls.get('families', 0) / ls['seconds'] if ls.get('seconds') else None)} families/s "
               f"({ls.get('families')} families in {_fmt(ls.get('seconds'))} s, measured in this run).",
               "- Tokens are minted in-process with `chat.auth.mint` and the `SECRET_KEY` given to the servers: "
-              "the hub's real token format (HS256 JWT, audience `chat-hub`).",
+              "the hub's real token format (HS256 JWT, audience `chat-hub`), each in a session row as a sign-in writes it.",
               "- Peers have no sign-in, no persistence and no per-recipient authorisation: they are the floor.", ""]
     if r.get("failures"):
         L += ["## Failures", ""]

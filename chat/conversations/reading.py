@@ -18,7 +18,7 @@ from chat.hub import CLOSE_UNAUTHENTICATED, Hub
 from chat.people import Actor
 from chat.policies import resume
 from chat.storage import direct, queries
-from chat.storage.models import Conversation, Event, Participant, Person
+from chat.storage.models import AuthSession, Conversation, Event, Participant
 
 # History pages: 50 by default, 200 at most (about one screen to a few screens).
 HISTORY_MAX = 200
@@ -116,8 +116,9 @@ class Reading:
         if not person_ids:
             return
         async with self.sessions() as session:
-            revoked_after = dict((await session.execute(
-                select(Person.id, Person.tokens_valid_after).where(Person.id.in_(person_ids)))).all())
+            connected = {conn.session_id for pid in person_ids for conn in hub.by_person.get(pid, ())}
+            ended = set((await session.execute(select(AuthSession.id).where(
+                AuthSession.id.in_(connected), AuthSession.ended_at.is_not(None)))).scalars())
             rows = (await session.execute(
                 select(Participant.person_id, Participant.conversation_id)
                 .where(Participant.person_id.in_(person_ids), Participant.active == True)  # noqa: E712
@@ -127,7 +128,7 @@ class Reading:
             active.setdefault(pid, set()).add(cid)
         for pid in person_ids:
             for conn in list(hub.by_person.get(pid, ())):
-                if conn.issued_at < revoked_after.get(pid, 0.0):
+                if conn.session_id in ended:
                     conn.push(dumps({"type": "signed_out"}))
                     await conn.close(CLOSE_UNAUTHENTICATED, "signed out", flush=1.0)
                     continue

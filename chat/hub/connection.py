@@ -57,7 +57,7 @@ class Connection:
         "_limit",
         "_writer",
         "close_code",
-        "issued_at",
+        "session_id",
         "expires_at",
     )
 
@@ -68,12 +68,13 @@ class Connection:
         send: Callable[[str], Awaitable[None]],
         close: Callable[[int, str], Awaitable[None]],
         max_queue: int,
-        issued_at: float = 0.0,
+        session_id: str = "",
         expires_at: float = float("inf"),
     ) -> None:
         self.person_id = person_id
-        # The access token's lifetime: the connection ends when the token does.
-        self.issued_at = issued_at
+        # The signed-in session (R21: ending it closes this connection) and the
+        # access token's lifetime: the connection ends when the token does.
+        self.session_id = session_id
         self.expires_at = expires_at
         self.language = language
         self.state = ConnectionState.OPEN

@@ -205,11 +205,11 @@ class DirectConnection(Connection):
         send: Callable[[str], Awaitable[None]],
         close: Callable[[int, str], Awaitable[None]],
         max_queue: int,
-        issued_at: float = 0.0,
+        session_id: str = "",
         expires_at: float = float("inf"),
         socket=None,
     ) -> None:
-        super().__init__(person_id, language, send, close, max_queue, issued_at, expires_at)
+        super().__init__(person_id, language, send, close, max_queue, session_id, expires_at)
         self._socket = socket
         # Frames held for one write at the end of this turn (hold=True).
         self._held: list[bytes] | None = None
@@ -295,10 +295,10 @@ class DirectConnection(Connection):
 
 
 def new_connection(person_id: int, language: str, send: Callable[[str], Awaitable[None]],
-                   close: Callable[[int, str], Awaitable[None]], max_queue: int, issued_at: float,
+                   close: Callable[[int, str], Awaitable[None]], max_queue: int, session_id: str,
                    expires_at: float, socket) -> Connection:
     """A direct connection when ``socket`` (from :func:`direct_socket`) is
     given, else one on the public ASGI ``send``."""
     if socket is None:
-        return Connection(person_id, language, send, close, max_queue, issued_at, expires_at)
-    return DirectConnection(person_id, language, send, close, max_queue, issued_at, expires_at, socket=socket)
+        return Connection(person_id, language, send, close, max_queue, session_id, expires_at)
+    return DirectConnection(person_id, language, send, close, max_queue, session_id, expires_at, socket=socket)

@@ -313,14 +313,18 @@ class Hub:
         await self._publish(channel, envelope({"r": list(recipient_ids)}, frame))
 
     async def publish_person(
-        self, person_id: int, op: str, frame: str | None = None, conversation_id: int | None = None, seq: int = 0
+        self, person_id: int, op: str, frame: str | None = None, conversation_id: int | None = None, seq: int = 0,
+        sessions: list[str] | None = None,
     ) -> None:
         """Tell every connection of one person, on every worker: ``frame`` (show
-        it), ``join`` / ``leave`` (a conversation), ``close`` (signed out)."""
-        header = {"p": person_id, "op": op}
+        it), ``join`` / ``leave`` (a conversation), ``close`` (signed out: the
+        connections of ``sessions`` only, when given)."""
+        header: dict = {"p": person_id, "op": op}
         if conversation_id is not None:
             header["c"] = conversation_id
             header["s"] = seq
+        if sessions is not None:
+            header["x"] = sessions
         await self._publish(person_channel(person_id), envelope(header, frame))
 
     async def _publish(self, channel: str, data: bytes) -> None:
@@ -433,6 +437,8 @@ class Hub:
             elif op == "leave":
                 self._spawn(self.leave(conn, header["c"], frame))
             elif op == "close":
+                if "x" in header and conn.session_id not in header["x"]:
+                    continue
                 if frame is not None:
                     conn.push(frame, wire)
                 self._spawn(conn.close(CLOSE_UNAUTHENTICATED, "signed out", flush=1.0))

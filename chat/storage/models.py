@@ -96,6 +96,9 @@ class Person(SQLModel, table=True):
     tokens_valid_after: float = Field(default=0.0)
     # R15: a staff member's own hours, within the school's (JSON like School.working_hours).
     working_hours: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # R19: the Argon2id hash of the password (chat.accounts.passwords); None until the
+    # person activates the account the directory made for them.
+    password_hash: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class StaffSchool(SQLModel, table=True):
@@ -127,6 +130,69 @@ class Guardianship(SQLModel, table=True):
     __table_args__ = (Index("ix_guardianship_student_id", "student_id", "person_id"),)
     person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
     student_id: int = Field(foreign_key="student.id", primary_key=True, sa_type=Int64)
+
+
+class GuardianOnFile(SQLModel, table=True):
+    """R20: the school has this person's e-mail on file as a guardian of this student
+    (``directory load``).  Being on file gives nothing by itself: the parent sees the
+    child once they associate it (a :class:`Guardianship` row, chat.accounts.children)."""
+
+    __table_args__ = (Index("ix_guardianonfile_student_id", "student_id", "person_id"),)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, sa_type=Int64)
+    student_id: int = Field(foreign_key="student.id", primary_key=True, sa_type=Int64)
+
+
+class EmailCode(SQLModel, table=True):
+    """R19: a 6-digit code e-mailed to a person, stored as an HMAC (chat.accounts.codes).
+    A new code for the same purpose spends the previous one; so do its use, its
+    expiry and too many wrong tries."""
+
+    __table_args__ = (Index("ix_emailcode_person_purpose", "person_id", "purpose"),)
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    person_id: int = Field(foreign_key="person.id", sa_type=Int64)
+    purpose: str = Field(max_length=16)  # signup, signin, reset
+    code_hash: str = Field(max_length=64)
+    # signup: the Argon2id hash of the chosen password, set on the account when the code is typed.
+    pending_hash: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: float
+    expires_at: float
+    attempts: int = 0
+    spent: bool = False
+
+
+class AuthSession(SQLModel, table=True):
+    """R21: one signed-in device.  Its access tokens carry its id (``sid``); its refresh
+    credential is stored as a SHA-256 and rotates at each use."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    person_id: int = Field(foreign_key="person.id", index=True, sa_type=Int64)
+    refresh_hash: str = Field(max_length=64)
+    user_agent: str = Field(default="", max_length=200)
+    created_at: float
+    last_used_at: float
+    expires_at: float  # the refresh credential's: pushed back at each use
+    ended_at: float | None = None
+    ended_because: str | None = Field(default=None, max_length=16)  # signout, ended, reset, reuse, expired
+
+
+class Nip(SQLModel, table=True):
+    """R20: a PIN a school gave for one student, stored as an HMAC; single use, expiring."""
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=Int64)
+    student_id: int = Field(foreign_key="student.id", index=True, sa_type=Int64)
+    nip_hash: str = Field(unique=True, max_length=64)
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
+    used_by: int | None = Field(default=None, foreign_key="person.id", sa_type=Int64)
+
+
+class Throttle(SQLModel, table=True):
+    """Attempts per key in a fixed window (chat.accounts.throttle), when there is no Redis."""
+
+    key: str = Field(primary_key=True, max_length=128)
+    window_start: float
+    count: int = 0
 
 
 class Conversation(SQLModel, table=True):

@@ -14,6 +14,7 @@ from sqlalchemy import (BigInteger, String, and_, bindparam, case, cast, func, i
                         union_all, update)
 
 from chat.storage.models import (
+    AuthSession,
     Conversation,
     Event,
     Guardianship,
@@ -62,8 +63,9 @@ SUMMARY_CHILDREN = select(Student.id, Student.first_name, Student.last_name).whe
 FEATURES = select(School.features).where(School.id == bindparam("school"))
 
 # What every new connection reads.
-SIGNED_IN = select(Person.id, Person.role, Person.name, Person.language, Person.tokens_valid_after).where(
-    Person.id == bindparam("id"))
+# A person in one of their sessions (R21): the session's end, if it ended.
+SIGNED_IN = select(Person.id, Person.role, Person.name, Person.language, AuthSession.ended_at).join(
+    AuthSession, AuthSession.person_id == Person.id).where(Person.id == bindparam("id"), AuthSession.id == bindparam("sid"))
 ACTIVE = select(Participant.conversation_id).where(
     Participant.person_id == bindparam("person"), Participant.active == True)  # noqa: E712
 # What creating a conversation reads and writes (INSERT_EVENT: every event).

@@ -37,7 +37,8 @@ from chat.web.http_conversations import (http_attachment, http_conversation, htt
 from chat.web.http_notifications import (http_notification, http_notifications, http_notifications_read,
                                          http_preferences)
 from chat.web.http_ops import healthz, metrics
-from chat.web.http_people import demo_people, http_contacts, http_me, http_signout
+from chat.web import http_accounts as accounts
+from chat.web.http_people import demo_people, http_contacts, http_me
 from chat.web.responses import error_response
 from chat.web.ws import SOCKET_KEY, websocket_endpoint
 
@@ -143,7 +144,18 @@ def create_app(settings: Settings, service: App | None = None, migrate: bool = T
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/api/me", endpoint(http_me)),
-        Route("/api/auth/signout", endpoint(http_signout), methods=["POST"]),
+        Route("/api/auth/signup", accounts.public(accounts.signup), methods=["POST"]),
+        Route("/api/auth/signup/verify", accounts.public(accounts.signup_verify), methods=["POST"]),
+        Route("/api/auth/signin", accounts.public(accounts.signin), methods=["POST"]),
+        Route("/api/auth/signin/verify", accounts.public(accounts.signin_verify), methods=["POST"]),
+        Route("/api/auth/password/forgot", accounts.public(accounts.forgot), methods=["POST"]),
+        Route("/api/auth/password/reset", accounts.public(accounts.reset), methods=["POST"]),
+        Route("/api/auth/refresh", accounts.public(accounts.refresh), methods=["POST"]),
+        Route("/api/auth/signout", endpoint(accounts.http_signout), methods=["POST"]),
+        Route("/api/sessions", endpoint(accounts.http_sessions), methods=["GET", "DELETE"]),
+        Route("/api/sessions/{session_id:str}", endpoint(accounts.http_session), methods=["DELETE"]),
+        Route("/api/children", endpoint(accounts.http_children), methods=["POST"]),
+        Route("/api/organisations", accounts.organisations),
         Route("/api/contacts", endpoint(http_contacts)),
         Route("/api/conversations", endpoint(http_conversations), methods=["GET", "POST"]),
         Route("/api/conversations/{conversation_id:id}", endpoint(http_conversation)),

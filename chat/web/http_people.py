@@ -1,4 +1,4 @@
-"""HTTP routes about people: me, sign-out, contacts, and the demo's picker."""
+"""HTTP routes about people: me, contacts, and the demo's picker."""
 
 from __future__ import annotations
 
@@ -20,11 +20,6 @@ async def http_me(service: App, actor: Actor, request: Request) -> Any:
     return await service.people.me(actor)
 
 
-async def http_signout(service: App, actor: Actor, request: Request) -> Any:
-    await service.people.sign_out(actor)
-    return {"signed_out": True}
-
-
 async def http_contacts(service: App, actor: Actor, request: Request) -> Any:
     return {"contacts": await service.people.contacts(actor, query_int(request, "child_id"))}
 
@@ -39,8 +34,8 @@ async def demo_people(request: Request) -> Response:
     if request.method == "POST":
         try:
             fields = await json_body(request)
-            token = await service.people.demo_token(fields.int("person_id"))
+            tokens = await service.accounts.open_session(fields.int("person_id"), "demo")
         except ChatError as exc:
             return error_response(exc, answer_language)
-        return JSONResponse({"token": token})
+        return JSONResponse({"token": tokens["access_token"], **tokens})
     return Response(dumps({"people": await service.people.demo_people()}), media_type="application/json")

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from chat import protocol
 from chat.auth import bearer_from_headers
 from chat.config import Settings
-from chat.errors import BadRequest, ChatError
+from chat.errors import BadRequest, ChatError, Unauthenticated
 from chat.frames import Fields, dumps, error_frame, parse, reply
 from chat.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, ConnectionState, fastpath
 from chat.i18n import normalise_language
@@ -55,7 +55,7 @@ class Session:
         self.typing_bucket: Bucket | None = None
         self.started = False
         self.conn = fastpath.new_connection(actor.id, actor.language, websocket.send_text, self._close,
-                                            settings.send_queue_frames, actor.issued_at, actor.expires_at,
+                                            settings.send_queue_frames, actor.session_id, actor.expires_at,
                                             websocket.scope.get(SOCKET_KEY))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -112,6 +112,16 @@ class Session:
             self.conn.push(error_frame(None, BadRequest("request.binary_unsupported").to_dict(self.actor.language)))
         return self.conn.state is not ConnectionState.CLOSED  # CLOSED: the socket refused a frame, the peer is gone
 
+    async def renew(self, token: str) -> dict[str, Any]:
+        """R21: a newer access token of this connection's session (refreshed over
+        HTTP) keeps the connection open past the current one's expiry."""
+        renewed = await self.service.people.authenticate(token)
+        if renewed.id != self.actor.id or renewed.session_id != self.actor.session_id:
+            raise Unauthenticated("auth.invalid_token")
+        self.actor = renewed
+        self.conn.expires_at = renewed.expires_at
+        return {"expires_at": renewed.expires_at}
+
     async def handle(self, raw: str) -> None:
         request_id: Any = None
         try:
@@ -138,6 +148,11 @@ class Session:
                     frame = protocol.from_fields(protocol.Resume, fields, request_id)
                 result = await self.start(frame.positions, frame.announcements_after)
                 self.service.hub.send(self.conn, reply(request_id, **result))
+                return
+            if frame_type == "token.renew":
+                if fields is not None:
+                    frame = protocol.from_fields(protocol.TokenRenew, fields, request_id)
+                self.service.hub.send(self.conn, reply(request_id, **await self.renew(frame.token)))
                 return
             handler = HANDLERS.get(frame_type)
             if handler is None:

@@ -141,7 +141,7 @@ async def ws_ping(service: App, actor: Actor, frame: protocol.Ping) -> dict[str,
 
 
 async def ws_signout(service: App, actor: Actor, frame: protocol.Signout) -> None:
-    await service.people.sign_out(actor)
+    await service.accounts.sign_out(actor)
 
 
 HANDLERS: dict[str, Handler] = {
