@@ -13,6 +13,7 @@ Screenshots of the main screens go to ``screenshots/`` at the repository root
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from datetime import datetime, timezone
@@ -75,10 +76,17 @@ def embedded_only(backend: str) -> None:
 @pytest.fixture
 async def widget_server(embedded_only, settings: Settings, engine) -> AsyncIterator[Server]:
     """Like conftest's ``server``, in demo mode, with the page's own origin allowed."""
+    async with running_widget(settings, engine, demo=True) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def running_widget(settings: Settings, engine, **changes) -> AsyncIterator[Server]:
+    """The hub on a free port with ``changes`` to its settings, the page's own origin allowed."""
     sock = free_socket()
     port = sock.getsockname()[1]
     origin = f"http://127.0.0.1:{port}"
-    demo_settings = settings.with_(demo=True, allowed_origins=(origin,), port=port)
+    demo_settings = settings.with_(allowed_origins=(origin,), port=port, **changes)
     service = App(demo_settings, engine)
     await service.start()
     app = create_app(demo_settings, service=service)
@@ -211,10 +219,13 @@ async def test_demo_people_answer_404_demo_off_when_demo_mode_is_off(server):
         assert "token" not in answer.text
 
 
-async def test_without_demo_mode_the_widget_asks_for_a_token_and_shows_no_picker(server, browser):
+async def test_without_demo_mode_the_widget_asks_for_e_mail_and_password_and_shows_no_picker(server, browser):
     page = (await open_widget(browser, server)).page
-    await expect(page.get_by_role("textbox", name="Jeton d'accès")).to_be_visible()
+    await expect(page.get_by_role("textbox", name="Courriel")).to_be_visible()  # R19
+    await expect(page.get_by_label("Mot de passe")).to_be_visible()
     await expect(page.get_by_text("Mode démo")).to_have_count(0)
+    # An operator's access token still works, from the folded section.
+    await page.get_by_text("Se connecter avec un jeton d'accès").click()
     await page.get_by_role("textbox", name="Jeton d'accès").fill("not-a-token")
     await page.get_by_role("button", name="Se connecter").click()
     await expect(page.get_by_role("alert")).to_have_text("Le jeton d'accès est invalide.")
@@ -350,13 +361,12 @@ async def test_a_message_typed_offline_survives_closing_the_page_and_is_sent_at_
     await marie.page.close()
     await nadia.send("Pendant la fermeture")
 
-    # Same browser (same localStorage), a new tab: the token was for the closed tab only.
+    # Same browser (same localStorage), a new tab: still signed in, in the same session (R21).
     await marie.context.set_offline(False)
     page = await marie.context.new_page()
     sent_frames: list[dict] = []
     page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent_frames.append(json.loads(payload))))
     await page.goto(widget_server.url + "/")
-    await page.get_by_role("button", name=re.compile("^Marie Tremblay")).click()
     await expect(nadia.message(text)).to_have_count(1)
     assert await stored_messages(widget_server, text) == 1
     # The new tab resumed from the position kept in localStorage (seq 2: created, then Nadia's message).

@@ -6,7 +6,10 @@
 //   js/api.js         HTTP API with the bearer header; uploads with progress
 //   js/store.js       what outlives a connection (positions, outbox) and a
 //                     conversation's events → timeline
-//   js/views.js       the sign-in screen, the conversation list and view
+//   js/account.js     sign-in, the e-mailed code, account creation, forgotten
+//                     password (R19); the session's tokens and their refresh;
+//                     adding a child (R20) and my sessions (R21)
+//   js/views.js       the conversation list and view
 //   js/panels.js      dialogs: bell, announcements, preferences, new
 //                     conversation, adding people, locking, archive
 //   js/i18n.js        the widget's own texts, French (default) and English
@@ -15,6 +18,7 @@
 // and <script type="module" src="/app.js"></script> (the HTTP API sends no
 // CORS headers, so another site embeds the hub's page in an iframe).
 
+import { AccountViews, SessionTokens, childForm, sessionList } from "./js/account.js";
 import { Api, ApiError } from "./js/api.js";
 import { Connection } from "./js/connection.js";
 import { chosenLanguage, initialLanguage, setLanguage, language, t } from "./js/i18n.js";
@@ -22,7 +26,7 @@ import { ConversationState, Persisted, newClientId } from "./js/store.js";
 import { Views } from "./js/views.js";
 import { Panels } from "./js/panels.js";
 
-const TOKEN_KEY = "chat.token"; // sessionStorage: this tab only, never a URL
+const TOKEN_KEY = "chat.token"; // a pasted token: sessionStorage, this tab only, never a URL
 const CHILD_KEY = "chat.child";
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 4000;
@@ -50,7 +54,23 @@ export class ChatApp {
     this.errors = [];
     this.lastTypingSent = 0;
     this.drafts = new Map();
+    this.tokens = new SessionTokens(this.api);
+    this.tokens.onRenewed = (token) => this.renewed(token);
+    this.api.renew = () => this.tokens.refresh();
     this.views = new Views(this);
+    this.accountViews = new AccountViews(root, {
+      signIn: (email, password) => this.step(() => this.api.post("/api/auth/signin", { email, password }),
+        "signinCode", email),
+      signInCode: (email, code) => this.step(() => this.api.post("/api/auth/signin/verify", { email, code })),
+      signUp: (email, password) => this.step(() => this.api.post("/api/auth/signup", { email, password }),
+        "signupCode", email),
+      signUpCode: (email, code) => this.step(() => this.api.post("/api/auth/signup/verify", { email, code })),
+      forgot: (email) => this.step(() => this.api.post("/api/auth/password/forgot", { email }), "reset", email),
+      reset: (email, code, password) => this.step(() => this.api.post("/api/auth/password/reset",
+        { email, code, password })),
+      tokenSignIn: (token) => this.signIn(token),
+      demoSignIn: (personId) => this.demoSignIn(personId),
+    }, () => this.views.languageSwitch());
     this.panels = new Panels(this);
     this.renderQueued = false;
     this.bellTimer = null;
@@ -59,6 +79,18 @@ export class ChatApp {
 
   // -- start ----------------------------------------------------------------------------------
   async boot() {
+    const saved = this.tokens.load();
+    if (saved) {
+      this.tokens.current = saved;
+      try {
+        const token = saved.expires_at > Date.now() + 5000 ? saved.access_token : await this.tokens.refresh();
+        this.tokens.schedule();
+        await this.signIn(token);
+        return;
+      } catch (_) {
+        this.tokens.clear(); // the session ended meanwhile: sign in again
+      }
+    }
     let token = null;
     try { token = sessionStorage.getItem(TOKEN_KEY); } catch (_) { /* storage off */ }
     if (token) {
@@ -68,22 +100,55 @@ export class ChatApp {
     await this.showSignIn();
   }
 
-  async showSignIn(error = null) {
+  async showSignIn(error = null, step = "signin", notice = null) {
     let people = null;
     try {
       people = (await this.api.get("/api/demo/people")).people;
     } catch (_) {
       people = null; // 404 demo.off: outside demo mode there is no picker
     }
-    this.views.renderSignIn(people, error);
+    this.accountViews.show(step, { error, notice, people });
+  }
+
+  /** One step of signing in or up (R19): `next` is the screen after a code was
+   *  sent; without it the answer is a session's tokens. */
+  async step(request, next = null, email = null) {
+    const views = this.accountViews;
+    let answer;
+    try {
+      answer = await request();
+    } catch (err) {
+      views.show(views.step, { error: err.message || t("error.generic") });
+      return;
+    }
+    if (next) {
+      if (email) views.email = email;
+      views.show(next, { notice: t("account.code_sent", { email: views.email }) });
+      return;
+    }
+    await this.startSession(answer);
+  }
+
+  async startSession(tokens) {
+    this.tokens.save(tokens);
+    await this.signIn(tokens.access_token);
   }
 
   async demoSignIn(personId) {
     try {
-      const { token } = await this.api.post("/api/demo/people", { person_id: personId });
-      await this.signIn(token);
+      await this.startSession(await this.api.post("/api/demo/people", { person_id: personId }));
     } catch (err) {
       await this.showSignIn(err.message || t("error.generic"));
+    }
+  }
+
+  /** A refreshed access token (R21): requests use it, and the open socket keeps going with it. */
+  renewed(token) {
+    this.token = token;
+    this.api.token = token;
+    if (this.conn) {
+      this.conn.options.token = token;
+      if (this.conn.live) this.conn.request({ type: "token.renew", token }).catch(() => { /* it reconnects if need be */ });
     }
   }
 
@@ -99,7 +164,9 @@ export class ChatApp {
       return;
     }
     this.token = token;
-    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* ignore */ }
+    if (!this.tokens.current) {
+      try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* ignore */ }
+    }
     this.me = me;
     // R22: French unless this browser chose otherwise or the person reads English.
     setLanguage(chosenLanguage() || me.language || "fr");
@@ -136,6 +203,7 @@ export class ChatApp {
     if (this.conn) this.conn.stop();
     this.conn = null;
     try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* ignore */ }
+    this.tokens.clear();
     this.token = null;
     this.api.token = null;
     this.me = null;
@@ -465,6 +533,41 @@ export class ChatApp {
   }
 
   // -- children, announcements, bell ---------------------------------------------------------------------
+  // -- R20, R21: a child, my sessions ------------------------------------------------------------
+  async openAddChild() {
+    let organisations = [];
+    try { organisations = (await this.api.get("/api/organisations")).organisations; } catch (_) { /* shown empty */ }
+    this.panels.open("child", t("child.add_title"), (body) => childForm(body, organisations, async (request) => {
+      try {
+        const { child } = await this.api.post("/api/children", request);
+        this.panels.close("child");
+        await this.reloadMe(child.id);
+        return null;
+      } catch (err) {
+        return err.message || t("error.generic");
+      }
+    }));
+  }
+
+  /** Who I am again (a child was added): the picker shows the child, chosen. */
+  async reloadMe(childId) {
+    this.me = await this.api.get("/api/me");
+    this.views.renderMain();
+    if (childId !== undefined) this.setChild(childId);
+  }
+
+  async openSessions() {
+    const draw = async (body) => {
+      let sessions = [];
+      try { sessions = (await this.api.get("/api/sessions")).sessions; } catch (_) { /* shown empty */ }
+      sessionList(body, sessions, async (id) => {
+        try { await this.api.delete(`/api/sessions/${encodeURIComponent(id)}`); } catch (_) { /* gone already */ }
+        await draw(body);
+      }, () => this.signOut());
+    };
+    this.panels.open("sessions", t("sessions.title"), (body) => { draw(body); });
+  }
+
   setChild(childId) {
     this.childId = childId;
     try { localStorage.setItem(CHILD_KEY + "." + this.me.id, String(childId)); } catch (_) { /* ignore */ }

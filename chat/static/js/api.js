@@ -24,6 +24,7 @@ export class Api {
   constructor(base = "", token = null) {
     this.base = base;
     this.token = token;
+    this.renew = null;
   }
 
   headers(extra = {}) {
@@ -32,7 +33,19 @@ export class Api {
     return headers;
   }
 
-  async request(method, path, body) {
+  /** With `renew` set (a session's refresh, R21), an expired access token is
+   *  renewed once and the request sent again. */
+  async request(method, path, body, retried = false) {
+    try {
+      return await this.send(method, path, body);
+    } catch (err) {
+      if (retried || !this.renew || err.code !== "auth.expired_token") throw err;
+      try { await this.renew(); } catch (_) { throw err; } // no session to refresh: the expiry stands
+      return this.request(method, path, body, true);
+    }
+  }
+
+  async send(method, path, body) {
     let response;
     try {
       response = await fetch(this.base + path, {
@@ -52,6 +65,7 @@ export class Api {
   get(path) { return this.request("GET", path); }
   post(path, body = {}) { return this.request("POST", path, body); }
   put(path, body = {}) { return this.request("PUT", path, body); }
+  delete(path) { return this.request("DELETE", path); }
 
   /** A file the person may read, as a blob URL (images are shown with it). */
   async blobUrl(path) {

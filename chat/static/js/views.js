@@ -9,7 +9,6 @@ import { formatSize, formatTime, language, pick, t } from "./i18n.js";
 export const QUICK_EMOJI = ["👍", "❤️", "😂", "😮", "🙏", "✅"];
 const MAX_ATTACHMENTS = 10; // R7
 const MAX_FILE_BYTES = 20 * 1024 * 1024; // R7: 20 MB per file
-const ROLES = ["direction", "teacher", "staff", "transport", "parent"];
 
 export class Views {
   constructor(app) {
@@ -45,61 +44,6 @@ export class Views {
   }
 
   // -- sign-in -------------------------------------------------------------------------------------------
-  renderSignIn(people, error) {
-    const app = this.app;
-    this.el = {};
-    this.nodes.clear();
-    this.paneFor = null;
-    document.title = t("app.title");
-    const tokenInput = h("input", { id: "token", type: "password", autocomplete: "off", spellcheck: "false",
-      required: true, class: "input" });
-    const tokenForm = h("form", { class: "token-form", onsubmit: (e) => {
-      e.preventDefault();
-      const token = tokenInput.value.trim();
-      if (token) app.signIn(token);
-    } },
-      h("label", { for: "token" }, t("signin.token")),
-      tokenInput,
-      h("button", { type: "submit", class: "primary" }, t("signin.submit")));
-    let demo = null;
-    if (people) {
-      const list = h("div", { class: "people" });
-      const filter = h("input", { id: "people-filter", type: "search", class: "input", autocomplete: "off" });
-      const draw = () => {
-        const q = filter.value.trim().toLowerCase();
-        replaceChildren(list, ROLES.map((role) => {
-          const group = people.filter((p) => p.role === role && (!q || `${p.name} ${p.email} ${t("role." + role)}`
-            .toLowerCase().includes(q)));
-          if (!group.length) return null;
-          return h("section", { class: "people-group", "aria-labelledby": `role-${role}` },
-            h("h3", { id: `role-${role}` }, t("role." + role)),
-            h("ul", { class: "people-list" }, group.map((p) => h("li", {},
-              h("button", { type: "button", class: "person", onclick: () => app.demoSignIn(p.id) },
-                h("span", { class: "person-name" }, p.name),
-                h("span", { class: "person-email" }, p.email))))));
-        }));
-      };
-      filter.addEventListener("input", draw);
-      draw();
-      demo = h("section", { class: "card demo", "aria-labelledby": "demo-title" },
-        h("h2", { id: "demo-title" }, t("signin.demo_title")),
-        h("p", { class: "help" }, t("signin.demo_help")),
-        h("label", { for: "people-filter" }, t("signin.filter")),
-        filter,
-        list);
-    }
-    replaceChildren(this.app.root, h("div", { class: "signin" },
-      h("header", { class: "topbar" }, h("h1", { class: "brand" }, t("app.title")), this.languageSwitch()),
-      h("main", { class: "signin-main" },
-        h("h2", { class: "sr-only" }, t("signin.title")),
-        error ? h("p", { class: "error", role: "alert" }, error) : null,
-        demo,
-        h("section", { class: "card", "aria-labelledby": "token-title" },
-          h("h2", { id: "token-title" }, t("signin.token_title")),
-          h("p", { class: "help" }, t("signin.token_help")),
-          tokenForm))));
-  }
-
   // -- main layout ---------------------------------------------------------------------------------------
   renderMain() {
     const app = this.app;
@@ -122,6 +66,11 @@ export class Views {
         childPicker = h("p", { class: "help" }, t("child.none"));
       }
     }
+    // R20: a parent adds the children the school has them on file for.
+    const addChild = me.role === "parent"
+      ? h("button", { type: "button", class: "ghost small add-child", onclick: () => app.openAddChild() },
+        icon("plus"), h("span", { class: "add-child-text" }, t("child.add")))
+      : null;
     el.annBadge = h("span", { class: "badge", "aria-hidden": "true" });
     el.bellBadge = h("span", { class: "badge", "aria-hidden": "true" });
     el.annButton = h("button", { type: "button", class: "icon-button", "data-focus-key": "ann",
@@ -143,7 +92,9 @@ export class Views {
       h("div", { class: "break", "aria-hidden": "true" }),
       childPicker,
       h("nav", { class: "tools", "aria-label": t("tools.label") },
-        el.annButton, el.bellButton, prefsButton, archiveButton, this.languageSwitch(),
+        addChild, el.annButton, el.bellButton, prefsButton, archiveButton, this.languageSwitch(),
+        h("button", { type: "button", class: "ghost small sessions", title: t("sessions.title"),
+          onclick: () => app.openSessions() }, icon("lock"), h("span", { class: "sessions-text" }, t("sessions.title"))),
         h("button", { type: "button", class: "ghost small signout", title: t("signout"), onclick: () => app.signOut() },
           icon("logout"), h("span", { class: "signout-text" }, t("signout")))));
     el.list = h("ul", { class: "conv-list" });
