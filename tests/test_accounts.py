@@ -345,3 +345,19 @@ async def test_every_step_is_audited_and_no_secret_reaches_the_audit_log_or_the_
     for secret in secrets:
         assert not re.search(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])", written), "a secret was written"
     assert UNKNOWN not in written  # an unknown e-mail is audited by a digest, not as typed
+
+
+async def test_an_open_socket_takes_a_refreshed_token_and_refuses_another_session_s(site):
+    tokens = await site.create_account(MARIE)
+    client = await site.socket(tokens)
+    (conn,) = site.service.hub.by_person[tokens["person"]["id"]]
+    refreshed = (await site.post("/api/auth/refresh", refresh_token=tokens["refresh_token"])).json()
+    answer = await client.request("token.renew", token=refreshed["access_token"])
+    assert answer["expires_at"] == conn.expires_at >= site.service.settings.token_ttl_seconds
+    other = await site.sign_in(MARIE)  # another session of the same person
+    refused = await client.refused("token.renew", token=other["access_token"])
+    assert refused["code"] == "auth.invalid_token"
+    assert (await client.refused("token.renew", token="not-a-token"))["code"] == "auth.invalid_token"
+    assert conn.expires_at == answer["expires_at"]  # unchanged by the refusals, and still open
+    assert (await client.request("ping"))["pong"] is True
+    await client.close()

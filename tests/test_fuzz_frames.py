@@ -203,6 +203,8 @@ class Scene:
     sends: list[int]
     uploads: list[str]
     fiches: list[str]
+    sessions: list[str]  # a spare session of each speaker, not the one its token is in (R21)
+    tokens: list[str]  # an access token in each of those spare sessions
 
 
 async def build_scene(server: Server) -> Scene:
@@ -239,6 +241,7 @@ async def build_scene(server: Server) -> Scene:
         uploaded = await http.post("/api/uploads", params={"name": "photo.png"}, content=files.png_with_text(),
                                    headers={"Authorization": f"Bearer {await server.token(MARIE)}"})
         uploads = [uploaded.json()["upload"]["id"]]
+    spare = [await server.service.accounts.open_session(people[email], "spare") for email in SPEAKERS]
     async with server.service.sessions() as session:
         notifications = list((await session.execute(select(Notification.id).where(
             Notification.person_id == people[MARIE]).order_by(Notification.id))).scalars())
@@ -246,7 +249,9 @@ async def build_scene(server: Server) -> Scene:
                  theirs_message["message_id"]], last_seq=theirs_message["seq"],
                  children=children, groups=groups, schools=schools,
                  organisations=organisations, announcements=[announcement], notifications=notifications or [1],
-                 sends=[send], uploads=uploads, fiches=fiches)
+                 sends=[send], uploads=uploads, fiches=fiches,
+                 sessions=[opened["session_id"] for opened in spare],
+                 tokens=[opened["access_token"] for opened in spare])
 
 
 # -- values -----------------------------------------------------------------------------------------
@@ -325,6 +330,8 @@ def plausible(kind: str, scene: Scene) -> st.SearchStrategy[Any]:
                                            "0001-01-01", "9999-12-31T23:59:59", "0001-01-01T00:00:00+14:00",
                                            "9999-12-31T23:59:59-14:00", "2026-02-30"]), texts),
         "format": st.one_of(st.sampled_from(["json", "html"]), texts),
+        "session": st.one_of(st.sampled_from(scene.sessions), texts),
+        "token": st.one_of(st.sampled_from(scene.tokens), texts),
         "any": json_values,
     }[kind]
 
@@ -381,6 +388,7 @@ FRAMES: dict[str, dict[str, str]] = {
     "preferences.set": {"child_id": "child", "kind": "kind", "enabled": "bool"},
     "ping": {},
     "signout": {},
+    "token.renew": {"token": "token"},
 }
 # Who speaks: a parent, a teacher and the direction reach different rules.
 SPEAKERS = (MARIE, NADIA, DIRECTION)
@@ -504,7 +512,7 @@ async def fuzz(name: str, strategy: st.SearchStrategy[Any], case: Callable[[Any]
 
 # -- the tests: frames --------------------------------------------------------------------------------
 def test_every_client_frame_type_is_fuzzed():
-    assert set(FRAMES) == set(HANDLERS) | {"resume"}
+    assert set(FRAMES) == set(HANDLERS) | {"resume", "token.renew"}  # both read by the session itself
     assert set(FRAMES) == frame_types_in_the_doc()
 
 
@@ -613,6 +621,7 @@ HTTP_ROUTES = [
     HttpRoute("GET", "/api/archive/conversations/{conversation_id:conversation:int}"),
     HttpRoute("GET", "/api/archive/conversations/{conversation_id:conversation:int}/export", {"format": "format"}),
     HttpRoute("GET", "/api/archive/attachments/{upload_id:upload:str}"),
+    HttpRoute("DELETE", "/api/sessions/{session_id:session:str}"),
     # Ids in the query string or the body.
     HttpRoute("GET", "/api/contacts", {"child_id": "child"}),
     HttpRoute("GET", "/api/notifications", {"child_id": "child", "before": "notification", "limit": "limit"}),
@@ -634,6 +643,8 @@ def segment_strategy(kind: str, scene: Scene) -> st.SearchStrategy[str]:
     """A path segment: a real id, a boundary id, digits beyond any width, or any text."""
     if kind == "upload":
         real = st.sampled_from(scene.uploads)
+    elif kind == "session":
+        real = st.sampled_from(scene.sessions)
     elif kind == "school":
         real = st.sampled_from([str(s) for s in scene.schools])
     else:

@@ -11,9 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.client import WAIT, WSClient
+from chat.accounts.throttle import LIMITS
 from tests.conftest import JEAN, MARIE, NADIA, SECRET, broker_barrier, child_id, person_by_email
 
 
@@ -195,3 +197,34 @@ async def test_serve_with_two_workers_shares_one_port_and_replaces_a_dead_worker
             supervisor.wait(20)
         except subprocess.TimeoutExpired:
             supervisor.kill()
+
+
+async def test_ending_a_session_on_one_worker_closes_its_socket_on_the_other_and_throttling_is_shared(
+        workers, service):
+    """R21 across processes: Marie's phone is on worker A, her laptop on worker B; the
+    laptop ends the phone's session through B, and A closes the phone's socket.  Then
+    password guesses spread over both workers count against one limit (Redis)."""
+    a, b = workers
+    marie = await person_by_email(service, MARIE)
+    phone_tokens = await service.accounts.open_session(marie.id, "phone")
+    laptop_tokens = await service.accounts.open_session(marie.id, "laptop")
+    phone = await WSClient.open(a.ws_url, phone_tokens["access_token"])
+    await phone.start({})
+    laptop = await WSClient.open(b.ws_url, laptop_tokens["access_token"])
+    await laptop.start({})
+    bearer = {"Authorization": f"Bearer {laptop_tokens['access_token']}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{b.port}") as on_b:
+        ended = await on_b.delete(f"/api/sessions/{phone_tokens['session_id']}", headers=bearer)
+        assert ended.json() == {"ended": 1}
+    assert (await phone.next("signed_out"))["type"] == "signed_out"
+    assert (await laptop.request("ping"))["pong"] is True
+    await laptop.close()
+
+    limit = LIMITS["password.account"].attempts
+    answers = []
+    for n in range(limit + 1):
+        worker = (a, b)[n % 2]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.port}") as http:
+            answers.append((await http.post("/api/auth/signin", json={"email": JEAN, "password": "Wrong-guess-1"}))
+                           .json()["error"]["code"])
+    assert answers == ["auth.invalid_credentials"] * limit + ["auth.throttled"]

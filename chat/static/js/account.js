@@ -157,11 +157,15 @@ export class AccountViews {
       autocomplete: "one-time-code", pattern: "[0-9]{6}", maxlength: 6 }, t("account.code_help", { email: this.email }));
   }
 
-  signinCodeCard() {
+  /** The second step: the code e-mailed for `again` (the step that sends a new one). */
+  codeCard(submitKey, verify, again) {
     const [code, codeField] = this.codeField();
-    return this.form("code-title", "account.code_title", [codeField], "signin.submit",
-      () => this.actions.signInCode(this.email, code.value.trim()),
-      [this.link("account.code_again", "signin")]);
+    return this.form("code-title", "account.code_title", [codeField], submitKey,
+      () => verify(this.email, code.value.trim()), [this.link("account.code_again", again)]);
+  }
+
+  signinCodeCard() {
+    return this.codeCard("signin.submit", this.actions.signInCode, "signin");
   }
 
   signupCard() {
@@ -175,10 +179,7 @@ export class AccountViews {
   }
 
   signupCodeCard() {
-    const [code, codeField] = this.codeField();
-    return this.form("code-title", "account.code_title", [codeField], "account.activate",
-      () => this.actions.signUpCode(this.email, code.value.trim()),
-      [this.link("account.code_again", "signup")]);
+    return this.codeCard("account.activate", this.actions.signUpCode, "signup");
   }
 
   forgotCard() {
