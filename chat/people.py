@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from chat import auth
 from chat.config import Settings
-from chat.errors import NotFound, Unauthenticated
+from chat.errors import BadRequest, NotFound, Unauthenticated
+from chat.i18n import LANGUAGES
 from chat.policies import membership
 from chat.policies.facts import ChildFacts, PersonFacts, Role
 from chat.storage import direct, queries
@@ -119,6 +120,19 @@ class People:
             raise Unauthenticated("auth.revoked_token")
         return Actor(person.id, person.role, person.name, person.language, claims.token_id,
                      claims.session_id, claims.expires_at)
+
+    async def set_language(self, actor: Actor, language: str) -> str:
+        """R22: the language the person reads: every text the server writes for
+        them from now on (errors, system messages, e-mails) is in it."""
+        if language not in LANGUAGES:
+            raise BadRequest("request.invalid_choice", field="language", expected=" | ".join(LANGUAGES),
+                             got=language[:20])
+        async with self.sessions() as session, session.begin():
+            person = await session.get(Person, actor.id)
+            if person is None:
+                raise Unauthenticated("auth.unknown_person")
+            person.language = language
+        return language
 
     async def me(self, actor: Actor) -> dict[str, Any]:
         """Who I am; for a parent, the children to pick from (one at a time)."""

@@ -246,13 +246,17 @@ class TokenRenew(ClientFrame, tag="token.renew"):
     token: Text
 
 
+class LanguageSet(ClientFrame, tag="language.set"):
+    language: Text
+
+
 FRAME_CLASSES: tuple[type[ClientFrame], ...] = (
     Resume, ConversationCreate, ConversationRename, ConversationAdd, ConversationRemove, ConversationLeave,
     ConversationList, ConversationLock, ConversationUnlock, ConversationHistory, MessageSend, MessageEdit,
     MessageRetract, ReactionAdd, ReactionRemove, Read, Typing, AnnouncementPost, AnnouncementList,
     AnnouncementRead, AnnouncementReact, AnnouncementUnreact, AnnouncementReply, CollectiveSend,
     CollectiveStatus, NotificationList, NotificationOpen, NotificationReadAll, PreferencesGet, PreferencesSet,
-    Ping, Signout, TokenRenew,
+    Ping, Signout, TokenRenew, LanguageSet,
 )
 for _cls in FRAME_CLASSES:
     _cls.TYPE = _cls.__struct_config__.tag

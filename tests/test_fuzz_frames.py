@@ -332,6 +332,7 @@ def plausible(kind: str, scene: Scene) -> st.SearchStrategy[Any]:
         "format": st.one_of(st.sampled_from(["json", "html"]), texts),
         "session": st.one_of(st.sampled_from(scene.sessions), texts),
         "token": st.one_of(st.sampled_from(scene.tokens), texts),
+        "language": st.one_of(st.sampled_from(["fr", "en", "EN", "en-CA", "de", ""]), texts),
         "any": json_values,
     }[kind]
 
@@ -389,6 +390,7 @@ FRAMES: dict[str, dict[str, str]] = {
     "ping": {},
     "signout": {},
     "token.renew": {"token": "token"},
+    "language.set": {"language": "language"},
 }
 # Who speaks: a parent, a teacher and the direction reach different rules.
 SPEAKERS = (MARIE, NADIA, DIRECTION)
@@ -512,7 +514,8 @@ async def fuzz(name: str, strategy: st.SearchStrategy[Any], case: Callable[[Any]
 
 # -- the tests: frames --------------------------------------------------------------------------------
 def test_every_client_frame_type_is_fuzzed():
-    assert set(FRAMES) == set(HANDLERS) | {"resume", "token.renew"}  # both read by the session itself
+    # These three are read by the session itself: they start it or change it.
+    assert set(FRAMES) == set(HANDLERS) | {"resume", "token.renew", "language.set"}
     assert set(FRAMES) == frame_types_in_the_doc()
 
 

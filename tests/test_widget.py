@@ -42,6 +42,7 @@ from tests.conftest import (
     actor_for,
     child_id,
     free_socket,
+    person_by_email,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -544,10 +545,20 @@ async def test_announcements_with_the_megaphone_reactions_preferences_per_child_
     await expect(marie.page.get_by_role("button", name="Sign out")).to_be_visible()
     await expect(marie.page.locator("html")).to_have_attribute("lang", "en")
     await marie.screenshot("desktop-english")
+
+    async def stored_language(wanted: str) -> bool:
+        return (await person_by_email(widget_server.service, MARIE)).language == wanted
+
+    # The choice reaches the server: stored with Marie, and her connection's refusals follow it.
+    assert await eventually(lambda: stored_language("en"))
+    refusal = await marie.page.evaluate("""() => window.chatWidget.conn.request(
+        {type: "conversation.history", conversation_id: 987654321}).catch((err) => err.message)""")
+    assert refusal.startswith("Conversation not found"), refusal
     await marie.page.reload()
     await expect(marie.status()).to_have_text("connected")
     await marie.page.get_by_role("button", name="FR", exact=True).click()
     await expect(marie.status()).to_have_text("connecté")
+    assert await eventually(lambda: stored_language("fr"))
     assert marie.errors == [] and helene.errors == []
 
 

@@ -228,6 +228,7 @@ export class ChatApp {
   }
 
   started(reply) {
+    this.sendLanguage();
     const resumed = new Set(reply.resumed || []);
     const reset = new Map((reply.reset || []).map((r) => [r.conversation_id, r]));
     for (const [id, r] of reset) {
@@ -655,9 +656,22 @@ export class ChatApp {
 
   toggleLanguage() {
     setLanguage(language() === "fr" ? "en" : "fr", true);
+    this.sendLanguage();
     this.panels.closeAll();
     if (this.me) this.views.renderMain();
     else this.boot();
+  }
+
+  /** R22: the server writes to the person (errors, system texts, e-mails) in the
+   *  language the widget shows; the choice is stored with the person. */
+  sendLanguage() {
+    if (!this.me || this.me.language === language()) return;
+    const chosen = language();
+    const request = this.conn && this.conn.live
+      ? this.conn.request({ type: "language.set", language: chosen })
+      : this.api.put("/api/me/language", { language: chosen });
+    request.then((reply) => { if (this.me) this.me.language = reply.language; })
+      .catch(() => { /* tried again at the next connection */ });
   }
 
   changed() {

@@ -38,7 +38,7 @@ from chat.web.http_notifications import (http_notification, http_notifications, 
                                          http_preferences)
 from chat.web.http_ops import healthz, metrics
 from chat.web import http_accounts as accounts
-from chat.web.http_people import demo_people, http_contacts, http_me
+from chat.web.http_people import demo_people, http_contacts, http_language, http_me
 from chat.web.responses import error_response
 from chat.web.ws import SOCKET_KEY, websocket_endpoint
 
@@ -144,6 +144,7 @@ def create_app(settings: Settings, service: App | None = None, migrate: bool = T
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/api/me", endpoint(http_me)),
+        Route("/api/me/language", endpoint(http_language), methods=["PUT"]),
         Route("/api/auth/signup", accounts.public(accounts.signup), methods=["POST"]),
         Route("/api/auth/signup/verify", accounts.public(accounts.signup_verify), methods=["POST"]),
         Route("/api/auth/signin", accounts.public(accounts.signin), methods=["POST"]),

@@ -20,6 +20,12 @@ async def http_me(service: App, actor: Actor, request: Request) -> Any:
     return await service.people.me(actor)
 
 
+async def http_language(service: App, actor: Actor, request: Request) -> Any:
+    """R22: ``PUT /api/me/language`` {"language": "fr" | "en"}."""
+    fields = await json_body(request)
+    return {"language": await service.people.set_language(actor, fields.str("language")[:20])}
+
+
 async def http_contacts(service: App, actor: Actor, request: Request) -> Any:
     return {"contacts": await service.people.contacts(actor, query_int(request, "child_id"))}
 

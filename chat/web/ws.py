@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -122,6 +123,14 @@ class Session:
         self.conn.expires_at = renewed.expires_at
         return {"expires_at": renewed.expires_at}
 
+    async def set_language(self, language: str) -> dict[str, Any]:
+        """R22: the person's language, stored; this connection's texts follow it
+        at once, the person's other connections from their next connection."""
+        chosen = await self.service.people.set_language(self.actor, language)
+        self.actor = replace(self.actor, language=chosen)
+        self.conn.language = chosen
+        return {"language": chosen}
+
     async def handle(self, raw: str) -> None:
         request_id: Any = None
         try:
@@ -153,6 +162,11 @@ class Session:
                 if fields is not None:
                     frame = protocol.from_fields(protocol.TokenRenew, fields, request_id)
                 self.service.hub.send(self.conn, reply(request_id, **await self.renew(frame.token)))
+                return
+            if frame_type == "language.set":
+                if fields is not None:
+                    frame = protocol.from_fields(protocol.LanguageSet, fields, request_id)
+                self.service.hub.send(self.conn, reply(request_id, **await self.set_language(frame.language)))
                 return
             handler = HANDLERS.get(frame_type)
             if handler is None:

@@ -28,7 +28,8 @@ export class Api {
   }
 
   headers(extra = {}) {
-    const headers = { ...extra };
+    // R22: answers before sign-in (and refusals) come in the language shown.
+    const headers = { "Accept-Language": document.documentElement.lang || "fr", ...extra };
     if (this.token) headers.Authorization = "Bearer " + this.token;
     return headers;
   }
