@@ -248,8 +248,8 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Reserved for the principal of this conversation's school.",
     ),
     "announcement.not_allowed": (
-        "Vous ne pouvez pas publier d'annonce pour ce public ({audience}).",
-        "You cannot post an announcement to this audience ({audience}).",
+        "Vous ne pouvez pas publier d'annonce pour ce public.",
+        "You cannot post an announcement to this audience.",
     ),
     "announcement.audience_invalid": (
         "Public d'annonce invalide : indiquez « groups », « school » ou « organisation ».",

@@ -283,6 +283,14 @@ async def test_parent_and_teacher_exchange_live_react_attach_edit_and_retract(wi
         "Les documents Word anciens (.doc) ne sont pas acceptés")
     await marie.page.get_by_role("button", name="Retirer la pièce jointe bulletin.doc").click()
     await expect(marie.page.locator(".uploads .upload")).to_have_count(0)
+    # A program is refused by its content; the parent reads the file's name, not the server's MIME type.
+    await marie.page.locator("#composer-file").set_input_files(
+        [{"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": files.pe_executable()}])
+    refused = marie.page.locator(".uploads .error")
+    await expect(refused).to_contain_text("« photo.jpg » n'est pas d'un type accepté. Types acceptés : JPG, PNG")
+    assert "application/" not in await refused.inner_text()
+    await marie.page.get_by_role("button", name="Retirer la pièce jointe photo.jpg").click()
+    await expect(marie.page.locator(".uploads .upload")).to_have_count(0)
 
     # R8: the author edits, the teacher sees the new text marked as edited; then retracts it.
     edited = "Bonjour Madame Chabot, Léa a oublié son cahier de maths et son étui."
@@ -416,12 +424,13 @@ async def test_the_principal_locks_from_the_archive_and_the_parents_composer_sho
     await expect(marie.composer()).to_be_disabled()
     await expect(marie.page.get_by_role("button", name="Envoyer")).to_be_disabled()
     await expect(marie.page.locator(".composer-note")).to_have_text("Conversation verrouillée : l'envoi est désactivé.")
-    await expect(marie.log()).to_contain_text("Direction a verrouillé la conversation.")
+    await expect(marie.log()).to_contain_text("La direction a verrouillé la conversation.")
     await marie.screenshot("desktop-locked")
 
     await archive.locator(".archive-item", has_text="Propos en classe").get_by_role("button", name="Déverrouiller").click()
     await expect(marie.composer()).to_be_enabled()
     await expect(marie.page.locator(".locked-banner")).to_have_count(0)
+    await expect(marie.log()).to_contain_text("La direction a déverrouillé la conversation.")
     assert marie.errors == [] and helene.errors == []
 
 

@@ -62,11 +62,11 @@ def check_announcer(
     """
     def refuse() -> Forbidden:
         if audience.groups:
-            label = "groups " + ", ".join(str(g) for g in audience.groups)
+            label = "groups:" + ",".join(str(g) for g in audience.groups)
         elif audience.school is not None:
-            label = f"school {audience.school}"
+            label = f"school:{audience.school}"
         else:
-            label = f"organisation {audience.organisation}"
+            label = f"organisation:{audience.organisation}"
         return Forbidden("announcement.not_allowed", audience=label)
 
     if actor.role in (Role.PARENT, Role.TRANSPORT):

@@ -25,7 +25,7 @@ const STRINGS = {
     "signout": "Se déconnecter",
     "tools.label": "Outils",
     "role.parent": "Parent",
-    "role.teacher": "Enseignant",
+    "role.teacher": "Personnel enseignant",
     "role.staff": "Personnel",
     "role.direction": "Direction",
     "role.transport": "Transport",
@@ -80,6 +80,7 @@ const STRINGS = {
     "list.new": "Nouvelle conversation",
     "list.new_short": "Nouvelle",
     "list.unread": "{count} non lus",
+    "list.unread.one": "{count} non lu",
     "list.unread_suffix": "non lus",
     "list.attachment": "Pièce jointe",
     "list.preview": "{author} : {text}",
@@ -133,8 +134,11 @@ const STRINGS = {
     "upload.too_many": "Un message compte au plus 10 pièces jointes.",
     "upload.failed": "Le téléversement de « {name} » a échoué ({status}).",
     "upload.offline": "Impossible de téléverser hors ligne.",
+    "upload.network": "réseau",
+    "upload.type_refused": "« {name} » n'est pas d'un type accepté. Types acceptés : JPG, PNG, DOCX et PDF.",
     "bell.label": "Notifications",
     "bell.unread": "{count} notifications non lues",
+    "bell.unread.one": "{count} notification non lue",
     "bell.title": "Notifications",
     "bell.empty": "Aucune notification.",
     "bell.read_all": "Tout marquer comme lu",
@@ -144,6 +148,7 @@ const STRINGS = {
     "bell.urgent": "urgent",
     "ann.label": "Annonces",
     "ann.unread": "{count} annonces non lues",
+    "ann.unread.one": "{count} annonce non lue",
     "ann.title": "Annonces",
     "ann.megaphone": "Annonce (mégaphone)",
     "ann.empty": "Aucune annonce.",
@@ -155,6 +160,7 @@ const STRINGS = {
     "ann.urgent": "Urgent (fermeture, etc.)",
     "ann.post": "Publier",
     "ann.posted": "Annonce publiée ({count} familles).",
+    "ann.posted.one": "Annonce publiée ({count} famille).",
     "ann.from": "De {name}",
     "ann.no_reply": "On ne répond pas à une annonce : réagissez avec un émoji.",
     "ann.for_child": "Pour {names}",
@@ -195,6 +201,7 @@ const STRINGS = {
     "archive.export_html": "Exporter (HTML)",
     "archive.export_json": "Exporter (JSON)",
     "archive.messages": "{count} messages",
+    "archive.messages.one": "{count} message",
     "archive.retracted": "retiré par l'auteur",
     "archive.versions": "Versions précédentes",
     "archive.back": "Retour à la liste",
@@ -203,6 +210,10 @@ const STRINGS = {
     "error.generic": "Une erreur est survenue.",
     "event.locked": "{actor} a verrouillé la conversation.",
     "event.unlocked": "{actor} a déverrouillé la conversation.",
+    "event.locked_self": "Vous avez verrouillé la conversation.",
+    "event.unlocked_self": "Vous avez déverrouillé la conversation.",
+    "event.locked_direction": "La direction a verrouillé la conversation.",
+    "event.unlocked_direction": "La direction a déverrouillé la conversation.",
     "someone": "Quelqu'un",
   },
   en: {
@@ -335,8 +346,11 @@ const STRINGS = {
     "upload.too_many": "A message has at most 10 attachments.",
     "upload.failed": "Uploading '{name}' failed ({status}).",
     "upload.offline": "Cannot upload while offline.",
+    "upload.network": "network",
+    "upload.type_refused": "'{name}' is not of an accepted type. Accepted types: JPG, PNG, DOCX and PDF.",
     "bell.label": "Notifications",
     "bell.unread": "{count} unread notifications",
+    "bell.unread.one": "{count} unread notification",
     "bell.title": "Notifications",
     "bell.empty": "No notifications.",
     "bell.read_all": "Mark all as read",
@@ -346,6 +360,7 @@ const STRINGS = {
     "bell.urgent": "urgent",
     "ann.label": "Announcements",
     "ann.unread": "{count} unread announcements",
+    "ann.unread.one": "{count} unread announcement",
     "ann.title": "Announcements",
     "ann.megaphone": "Announcement (megaphone)",
     "ann.empty": "No announcements.",
@@ -357,6 +372,7 @@ const STRINGS = {
     "ann.urgent": "Urgent (closure, etc.)",
     "ann.post": "Post",
     "ann.posted": "Announcement posted ({count} families).",
+    "ann.posted.one": "Announcement posted ({count} family).",
     "ann.from": "From {name}",
     "ann.no_reply": "Announcements are not replied to: react with an emoji.",
     "ann.for_child": "For {names}",
@@ -397,6 +413,7 @@ const STRINGS = {
     "archive.export_html": "Export (HTML)",
     "archive.export_json": "Export (JSON)",
     "archive.messages": "{count} messages",
+    "archive.messages.one": "{count} message",
     "archive.retracted": "removed by its author",
     "archive.versions": "Earlier versions",
     "archive.back": "Back to the list",
@@ -405,6 +422,10 @@ const STRINGS = {
     "error.generic": "An error occurred.",
     "event.locked": "{actor} locked the conversation.",
     "event.unlocked": "{actor} unlocked the conversation.",
+    "event.locked_self": "You locked the conversation.",
+    "event.unlocked_self": "You unlocked the conversation.",
+    "event.locked_direction": "The principal locked the conversation.",
+    "event.unlocked_direction": "The principal unlocked the conversation.",
     "someone": "Someone",
   },
 };
@@ -439,9 +460,14 @@ export function language() {
   return current;
 }
 
-/** A widget text, with {placeholders} filled in. */
+const PLURALS = { fr: new Intl.PluralRules("fr-CA"), en: new Intl.PluralRules("en-CA") };
+
+/** A widget text, with {placeholders} filled in.  With a numeric `count`, the
+ *  plural form of the language ("key.one" beside "key") when there is one:
+ *  French says "0 non lu" and "1 non lu", English "0 unread notifications". */
 export function t(key, fields = {}) {
-  const text = STRINGS[current][key] ?? STRINGS.fr[key] ?? key;
+  const form = typeof fields.count === "number" ? `${key}.${PLURALS[current].select(fields.count)}` : null;
+  const text = (form && STRINGS[current][form]) ?? STRINGS[current][key] ?? STRINGS.fr[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (m, name) => (name in fields ? String(fields[name]) : m));
 }
 
@@ -459,7 +485,8 @@ export function formatTime(iso) {
   const sameDay = date.toDateString() === now.toDateString();
   const options = sameDay ? { hour: "2-digit", minute: "2-digit" }
     : { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" };
-  return new Intl.DateTimeFormat(current === "en" ? "en-CA" : "fr-CA", options).format(date);
+  // No-break spaces: "14 h 03" and "5 déc." never break over two lines.
+  return new Intl.DateTimeFormat(current === "en" ? "en-CA" : "fr-CA", options).format(date).replace(/ /g, "\u00a0");
 }
 
 export function formatSize(bytes) {

@@ -317,13 +317,13 @@ export class Views {
 
   systemEl(item, conv) {
     let text;
-    // Direction locks without being a member: name the role when the name is unknown.
-    const locker = item.actor === this.app.me.id ? t("msg.you") : (conv.names.get(item.actor) || t("role.direction"));
-    if (item.code === "conversation.locked") {
-      text = t("event.locked", { actor: locker })
-        + (item.reason ? " " + t("conv.lock_reason", { reason: item.reason }) : "");
-    } else if (item.code === "conversation.unlocked") {
-      text = t("event.unlocked", { actor: locker });
+    if (item.code === "conversation.locked" || item.code === "conversation.unlocked") {
+      // Direction locks without being a member: the role is named when the name is unknown.
+      const verb = item.code === "conversation.locked" ? "event.locked" : "event.unlocked";
+      const name = conv.names.get(item.actor);
+      text = item.actor === this.app.me.id ? t(verb + "_self")
+        : name ? t(verb, { actor: name }) : t(verb + "_direction");
+      if (item.code === "conversation.locked" && item.reason) text += " " + t("conv.lock_reason", { reason: item.reason });
     } else {
       text = pick(item.system);
     }
@@ -551,7 +551,9 @@ export class Views {
         entry.abort = abort;
         promise.then((view) => { entry.view = view; }, (err) => {
           if (err.code === "aborted") return;
-          entry.error = err.message || t("upload.failed", { name: file.name, status: err.status || "réseau" });
+          // A refused type names the file, not what the server's content check saw (R7).
+          entry.error = err.code === "attachment.type_not_allowed" ? t("upload.type_refused", { name: file.name })
+            : err.message || t("upload.failed", { name: file.name, status: err.status || t("upload.network") });
         }).finally(() => { this.renderUploads(); this.renderComposerState(conv); });
       }
     }
