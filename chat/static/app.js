@@ -591,6 +591,19 @@ export class ChatApp {
     return list.sort((a, b) => b.activity - a.activity || b.id - a.id);
   }
 
+  /** Child id → unread messages and announcements about that child (R16's one inbox). */
+  unreadPerChild() {
+    const counts = new Map();
+    const add = (id, n) => { if (n) counts.set(id, (counts.get(id) || 0) + n); };
+    for (const conv of this.convs.values()) {
+      if (conv.summary.child) add(conv.summary.child.id, conv.summary.unread || 0);
+    }
+    for (const a of this.announcements.values()) {
+      if (a.read === false) for (const c of a.children || []) add(c.id, 1);
+    }
+    return counts;
+  }
+
   async loadAnnouncements() {
     try {
       const { announcements } = await this.api.get("/api/announcements?limit=50");

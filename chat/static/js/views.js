@@ -58,10 +58,14 @@ export class Views {
     let childPicker = null;
     if (me.role === "parent") {
       if ((me.children || []).length) {
-        const select = h("select", { id: "child", class: "input", onchange: (e) => app.setChild(Number(e.target.value)) },
-          me.children.map((c) => h("option", { value: c.id, selected: c.id === app.childId,
-            title: [c.school, c.group].filter(Boolean).join(" — ") }, c.name)));
-        childPicker = h("div", { class: "child-picker" }, h("label", { for: "child" }, t("child.label")), select);
+        const select = el.childSelect = h("select", { id: "child", class: "input",
+          onchange: (e) => app.setChild(Number(e.target.value)) },
+        me.children.map((c) => h("option", { value: c.id, selected: c.id === app.childId,
+          title: [c.school, c.group].filter(Boolean).join(" — ") }, c.name)));
+        // Unread for the other children, each a shortcut to that child.
+        el.otherChildren = h("span", { class: "other-children" });
+        childPicker = h("div", { class: "child-picker" }, h("label", { for: "child" }, t("child.label")), select,
+          el.otherChildren);
       } else {
         childPicker = h("p", { class: "help" }, t("child.none"));
       }
@@ -144,7 +148,28 @@ export class Views {
     el.bellButton.setAttribute("aria-label", unread ? `${t("bell.label")} — ${t("bell.unread", { count: unread })}`
       : t("bell.label"));
     el.bellButton.title = t("bell.label");
-    const total = app.visibleConversations().reduce((n, c) => n + (c.summary.unread || 0), 0);
+    // One inbox: what is unread for each child shows on the picker, and the
+    // title counts every conversation, whichever child is picked.
+    const perChild = app.unreadPerChild();
+    if (el.childSelect) {
+      if (el.childSelect.value !== String(app.childId)) el.childSelect.value = String(app.childId);
+      for (const option of el.childSelect.options) {
+        const child = app.me.children.find((c) => c.id === Number(option.value));
+        const count = perChild.get(child.id) || 0;
+        const label = count ? t("child.with_unread", { name: child.name, count }) : child.name;
+        if (option.textContent !== label) option.textContent = label;
+      }
+      const others = app.me.children.filter((c) => c.id !== app.childId && perChild.get(c.id));
+      const signature = others.map((c) => `${c.id}:${perChild.get(c.id)}`).join() + language();
+      if (el.otherChildren.dataset.sig !== signature) {
+        el.otherChildren.dataset.sig = signature;
+        replaceChildren(el.otherChildren, others.map((c) => h("button", {
+          type: "button", class: "chip other-child", onclick: () => app.setChild(c.id),
+          "aria-label": t("child.switch_unread", { name: c.name, count: perChild.get(c.id) }),
+        }, c.name.split(" ")[0], " ", h("span", { class: "badge" }, String(perChild.get(c.id))))));
+      }
+    }
+    const total = [...app.convs.values()].reduce((n, c) => n + (c.summary.unread || 0), 0);
     document.title = total ? `(${total}) ${t("app.title")}` : t("app.title");
   }
 
