@@ -483,7 +483,7 @@ async def test_the_bell_shows_a_held_notification_only_when_working_hours_resume
     clock.set(TUESDAY_8AM)
     await widget_server.service.notifier.release_due()
     await expect(bell.locator(".badge")).to_have_text("1")
-    await expect(bell).to_have_accessible_name(re.compile("1 notifications non lues"))
+    await expect(bell).to_have_accessible_name(re.compile("1 notification non lue$"))  # singular (Intl.PluralRules)
     await bell.click()
     entry = feed.locator(".feed-item", has_text="Marie Tremblay vous a écrit (Question du soir).")
     await expect(entry).to_contain_text("nouveau")

@@ -591,6 +591,18 @@ export class ChatApp {
     return list.sort((a, b) => b.activity - a.activity || b.id - a.id);
   }
 
+  /** A conversation I am in with exactly these other people, about this child (or none). */
+  sameConversation(ids, childId) {
+    const wanted = new Set([...ids, this.me.id]);
+    for (const conv of this.convs.values()) {
+      const s = conv.summary;
+      const members = new Set((s.members || []).map((m) => m.id));
+      if ((s.child?.id ?? null) === childId && members.size === wanted.size
+          && [...wanted].every((id) => members.has(id))) return conv;
+    }
+    return null;
+  }
+
   /** Child id → unread messages and announcements about that child (R16's one inbox). */
   unreadPerChild() {
     const counts = new Map();

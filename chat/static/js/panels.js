@@ -6,7 +6,7 @@
 
 import { h, replaceChildren } from "./dom.js";
 import { icon } from "./icons.js";
-import { formatSize, formatTime, pick, t } from "./i18n.js";
+import { formatSize, formatTime, language, pick, t } from "./i18n.js";
 import { QUICK_EMOJI } from "./views.js";
 
 const KIND_ICON = { announcement: "megaphone", transport: "bus", observation: "file", absence: "file" };
@@ -296,9 +296,22 @@ export class Panels {
       const form = h("form", { onsubmit: async (e) => {
         e.preventDefault();
         const ids = [...form.querySelectorAll("input[name=person]:checked")].map((b) => Number(b.value));
+        if (form.dataset.pickedSig !== ids.join()) delete form.dataset.confirmed; // another choice: ask again
+        form.dataset.pickedSig = ids.join();
         const frame = { type: "conversation.create", participants: ids };
         if (childId !== null) frame.child_id = childId;
         if (name.value.trim()) frame.name = name.value.trim();
+        // The same people about the same child: offer the conversation they already have.
+        const same = form.dataset.confirmed ? null : app.sameConversation(ids, childId);
+        if (same) {
+          form.dataset.confirmed = "1";
+          replaceChildren(error, t("new.exists", { title: app.views.title(same) }), " ",
+            h("button", { type: "button", class: "small primary", onclick: () => {
+              this.close("new");
+              app.views.open(same.id);
+            } }, t("new.open_existing")));
+          return;
+        }
         try {
           const ok = await app.conn.request(frame);
           app.joined(ok.conversation);
@@ -351,6 +364,68 @@ export class Panels {
         h("div", { class: "row" }, h("button", { type: "submit", class: "primary" }, t("add.submit"))));
       body.append(form);
     });
+  }
+
+  // -- managing a conversation: rename (R3), remove (R5, the creator), leave (R5) ----------------------
+  openManage(conv) {
+    const app = this.app;
+    const status = h("p", { class: "status-line", role: "status" });
+    const error = h("p", { class: "error", role: "alert" });
+    const members = h("ul", { class: "member-list" });
+    const leaveArea = h("div", { class: "leave-area" });
+    const ask = async (frame, done) => {
+      error.textContent = "";
+      try {
+        await app.conn.request(frame);
+        status.textContent = done;
+      } catch (err) {
+        status.textContent = "";
+        error.textContent = err.message || t("error.offline");
+      }
+    };
+    const drawMembers = (entry) => {
+      const s = conv.summary;
+      const sig = JSON.stringify([(s.members || []).map((m) => m.id), language()]);
+      if (entry.sig === sig) return;
+      entry.sig = sig;
+      const creator = s.creator_id === app.me.id;
+      replaceChildren(members, (s.members || []).map((m) => h("li", {},
+        h("span", {}, m.id === app.me.id ? t("msg.you") : m.name, h("span", { class: "role" }, " · ", t("role." + m.role))),
+        creator && m.id !== app.me.id ? h("button", { type: "button", class: "small ghost",
+          "aria-label": t("manage.remove_person", { name: m.name }),
+          onclick: () => ask({ type: "conversation.remove", conversation_id: conv.id, person_id: m.id },
+            t("manage.removed", { name: m.name })) }, t("manage.remove")) : null)));
+    };
+    const drawLeave = (confirming) => replaceChildren(leaveArea, confirming
+      ? [h("p", {}, t("manage.leave_confirm")),
+        h("div", { class: "row" },
+          h("button", { type: "button", class: "danger", onclick: async () => {
+            try {
+              await app.conn.request({ type: "conversation.leave", conversation_id: conv.id });
+              this.close("manage");
+            } catch (err) {
+              error.textContent = err.message || t("error.offline");
+              drawLeave(false);
+            }
+          } }, t("manage.leave_yes")),
+          h("button", { type: "button", class: "ghost", onclick: () => drawLeave(false) }, t("manage.leave_no")))]
+      : h("button", { type: "button", class: "danger", onclick: () => drawLeave(true) }, t("manage.leave")));
+    this.open("manage", t("manage.title"), (body, entry) => {
+      const name = h("input", { id: "manage-name", class: "input", maxlength: "100", autocomplete: "off",
+        value: conv.summary.name || "" });
+      body.append(
+        h("form", { class: "rename", onsubmit: (e) => {
+          e.preventDefault();
+          const frame = { type: "conversation.rename", conversation_id: conv.id };
+          if (name.value.trim()) frame.name = name.value.trim();
+          ask(frame, t("manage.renamed"));
+        } },
+          h("label", { for: "manage-name" }, t("new.name")),
+          h("div", { class: "row" }, name, h("button", { type: "submit", class: "primary" }, t("manage.rename")))),
+        h("h3", {}, t("manage.members")), members, status, error, leaveArea);
+      drawMembers(entry);
+      drawLeave(false);
+    }, drawMembers);
   }
 
   openLock(conversationId) {

@@ -274,6 +274,8 @@ export class Views {
         h("div", { class: "conv-actions" },
           me.role === "transport" ? null : h("button", { type: "button", class: "small", "data-focus-key": "add",
             disabled: s.locked, onclick: () => app.panels.openAddPeople(conv) }, t("conv.add")),
+          h("button", { type: "button", class: "small", "data-focus-key": "manage",
+            onclick: () => app.panels.openManage(conv) }, t("conv.manage")),
           isDirection ? (s.locked
             ? h("button", { type: "button", class: "small", "data-focus-key": "lock",
               onclick: () => app.panels.unlock(conv.id) }, icon("unlock"), t("conv.unlock"))
